@@ -1,0 +1,1 @@
+"""PyTorch Lightning + Hydra template: five task families, one generic training loop."""
