@@ -1,0 +1,72 @@
+"""Data modules whose splits are tensors held in memory."""
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, random_split
+
+
+class TensorDataModule(LightningDataModule):
+    """Serves in-memory train/val/test datasets; subclasses build them in `make_datasets`.
+
+    Args:
+        batch_size: Samples per batch, for every split.
+        num_workers: DataLoader worker processes; 0 is fastest for tensors already in memory.
+        split_seed: Seed of the train/val/test split, independent of the training seed.
+    """
+
+    def __init__(self, batch_size: int = 32, num_workers: int = 0, split_seed: int = 0) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.split_seed = split_seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
+        """Return the train, validation and test datasets."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is None:  # idempotent: the entry point and the Trainer both call it
+            self.train_set, self.val_set, self.test_set = self.make_datasets()
+
+    def split(self, dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
+        """Randomly split `dataset` into train and validation parts, reproducibly."""
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        generator = torch.Generator().manual_seed(self.split_seed)
+        train, val = random_split(dataset, [1 - val_fraction, val_fraction], generator=generator)
+        return train, val
+
+    @property
+    def example_input_array(self) -> Tensor:
+        """Two training inputs, for the model graph and the layer summary."""
+        return self.train_set[:2][0]
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        raise NotImplementedError
