@@ -1,0 +1,1 @@
+"""Callbacks that add what a practitioner looks at in TensorBoard beyond scalars."""

@@ -1,0 +1,1 @@
+"""LightningModules, one per objective, each generic over an injected `net`."""

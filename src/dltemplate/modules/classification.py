@@ -1,0 +1,121 @@
+"""Classification of anything a net maps to class logits."""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import AUROC, Accuracy, F1Score
+
+from dltemplate.modules.factories import (
+    NetSpec,
+    OptimizerSpec,
+    SchedulerSpec,
+    build_net,
+    check_finite,
+    configure_optimizers,
+    objects_to_skip,
+)
+
+
+class ClassificationModule(LightningModule):
+    """Trains a net that returns class logits, binary or multi-class.
+
+    With `num_classes=2` the net returns one logit per sample, (B, 1) or (B,), trained with
+    binary cross-entropy; otherwise it returns (B, num_classes) logits trained with cross-entropy.
+    Predictions are probabilities: P(class 1) of shape (B,), or (B, num_classes).
+
+    Args:
+        net: The network, or its Hydra config (then `load_from_checkpoint` needs no net).
+        num_classes: Number of classes; the data module knows it (`${dims.num_classes}`).
+        optimizer: Partial optimizer config or callable params → optimizer; AdamW(lr=1e-3) if None.
+        scheduler: Partial LR-scheduler config or callable optimizer → scheduler; none if None.
+        scheduler_interval: Step the scheduler every "epoch" or every "step".
+        monitor: Metric that ReduceLROnPlateau-style schedulers watch.
+        class_weights: Per-class loss weights for imbalanced data (for binary: [w0, w1]).
+        label_smoothing: Cross-entropy label smoothing (multi-class only).
+    """
+
+    def __init__(
+        self,
+        net: NetSpec,
+        num_classes: int = 2,
+        optimizer: OptimizerSpec | None = None,
+        scheduler: SchedulerSpec | None = None,
+        scheduler_interval: str = "epoch",
+        monitor: str = "val/loss",
+        class_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            ignore=objects_to_skip(net=net, optimizer=optimizer, scheduler=scheduler), logger=False
+        )
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.net = build_net(net)
+        self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.binary = num_classes == 2
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        if weights is not None and len(weights) != num_classes:
+            raise ValueError(f"class_weights has {len(weights)} entries for {num_classes} classes")
+        self.register_buffer("class_weights", weights, persistent=False)
+
+        task = "binary" if self.binary else "multiclass"
+        metrics = MetricCollection(
+            {
+                "acc": Accuracy(task=task, num_classes=num_classes),
+                "auroc": AUROC(task=task, num_classes=num_classes),
+                "f1": F1Score(task=task, num_classes=num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits: (B,) for binary problems, (B, num_classes) otherwise."""
+        logits = self.net(x)
+        return logits.reshape(-1) if self.binary else logits
+
+    def predict_proba(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits) if self.binary else logits.softmax(dim=-1)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.binary:
+            pos_weight = None
+            if self.class_weights is not None:
+                pos_weight = self.class_weights[1] / self.class_weights[0]
+            return F.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=pos_weight)
+        return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing)
+
+    def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
+        x, target = batch
+        logits = self(x)
+        loss = self.loss(logits, target)
+        probs = self.predict_proba(logits.detach())
+        metrics.update(probs, target)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return {"loss": loss, "preds": probs, "target": target}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        out = self._step(batch, self.train_metrics, "train")
+        check_finite(out["loss"], self)
+        return out
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.predict_proba(self(x))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return configure_optimizers(self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor)

@@ -1,0 +1,78 @@
+"""Turn configs into nets, optimizers and schedulers, refusing anything else a config could name.
+
+A module takes its net, optimizer and scheduler either as ready objects or as Hydra configs (plain
+dicts with `_target_`). Configs are what gets saved in the checkpoint, so `load_from_checkpoint`
+can rebuild the net without being handed it again. Because a checkpoint is data from disk, every
+`_target_` is checked to be the kind of class expected before anything is called.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+NetSpec = nn.Module | Mapping[str, Any]
+OptimizerSpec = Callable[[Iterable[torch.Tensor]], Optimizer] | Mapping[str, Any]
+SchedulerSpec = Callable[[Optimizer], LRScheduler] | Mapping[str, Any]
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
+
+
+def _instantiate_checked(config: Mapping[str, Any], base: type, what: str) -> Any:
+    target = config.get("_target_")
+    try:
+        cls = get_class(target) if isinstance(target, str) else None
+    except Exception as error:  # hydra wraps import errors in its own types
+        raise ValueError(f"{what} config names _target_={target!r}, which cannot be imported: {error}") from None
+    if cls is None or not issubclass(cls, base):
+        raise ValueError(f"{what} config must name a subclass of {base.__module__}.{base.__name__}; got {target!r}")
+    return instantiate(dict(config))
+
+
+def build_net(net: NetSpec) -> nn.Module:
+    """Return `net` itself, or the `nn.Module` its config describes."""
+    if isinstance(net, nn.Module):
+        return net
+    return _instantiate_checked(net, nn.Module, "net")
+
+
+def build_optimizer(optimizer: OptimizerSpec | None, params: Iterable[torch.Tensor]) -> Optimizer:
+    """Create the optimizer over `params` from a partial config, a callable, or the AdamW default."""
+    optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+    if isinstance(optimizer, Mapping):
+        optimizer = _instantiate_checked({**optimizer, "_partial_": True}, Optimizer, "optimizer")
+    return optimizer(params)
+
+
+def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer) -> LRScheduler:
+    """Create the LR scheduler for `optimizer` from a partial config or a callable."""
+    if isinstance(scheduler, Mapping):
+        scheduler = _instantiate_checked({**scheduler, "_partial_": True}, LRScheduler, "scheduler")
+    return scheduler(optimizer)
+
+
+def objects_to_skip(**specs: Any) -> list[str]:
+    """Names of the `specs` that are objects rather than configs: they cannot go in a checkpoint."""
+    return [name for name, spec in specs.items() if spec is not None and not isinstance(spec, Mapping)]
+
+
+def configure_optimizers(module: nn.Module, optimizer, scheduler, interval: str, monitor: str) -> Any:
+    """What `LightningModule.configure_optimizers` returns for these specs."""
+    opt = build_optimizer(optimizer, module.parameters())
+    if scheduler is None:
+        return opt
+    lr_scheduler = {"scheduler": build_scheduler(scheduler, opt), "interval": interval, "monitor": monitor}
+    return {"optimizer": opt, "lr_scheduler": lr_scheduler}
+
+
+def check_finite(loss: torch.Tensor, module) -> None:
+    """Stop with a clear error when the training loss is NaN or infinite."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss is {loss.item()} at epoch {module.current_epoch}, step {module.global_step}: "
+            "the run diverged; lower module.optimizer.lr or check the inputs for NaN/inf values"
+        )
