@@ -1,0 +1,15 @@
+"""Score a checkpoint on its task's test split:  python evaluate.py ckpt_path=<path/to.ckpt>"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dltemplate.evaluate import main as evaluate_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate_main(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Evaluate entry point: score a trained checkpoint on its task's test split."""
+
+import logging
+
+from omegaconf import DictConfig
+
+from dltemplate.build import build_trainer
+from dltemplate.checkpoint import restore
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test `cfg.ckpt_path` with the data pipeline stored in it (data read from `cfg.paths.data_dir`)."""
+    module, datamodule, _ = restore(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
+    trainer = build_trainer(cfg)
+    metrics = trainer.test(module, datamodule=datamodule)[0]
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def main(cfg: DictConfig) -> None:
+    """Hydra task function."""
+    metrics = evaluate(cfg)
+    log.info("test metrics of %s: %s", cfg.ckpt_path, metrics)

@@ -1,0 +1,80 @@
+"""Train entry point: config in, fitted checkpoint and test metrics out."""
+
+import logging
+from dataclasses import dataclass, field
+
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from dltemplate.build import build_datamodule, build_module, build_trainer, check_output_dir_unused
+
+log = logging.getLogger(__name__)
+
+HPARAM_KEYS = ("task_name", "seed", "data", "net", "module", "trainer")
+
+
+@dataclass
+class RunResult:
+    """What a training run leaves behind."""
+
+    metrics: dict[str, float]
+    best_checkpoint: str | None
+    output_dir: str
+    trainer: Trainer = field(repr=False)
+
+
+def train(cfg: DictConfig) -> RunResult:
+    """Fit the task described by `cfg`, then test its best checkpoint on the test split."""
+    if cfg.get("seed") is not None:
+        seed_everything(cfg.seed, workers=True)
+    check_output_dir_unused(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    trainer = build_trainer(cfg)
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    best = _best_checkpoint(trainer)
+    if cfg.get("test", True):
+        if cfg.get("train", True) and best is None:
+            log.warning("no best checkpoint was saved (fast_dev_run?): testing the last weights")
+        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best)[0])
+
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
+        metrics[f"{trainer.checkpoint_callback.monitor}_best"] = float(trainer.checkpoint_callback.best_model_score)
+    _log_hparams_with_metrics(trainer, cfg, metrics)
+    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer)
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task function: train, and return `cfg.optimized_metric` for sweepers."""
+    result = train(cfg)
+    log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
+    objective = cfg.get("optimized_metric")
+    if objective is None:
+        return None
+    if objective not in result.metrics:
+        raise KeyError(f"optimized_metric={objective!r} was not logged; logged: {sorted(result.metrics)}")
+    return result.metrics[objective]
+
+
+def _best_checkpoint(trainer: Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def _log_hparams_with_metrics(trainer: Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Fill TensorBoard's HPARAMS tab: this run's settings beside its final metrics."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: resolved[k] for k in HPARAM_KEYS if k in resolved}
+    final = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/")) and not k.endswith("_step")}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=final)
+            logger.finalize("success")  # flush: nothing else closes the writer after this

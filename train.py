@@ -1,0 +1,18 @@
+"""Train a task:  python train.py [task=<name>] [trainer=cpu|gpu|ddp|ddp_cpu|mps] [key=value ...]
+
+See conf/train.yaml for what can be chosen, and `python train.py --help` for the choices.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dltemplate.train import main as train_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return train_main(cfg)
+
+
+if __name__ == "__main__":
+    main()
