@@ -1,0 +1,101 @@
+"""Training end to end, in-process: every task runs, default tasks learn, runs resume and evaluate."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dltemplate.checkpoint import load_checkpoint
+from dltemplate.config import compose_config
+from dltemplate.evaluate import evaluate
+from dltemplate.train import train
+from tests.helpers import CONFIG_DIR, TASKS, tensorboard_tags
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fast_dev_run_every_task(make_cfg, task):
+    result = train(make_cfg(f"task={task}", "debug=fast_dev_run"))
+    assert any(k.startswith("test/") for k in result.metrics)
+
+
+def test_linear_regression_defaults_reach_the_noise_floor(make_cfg):
+    result = train(make_cfg())  # the default task, default settings
+    weight = load_checkpoint(result.best_checkpoint)["state_dict"]
+    w, b = weight["net.weight"].squeeze(), weight["net.bias"].item()
+    assert torch.allclose(w, torch.tensor([2.0, -3.0]), atol=0.1), w
+    assert abs(b - 10.0) < 0.3, b
+    assert result.metrics["test/mse"] <= 4.4  # noise variance 4.0
+
+
+@pytest.fixture(scope="module")
+def rings_run(tmp_path_factory):
+    """One run of the rings task with its default settings, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("rings")
+    cfg = compose_config(CONFIG_DIR, ["task=rings", f"paths.log_dir={tmp}"], output_dir=tmp / "run")
+    return train(cfg)
+
+
+def test_rings_defaults_approach_the_bayes_accuracy(rings_run):
+    assert rings_run.metrics["test/acc"] >= 0.92  # Bayes limit ≈ 0.933
+    assert rings_run.metrics["test/auroc"] >= 0.97
+
+
+def test_tensorboard_shows_every_kind_of_record(rings_run):
+    tags = tensorboard_tags(Path(rings_run.output_dir) / "tensorboard")
+    assert {"train/loss_step", "train/loss_epoch", "val/loss", "val/acc", "test/acc"} <= tags["scalars"]
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= tags["hparams"]
+    assert {"hp/test/acc", "hp/val/acc_best"} <= tags["scalars"]  # final metrics beside the hparams
+    assert any(t.startswith("params/net.") for t in tags["histograms"])
+    assert any(t.startswith("grads/net.") for t in tags["histograms"])
+    assert "graph_def" in tags["graphs"]
+    assert {"val/confusion_matrix", "val/roc"} <= tags["images"]
+
+
+def test_best_and_last_checkpoints_load_as_plain_data(rings_run):
+    checkpoints = Path(rings_run.output_dir) / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()
+    best = load_checkpoint(rings_run.best_checkpoint)  # weights_only=True inside
+    assert best["config"]["task_name"] == "rings"
+    assert best["config"]["dims"] == {"in_features": 2, "num_classes": 2, "out_features": 1}
+
+
+def test_evaluate_scores_a_checkpoint_like_the_training_run_did(rings_run, tmp_path):
+    cfg = compose_config(
+        CONFIG_DIR, [f"ckpt_path={rings_run.best_checkpoint}"], output_dir=tmp_path, config_name="evaluate"
+    )
+    metrics = evaluate(cfg)
+    assert metrics["test/acc"] == pytest.approx(rings_run.metrics["test/acc"], abs=1e-6)
+
+
+def test_resume_continues_from_the_last_checkpoint(make_cfg):
+    first = train(make_cfg("trainer.max_epochs=2", "test=false", run="first"))
+    last = Path(first.output_dir) / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["epoch"] == 1
+
+    resumed = train(make_cfg("trainer.max_epochs=4", f"ckpt_path={last}", "test=false", run="first"))
+    assert resumed.trainer.current_epoch == 4
+    assert resumed.trainer.global_step == 4 * 10  # 320 training points / batch 32 = 10 steps an epoch
+
+
+def test_a_finished_run_directory_is_never_overwritten(make_cfg):
+    train(make_cfg("debug=limit_batches", run="same"))
+    with pytest.raises(FileExistsError, match="already holds results of another run"):
+        train(make_cfg("debug=limit_batches", run="same"))
+
+
+def test_same_seed_gives_the_same_metrics(make_cfg):
+    a = train(make_cfg("debug=limit_batches", "trainer.deterministic=true", run="a"))
+    b = train(make_cfg("debug=limit_batches", "trainer.deterministic=true", run="b"))
+    assert a.metrics["test/mse"] == b.metrics["test/mse"]
+
+
+def test_early_stopping_is_one_config_choice_away(make_cfg):
+    cfg = make_cfg(
+        "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=1000",  # no epoch can improve by that much
+        "trainer.max_epochs=20",
+        "test=false",
+    )
+    result = train(cfg)
+    assert result.trainer.current_epoch == 2  # stopped after one epoch without improvement
