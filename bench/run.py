@@ -1,0 +1,88 @@
+"""Benchmark one task configuration on real data and print one table row.
+
+    DATA_DIR=../shared/data python bench/run.py task=rings
+    DATA_DIR=../shared/data python bench/run.py --seeds 3 task=titanic net=mlp_seed
+
+Options before the overrides: --seeds N (mean ± sd over seeds 1..N), --csv PATH (append the row).
+Everything else is a Hydra override, exactly as for train.py. Runs go to logs/bench/.
+"""
+
+import argparse
+import csv
+import platform
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Timer
+
+from dltemplate.config import compose_config
+from dltemplate.train import train
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def run_once(overrides: list[str], seed: int, stamp: str) -> dict[str, float]:
+    """Train with `overrides` and `seed`; return test metrics plus epochs and seconds per epoch."""
+    probe = compose_config(CONFIG_DIR, overrides)
+    output_dir = Path(probe.paths.log_dir) / "bench" / probe.task_name / f"{stamp}_seed{seed}"
+    cfg = compose_config(
+        CONFIG_DIR,
+        [*overrides, f"seed={seed}", "+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"],
+        output_dir=output_dir,
+    )
+    result = train(cfg)
+    timer = next(c for c in result.trainer.callbacks if isinstance(c, Timer))
+    epochs = result.trainer.current_epoch
+    row = {k: v for k, v in result.metrics.items() if k.startswith("test/") and k != "test/loss"}
+    return {**row, "epochs": epochs, "s/epoch": timer.time_elapsed("train") / max(epochs, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=1, help="runs with seeds 1..N; reports mean ± sd")
+    parser.add_argument("--csv", type=Path, help="also append the row to this CSV file")
+    args, overrides = parser.parse_known_args()
+
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    started = time.perf_counter()
+    runs = [run_once(overrides, seed, stamp) for seed in range(1, args.seeds + 1)]
+    wall = time.perf_counter() - started
+
+    def summary(key: str) -> str:
+        values = [r[key] for r in runs]
+        if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
+            return str(values[0])
+        mean = statistics.fmean(values)
+        return f"{mean:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+    metric_keys = sorted(k for k in runs[0] if k.startswith("test/"))
+    machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU"
+    )
+    row = {
+        "date": stamp[:10],
+        "machine": machine,
+        "config": " ".join(overrides) or "(defaults)",
+        "seeds": args.seeds,
+        "epochs": summary("epochs"),
+        "s/epoch": summary("s/epoch"),
+        **{k: summary(k) for k in metric_keys},
+        "wall s": f"{wall:.1f}",
+    }
+    print("| " + " | ".join(row) + " |")
+    print("| " + " | ".join("---" for _ in row) + " |")
+    print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    if args.csv:
+        new = not args.csv.exists()
+        with args.csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+if __name__ == "__main__":
+    main()
