@@ -19,7 +19,8 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     Setting up before the Trainer exists is what lets the net's sizes come from the data
     (`${dims.in_features}` in the net configs) instead of being typed into configs.
     """
-    datamodule = instantiate(cfg.data, _convert_="all")  # plain lists: checkpoints stay weights_only-loadable
+    # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
+    datamodule = instantiate(cfg.data, _recursive_=False, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
     with open_dict(cfg):
@@ -45,9 +46,20 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
 def build_trainer(cfg: DictConfig) -> Trainer:
     """Instantiate `cfg.trainer` with the callbacks and loggers the config lists (null entries off)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks.append(ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    callbacks.append(ConfigInCheckpoint(checkpoint_config(cfg)))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def checkpoint_config(cfg: DictConfig) -> dict:
+    """The config to store in checkpoints: plain containers, interpolations kept.
+
+    Keeping `${paths.data_dir}/...` unresolved lets a restored run read its data from wherever
+    `paths.data_dir` points then; `paths` itself is resolved, since `${hydra:...}` is gone by then.
+    """
+    config = OmegaConf.to_container(cfg, resolve=False)
+    config["paths"] = OmegaConf.to_container(cfg.paths, resolve=True)
+    return config
 
 
 def check_output_dir_unused(cfg: DictConfig) -> None:

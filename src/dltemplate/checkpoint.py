@@ -33,15 +33,20 @@ def restore(
     if data_dir is not None:
         cfg.paths.data_dir = data_dir
 
-    datamodule = instantiate(cfg.data, _convert_="all")
-    if not isinstance(datamodule, LightningDataModule):
-        raise TypeError(f"data config of {ckpt_path} does not describe a LightningDataModule")
-    state = checkpoint.get(type(datamodule).__qualname__)
+    data_cls = _checked_class(cfg.data._target_, LightningDataModule, ckpt_path)
+    datamodule = instantiate(cfg.data, _recursive_=False, _convert_="all")
+    state = checkpoint.get(data_cls.__qualname__)
     if state:
         datamodule.load_state_dict(state)
 
-    module_cls = get_class(cfg.module._target_)
-    if not issubclass(module_cls, LightningModule):
-        raise TypeError(f"module config of {ckpt_path} does not name a LightningModule: {cfg.module._target_}")
+    module_cls = _checked_class(cfg.module._target_, LightningModule, ckpt_path)
     module = module_cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     return module, datamodule, cfg
+
+
+def _checked_class(target: str, base: type, ckpt_path: str | Path) -> type:
+    """The class `target` names, if it is a subclass of `base`: checked before anything is called."""
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{ckpt_path} names {target!r} where a {base.__name__} subclass belongs")
+    return cls
