@@ -8,6 +8,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from dltemplate.build import build_datamodule, build_module
+from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, TASKS
 
 GROUPS = ("trainer", "logger", "callbacks", "debug", "experiment")
@@ -18,8 +19,8 @@ def choices(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_builds_its_data_and_module(make_cfg, task):
-    cfg = make_cfg(f"task={task}")
+def test_every_task_builds_its_data_and_module(make_cfg, tmp_path, task):
+    cfg = make_cfg(f"task={task}", *provide_task_data(task, tmp_path / "data"))
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves once dims are known

@@ -8,7 +8,20 @@ from dltemplate.modules.factories import build_net
 from tests.helpers import CONFIG_DIR
 
 NETS = sorted(p.stem for p in (CONFIG_DIR / "net").glob("*.yaml"))
-DIMS = {"in_features": 5, "out_features": 3, "num_classes": 3}
+DIMS = {"in_features": 5, "out_features": 3, "num_classes": 3, "num_numeric": 4, "cardinalities": [3, 5]}
+
+
+def tabular_rows(batch: int) -> torch.Tensor:
+    """(B, 4 numeric + 2 category codes), codes within their cardinalities."""
+    codes = torch.stack([torch.randint(0, k, (batch,)) for k in DIMS["cardinalities"]], dim=1).float()
+    return torch.cat([torch.randn(batch, DIMS["num_numeric"]), codes], dim=1)
+
+
+INPUTS = {
+    "torch.nn.Linear": lambda b: torch.randn(b, DIMS["in_features"]),
+    "dltemplate.nets.mlp.MLP": lambda b: torch.randn(b, DIMS["in_features"]),
+    "dltemplate.nets.tabular.TabularNet": tabular_rows,
+}
 
 
 @pytest.mark.parametrize("name", NETS)
@@ -16,9 +29,9 @@ def test_forward_shape_and_finite(name):
     cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "net" / f"{name}.yaml"), {"dims": DIMS})
     spec = OmegaConf.to_container(cfg, resolve=True)
     spec.pop("dims")
+    assert spec["_target_"] in INPUTS, f"add an example input for {spec['_target_']} to INPUTS"
     net = build_net(spec).eval()
-    x = torch.randn(4, DIMS["in_features"])
-    out = net(x)
+    out = net(INPUTS[spec["_target_"]](4))
     assert out.shape == (4, DIMS["out_features"])
     assert torch.isfinite(out).all()
 
@@ -29,3 +42,13 @@ def test_mlp_options_build_the_layers_they_name():
     net = MLP(6, 2, hidden=[8, 4], activation="GELU", dropout=0.2, batch_norm=True)
     kinds = [type(m).__name__ for m in net.layers]
     assert kinds == ["Linear", "BatchNorm1d", "GELU", "Dropout", "Linear", "BatchNorm1d", "GELU", "Dropout", "Linear"]
+
+
+def test_tabular_net_embeds_or_one_hot_encodes_categories():
+    from dltemplate.nets.tabular import TabularNet
+
+    one_hot = TabularNet(4, [3, 5], 1, hidden=[20, 15])
+    assert one_hot.mlp.layers[0].in_features == 4 + 3 + 5  # the book's shape: inputs → 20 → 15 → 1
+    embedded = TabularNet(4, [3, 5], 1, embedding_dim=4)
+    assert [e.embedding_dim for e in embedded.embeddings] == [2, 3]  # capped at (k + 1) // 2
+    assert embedded.mlp.layers[0].in_features == 4 + 2 + 3

@@ -9,12 +9,14 @@ from dltemplate.checkpoint import load_checkpoint
 from dltemplate.config import compose_config
 from dltemplate.evaluate import evaluate
 from dltemplate.train import train
+from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, TASKS, tensorboard_tags
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_fast_dev_run_every_task(make_cfg, task):
-    result = train(make_cfg(f"task={task}", "debug=fast_dev_run"))
+def test_fast_dev_run_every_task(make_cfg, tmp_path, task):
+    overrides = provide_task_data(task, tmp_path / "data")
+    result = train(make_cfg(f"task={task}", "debug=fast_dev_run", *overrides))
     assert any(k.startswith("test/") for k in result.metrics)
 
 

@@ -28,6 +28,9 @@ class RegressionModule(LightningModule):
         scheduler: Partial LR-scheduler config or callable optimizer → scheduler; none if None.
         scheduler_interval: Step the scheduler every "epoch" or every "step".
         monitor: Metric that ReduceLROnPlateau-style schedulers watch.
+        target_mean: Mean of the training targets; with `target_std`, the net predicts standardised
+            values and the module rescales them, so nets train well whatever the targets' scale.
+        target_std: Standard deviation of the training targets.
     """
 
     def __init__(
@@ -38,6 +41,8 @@ class RegressionModule(LightningModule):
         scheduler: SchedulerSpec | None = None,
         scheduler_interval: str = "epoch",
         monitor: str = "val/loss",
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -58,8 +63,8 @@ class RegressionModule(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def forward(self, x: Tensor) -> Tensor:
-        """Predictions: (B,) for one target, (B, num_outputs) otherwise."""
-        out = self.net(x)
+        """Predictions on the targets' scale: (B,) for one target, (B, num_outputs) otherwise."""
+        out = self.net(x) * self.hparams.target_std + self.hparams.target_mean
         return out.squeeze(-1) if self.hparams.num_outputs == 1 else out
 
     def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:

@@ -1,0 +1,15 @@
+"""Predict raw inputs with a trained checkpoint:  python predict.py ckpt_path=<ckpt> input=<data> [output=<csv>]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dltemplate.predict import main as predict_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict_main(cfg)
+
+
+if __name__ == "__main__":
+    main()

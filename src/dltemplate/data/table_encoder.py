@@ -1,0 +1,116 @@
+"""Encode a table's feature columns into one float tensor, with statistics fitted on training rows.
+
+Layout of an encoded row (B, num_numeric + len(categorical)):
+    [standardised numeric columns | missing-value indicators | category codes]
+Category codes are integers stored as floats; the tabular net embeds or one-hot encodes them.
+Code 0 means "unknown" (unseen in training, or rarer than `min_category_count`), 1 "missing".
+
+The fitted state is plain lists and dicts, so it is saved in checkpoints that load with
+`weights_only=True`; that is why this is not a pickled scikit-learn pipeline.
+"""
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+UNKNOWN, MISSING = 0, 1
+
+
+def to_numeric(series: pd.Series, source: str) -> pd.Series:
+    """`series` as floats; a value that is present but not a number is an error naming it."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return series.astype("float64")
+    parsed = pd.to_numeric(series, errors="coerce")
+    bad = series.notna() & parsed.isna()
+    if bad.any():
+        row = bad.idxmax()
+        raise ValueError(
+            f"column {series.name!r} of {source} must be numeric, but row {row} holds {series[row]!r} "
+            f"({int(bad.sum())} non-numeric values in all); fix the data, or list the column under categorical"
+        )
+    return parsed.astype("float64")
+
+
+class TableEncoder:
+    """Standardises numeric columns and codes categorical ones, fitted on training rows only.
+
+    Args:
+        numeric: Numeric feature columns: median-imputed, standardised, plus a missing-value
+            indicator for each column that had missing values in training.
+        categorical: Categorical feature columns: coded by training frequency.
+        min_category_count: Categories seen fewer times in training are coded as unknown.
+    """
+
+    def __init__(self, numeric: list[str], categorical: list[str], min_category_count: int = 1) -> None:
+        self.numeric = list(numeric)
+        self.categorical = list(categorical)
+        self.min_category_count = min_category_count
+        self.stats: dict[str, dict[str, float]] = {}
+        self.vocab: dict[str, list[str]] = {}
+        self.indicators: list[str] = []
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.stats or self.vocab)
+
+    @property
+    def num_numeric(self) -> int:
+        """Width of the float part of a row: numeric columns plus missing indicators."""
+        return len(self.numeric) + len(self.indicators)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Number of codes of each categorical column, unknown and missing included."""
+        return [len(self.vocab[c]) + 2 for c in self.categorical]
+
+    def fit(self, frame: pd.DataFrame, source: str) -> "TableEncoder":
+        for column in self.numeric:
+            values = to_numeric(frame[column], source)
+            if values.isna().all():
+                raise ValueError(f"numeric column {column!r} of {source} has no values in the training rows")
+            std = float(values.std(ddof=0))
+            self.stats[column] = {"median": float(values.median()), "mean": float(values.mean()), "std": std or 1.0}
+            if values.isna().any():
+                self.indicators.append(column)
+        for column in self.categorical:
+            counts = frame[column].dropna().astype(str).value_counts()
+            self.vocab[column] = [str(v) for v, n in counts.items() if n >= self.min_category_count]
+        return self
+
+    def transform(self, frame: pd.DataFrame, source: str) -> torch.Tensor:
+        """Encode `frame` into a (rows, num_numeric + len(categorical)) float tensor."""
+        missing = [c for c in self.numeric + self.categorical if c not in frame.columns]
+        if missing:
+            raise KeyError(f"{source} lacks the feature column(s) {missing}; it has {list(frame.columns)}")
+        parts = []
+        for column in self.numeric:
+            s = self.stats[column]
+            values = to_numeric(frame[column], source)
+            parts.append(((values.fillna(s["median"]) - s["mean"]) / s["std"]).to_numpy())
+        parts += [frame[c].isna().to_numpy(dtype="float64") for c in self.indicators]
+        for column in self.categorical:
+            index = {v: i + 2 for i, v in enumerate(self.vocab[column])}
+            values = frame[column]
+            codes = values.astype(str).map(index).fillna(UNKNOWN).where(values.notna(), MISSING)
+            parts.append(codes.to_numpy(dtype="float64"))
+        if not parts:
+            raise ValueError(f"no feature columns are left in {source}")
+        return torch.tensor(np.column_stack(parts), dtype=torch.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "min_category_count": self.min_category_count,
+            "stats": self.stats,
+            "vocab": self.vocab,
+            "indicators": self.indicators,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "TableEncoder":
+        encoder = cls(state["numeric"], state["categorical"], state["min_category_count"])
+        encoder.stats, encoder.vocab, encoder.indicators = state["stats"], state["vocab"], state["indicators"]
+        return encoder

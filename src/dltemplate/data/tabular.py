@@ -1,0 +1,297 @@
+"""Tables from CSV files: any CSV with a header row, for classification or regression."""
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import Dataset, TensorDataset
+
+from dltemplate.data.download import ensure_file
+from dltemplate.data.table_encoder import TableEncoder, to_numeric
+from dltemplate.data.tensors import TensorDataModule
+
+log = logging.getLogger(__name__)
+
+
+class TabularDataModule(TensorDataModule):
+    """Reads a training CSV (and optionally a test CSV), encodes it, and serves tensors.
+
+    Feature columns are every column except the target, `id_column` and `drop`; each is numeric or
+    categorical by its type, unless listed in `numeric` or `categorical`. Derived columns are
+    computed first, from the raw table. Encoding statistics, category codes and class names are
+    fitted on the training split only and saved in checkpoints (`state_dict`), so prediction needs
+    nothing but the checkpoint and a raw CSV.
+
+    Args:
+        train_file: CSV with the training rows (also the validation rows, and the test rows when
+            there is no `test_file`).
+        target: Column to predict.
+        test_file: CSV of held-out test rows; None splits them off `train_file`.
+        task: "classification" (any number of classes) or "regression".
+        numeric: Columns to treat as numeric whatever their type.
+        categorical: Columns to treat as categorical whatever their type (e.g. a class number).
+        drop: Columns to ignore (after derived columns are computed from them).
+        id_column: Column copied into prediction files, never used as a feature.
+        derived: New columns, name → partial config of a function(frame) → column
+            (see `dltemplate.data.features`).
+        min_category_count: Rarer categories are coded as unknown.
+        val_fraction: Share of the training rows held out for validation (stratified by class).
+        test_fraction: Share held out for testing when there is no `test_file`.
+        download: Public source of missing files: {"train_file" | "test_file": {url:, md5:}}.
+        sep: Column separator of the CSV files.
+        batch_size, num_workers, split_seed: see `TensorDataModule`.
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        target: str,
+        test_file: str | None = None,
+        task: Literal["classification", "regression"] = "classification",
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        drop: Sequence[str] = (),
+        id_column: str | None = None,
+        derived: Mapping[str, Mapping[str, Any]] | None = None,
+        min_category_count: int = 1,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        download: Mapping[str, Mapping[str, str]] | None = None,
+        sep: str = ",",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, split_seed)
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        self.save_hyperparameters(logger=False)
+        self.encoder: TableEncoder | None = None
+        self.classes: list[str] | None = None
+        self.target_stats: dict[str, float] = {}
+        self.predict_input: str | Path | pd.DataFrame | None = None
+        self.predict_frame: pd.DataFrame | None = None
+        self.predict_set: Dataset | None = None
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        download = self.hparams.download or {}
+        layout = f"a CSV file with a header row that includes the target column {self.hparams.target!r}"
+        for key in ("train_file", "test_file"):
+            path = self.hparams[key]
+            if path is not None:
+                spec = download.get(key, {})
+                ensure_file(path, spec.get("url"), spec.get("md5"), layout)
+
+    def read(self, source: str | Path | pd.DataFrame, name: str | None = None) -> tuple[pd.DataFrame, str]:
+        """Read a raw CSV (or take a DataFrame) and add the derived columns; return it and its name."""
+        if isinstance(source, pd.DataFrame):
+            frame, name = source.copy(), name or "the given DataFrame"
+        else:
+            name = name or str(source)
+            try:
+                frame = pd.read_csv(source, sep=self.hparams.sep)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{source} does not exist") from None
+            except pd.errors.EmptyDataError:
+                raise ValueError(f"{source} is empty: expected a CSV file with a header row") from None
+        if frame.empty:
+            raise ValueError(f"{name} has a header but no rows")
+        self._check_configured_columns(frame, name)
+        for column, function in self._derived_functions().items():
+            frame[column] = function(frame)
+        return frame, name
+
+    def _check_configured_columns(self, frame: pd.DataFrame, name: str) -> None:
+        hp = self.hparams
+        named = {*hp.numeric, *hp.categorical, *hp.drop, *([hp.id_column] if hp.id_column else [])}
+        unknown = sorted(named - set(frame.columns) - set(hp.derived or {}))
+        if unknown:
+            raise KeyError(f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}")
+
+    def _derived_functions(self) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
+        functions = {}
+        for column, spec in (self.hparams.derived or {}).items():
+            target = str(spec.get("_target_", ""))
+            if not target.startswith(f"{__package__.split('.')[0]}."):  # checkpoints may only name our code
+                raise ValueError(f"derived column {column!r} must name a function of this project, got {target!r}")
+            functions[column] = instantiate({**spec, "_partial_": True})
+        return functions
+
+    # ---- fitting and encoding --------------------------------------------------------------------
+
+    def feature_columns(self, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """(numeric, categorical) feature columns of a training frame."""
+        hp = self.hparams
+        excluded = {hp.target, *hp.drop, *([hp.id_column] if hp.id_column else [])}
+        numeric, categorical = [], []
+        for column in frame.columns:
+            if column in excluded:
+                continue
+            if column in hp.categorical:
+                categorical.append(column)
+            elif column in hp.numeric or _looks_numeric(frame[column]):
+                numeric.append(column)
+            else:
+                categorical.append(column)
+        return numeric, categorical
+
+    def fit(self, frame: pd.DataFrame, name: str) -> None:
+        """Fit the encoder and the target coding on the training split `frame`."""
+        numeric, categorical = self.feature_columns(frame)
+        for column in categorical:
+            if len(frame) > 20 and frame[column].nunique() == len(frame):
+                log.warning(
+                    "categorical column %r of %s has a different value in every row: an identifier? "
+                    "set data.id_column or list it under data.drop",
+                    column,
+                    name,
+                )
+        self.encoder = TableEncoder(numeric, categorical, self.hparams.min_category_count).fit(frame, name)
+        target = frame[self.hparams.target]
+        if self.hparams.task == "classification":
+            self.classes = sorted(target.dropna().astype(str).unique())
+            if len(self.classes) < 2:
+                raise ValueError(
+                    f"target column {self.hparams.target!r} of {name} has a single class {self.classes}: "
+                    "classification needs at least two"
+                )
+        else:
+            values = to_numeric(target, name)
+            self.target_stats = {"mean": float(values.mean()), "std": float(values.std(ddof=0)) or 1.0}
+
+    def encode_target(self, frame: pd.DataFrame, name: str) -> torch.Tensor:
+        column = self.hparams.target
+        if column not in frame.columns:
+            raise KeyError(f"target column {column!r} is not in {name}; it has {list(frame.columns)}")
+        target = frame[column]
+        if target.isna().any():
+            raise ValueError(f"target column {column!r} of {name} is missing in {int(target.isna().sum())} rows")
+        if self.classes is None:
+            return torch.tensor(to_numeric(target, name).to_numpy(), dtype=torch.float32)
+        index = {c: i for i, c in enumerate(self.classes)}
+        codes = target.astype(str).map(index)
+        if codes.isna().any():
+            unseen = sorted(target[codes.isna()].astype(str).unique())
+            raise ValueError(f"{name} has target classes {unseen} that the training rows do not have")
+        return torch.tensor(codes.to_numpy(), dtype=torch.long)
+
+    def dataset(self, frame: pd.DataFrame, name: str) -> TensorDataset:
+        return TensorDataset(self.encoder.transform(frame, name), self.encode_target(frame, name))
+
+    # ---- Lightning hooks -------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        frame, name = self.read(hp.train_file)
+        if hp.target not in frame.columns:
+            raise KeyError(f"target column {hp.target!r} is not in {name}; it has {list(frame.columns)}")
+        if hp.test_file is None:
+            rest, test_frame = self.split_frame(frame, hp.test_fraction)
+            test_name = f"{name} (test split)"
+        else:
+            rest, (test_frame, test_name) = frame, self.read(hp.test_file)
+        train_frame, val_frame = self.split_frame(rest, hp.val_fraction)
+        if self.encoder is None:  # restored from a checkpoint otherwise: never refit
+            self.fit(train_frame, name)
+        self.train_set = self.dataset(train_frame, name)
+        self.val_set = self.dataset(val_frame, f"{name} (validation split)")
+        self.test_set = self.dataset(test_frame, test_name)
+
+    def split_frame(self, frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Split rows into (kept, held out), stratified by class for classification."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"split fractions must be between 0 and 1, got {fraction}")
+        rng = np.random.default_rng(self.hparams.split_seed)
+        if self.hparams.task == "classification":
+            groups = frame.groupby(frame[self.hparams.target].astype(str), sort=True).indices.values()
+        else:
+            groups = [np.arange(len(frame))]
+        held = np.concatenate([rng.permutation(g)[: round(len(g) * fraction)] for g in groups])
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[held] = True
+        return frame[~mask], frame[mask]
+
+    def _setup_predict(self) -> None:
+        if self.predict_input is None:
+            raise RuntimeError("set predict_input (a CSV path or a DataFrame) before predicting")
+        if self.encoder is None:
+            raise RuntimeError("the data module has no fitted encoder: restore it from a checkpoint first")
+        frame, name = self.read(self.predict_input)
+        self.predict_frame = frame
+        self.predict_set = TensorDataset(self.encoder.transform(frame, name))
+
+    def predict_dataloader(self):
+        return self._loader(self.predict_set, shuffle=False)
+
+    def format_predictions(self, predictions: torch.Tensor) -> pd.DataFrame:
+        """Table of predictions for the rows of `predict_input`, with the id column if configured.
+
+        Classification: one `prob_<class>` column per class and the predicted class in `prediction`;
+        regression: the predicted value in `prediction`.
+        """
+        table = pd.DataFrame(index=self.predict_frame.index)
+        if self.hparams.id_column:
+            table[self.hparams.id_column] = self.predict_frame[self.hparams.id_column]
+        if self.classes is None:
+            table["prediction"] = predictions.reshape(-1).numpy()
+            return table
+        probs = predictions.reshape(len(table), -1)
+        if probs.shape[1] == 1:  # binary: P(second class)
+            probs = torch.cat([1 - probs, probs], dim=1)
+        for i, name in enumerate(self.classes):
+            table[f"prob_{name}"] = probs[:, i].numpy()
+        table["prediction"] = [self.classes[i] for i in probs.argmax(dim=1).tolist()]
+        return table
+
+    # ---- what nets and checkpoints need ----------------------------------------------------------
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        if self.encoder is None:
+            raise RuntimeError("dims are known once setup('fit') has run")
+        dims: dict[str, Any] = {"num_numeric": self.encoder.num_numeric, "cardinalities": self.encoder.cardinalities}
+        if self.classes is None:
+            return {
+                **dims,
+                "out_features": 1,
+                "target_mean": self.target_stats["mean"],
+                "target_std": self.target_stats["std"],
+            }
+        counts = torch.bincount(self.train_set.tensors[1], minlength=len(self.classes)).float()
+        balanced = (counts.sum() / (len(counts) * counts.clamp(min=1))).tolist()
+        k = len(self.classes)
+        return {**dims, "num_classes": k, "out_features": 1 if k == 2 else k, "class_weights": balanced}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.encoder is None:
+            return {}
+        return {"encoder": self.encoder.state_dict(), "classes": self.classes, "target_stats": self.target_stats}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.encoder = TableEncoder.from_state(state["encoder"])
+            self.classes, self.target_stats = state["classes"], state["target_stats"]
+
+
+def _looks_numeric(series: pd.Series) -> bool:
+    """Numeric dtype, or text that is mostly numbers (then `to_numeric` reports the odd values out)."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return True
+    values = series.dropna()
+    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5

@@ -1,0 +1,104 @@
+"""Small datasets written in the real on-disk formats, for tests that must not need the real data."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TITANIC_COLUMNS = [
+    "PassengerId",
+    "Survived",
+    "Pclass",
+    "Name",
+    "Sex",
+    "Age",
+    "SibSp",
+    "Parch",
+    "Ticket",
+    "Fare",
+    "Cabin",
+    "Embarked",
+]
+
+
+def titanic_frame(n: int, seed: int, first_id: int = 1) -> pd.DataFrame:
+    """Rows shaped like the Kaggle Titanic CSV; women and first class survive more, as in the real data."""
+    rng = np.random.default_rng(seed)
+    sex = rng.choice(["male", "female"], n, p=[0.65, 0.35])
+    pclass = rng.choice([1, 2, 3], n, p=[0.25, 0.2, 0.55])
+    title = np.where(
+        sex == "female", rng.choice(["Mrs", "Miss"], n), rng.choice(["Mr", "Master", "Dr"], n, p=[0.85, 0.12, 0.03])
+    )
+    age = np.where(rng.random(n) < 0.2, np.nan, rng.uniform(1, 70, n).round())
+    fare = (rng.lognormal(2.5, 0.8, n) * (4 - pclass)).round(2)
+    logit = 2.5 * (sex == "female") + 0.9 * (3 - pclass) - 1.6 + rng.normal(0, 0.5, n)
+    return pd.DataFrame(
+        {
+            "PassengerId": np.arange(first_id, first_id + n),
+            "Survived": (logit > 0).astype(int),
+            "Pclass": pclass,
+            "Name": [f"Family{i}, {t}. Given{i}" for i, t in enumerate(title)],
+            "Sex": sex,
+            "Age": age,
+            "SibSp": rng.integers(0, 4, n),
+            "Parch": rng.integers(0, 3, n),
+            "Ticket": [f"T{i}" for i in range(n)],
+            "Fare": fare,
+            "Cabin": np.where(rng.random(n) < 0.75, None, [f"C{i}" for i in range(n)]),
+            "Embarked": rng.choice(["S", "C", "Q", None], n, p=[0.7, 0.18, 0.1, 0.02]),
+        },
+        columns=TITANIC_COLUMNS,
+    )
+
+
+def write_titanic(folder: Path, n_train: int = 240, n_test: int = 80) -> Path:
+    """Write `folder/train.csv` and `folder/test.csv` in the Titanic layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    titanic_frame(n_train, seed=1).to_csv(folder / "train.csv", index=False)
+    titanic_frame(n_test, seed=2, first_id=n_train + 1).to_csv(folder / "test.csv", index=False)
+    return folder
+
+
+def mixed_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Numeric and categorical columns with missing values; a 3-class and a continuous target."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(0, 1, n), rng.uniform(-2, 2, n)
+    color = rng.choice(["red", "green", "blue"], n)
+    shift = pd.Series(color).map({"red": 1.0, "green": 0.0, "blue": -1.0}).to_numpy()
+    score = x1 + shift
+    frame = pd.DataFrame(
+        {
+            "id": [f"row{i}" for i in range(n)],
+            "x1": np.where(rng.random(n) < 0.1, np.nan, x1),
+            "x2": x2,
+            "color": np.where(rng.random(n) < 0.05, None, color),
+            "grade": np.digitize(score, [-0.7, 0.7]).astype(int),  # classes 0, 1, 2
+            "price": 1000 + 300 * x1 - 150 * x2 + 200 * shift + rng.normal(0, 20, n),
+        }
+    )
+    frame["grade"] = frame["grade"].map({0: "low", 1: "mid", 2: "high"})
+    return frame
+
+
+def provide_task_data(task: str, data_dir: Path) -> list[str]:
+    """Write small data for `task` under `data_dir`; return the overrides the task then needs.
+
+    Every task file in conf/task/ must be handled here, so that "every task" tests cover it.
+    """
+    if task in ("linear_regression", "rings"):
+        return []  # generated in memory
+    if task == "titanic":
+        write_titanic(data_dir / "titanic")
+        return []
+    if task in ("tabular", "tabular_regression"):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        mixed_frame(300).to_csv(data_dir / "mixed.csv", index=False)
+        target = "grade" if task == "tabular" else "price"
+        drop = "price" if task == "tabular" else "grade"
+        return [
+            f"data.train_file={data_dir / 'mixed.csv'}",
+            f"data.target={target}",
+            "data.id_column=id",
+            f"data.drop=[{drop}]",
+        ]
+    raise KeyError(f"tests/datasets.py has no data for task {task!r}: add it to provide_task_data")
