@@ -36,7 +36,10 @@ def run_once(overrides: list[str], seed: int, stamp: str) -> dict[str, float]:
     result = train(cfg)
     timer = next(c for c in result.trainer.callbacks if isinstance(c, Timer))
     epochs = result.trainer.current_epoch
-    row = {k: v for k, v in result.metrics.items() if k.startswith("test/") and k != "test/loss"}
+    # the best validation value of the monitored metric: compare configurations on this, not on test
+    row = {
+        k: v for k, v in result.metrics.items() if (k.startswith("test/") and k != "test/loss") or k.endswith("_best")
+    }
     return {**row, "epochs": epochs, "s/epoch": timer.time_elapsed("train") / max(epochs, 1)}
 
 
@@ -58,7 +61,9 @@ def main() -> None:
         mean = statistics.fmean(values)
         return f"{mean:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{mean:.4f}"
 
-    metric_keys = sorted(k for k in runs[0] if k.startswith("test/"))
+    metric_keys = sorted(k for k in runs[0] if k.endswith("_best")) + sorted(
+        k for k in runs[0] if k.startswith("test/")
+    )
     machine = f"{platform.machine()} {torch.get_num_threads()} threads" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU"
     )
