@@ -80,6 +80,37 @@ def mixed_frame(n: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def seasonal_frame(n: int = 120, seed: int = 0, start: str = "2024-01-01") -> pd.DataFrame:
+    """Daily series with a trend and a weekly season: what naive forecasts get wrong."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    weekly = np.array([0, 8, 12, 6, -4, -12, -10])[t % 7]
+    return pd.DataFrame(
+        {
+            "date": pd.date_range(start, periods=n, freq="D").strftime("%Y-%m-%d"),
+            "sales": 100 + 0.8 * t + weekly + rng.normal(0, 1.0, n),
+            "visits": 300 + 1.5 * t + 2 * weekly + rng.normal(0, 2.0, n),
+        }
+    )
+
+
+def covid_like_frame() -> pd.DataFrame:
+    """Tab-separated cumulative counts shaped like the COVID-19 file (47 days)."""
+    days = np.arange(47)
+    daily = np.stack(
+        [
+            3000 * np.exp(-(((days - 15) / 9) ** 2)) + 20,
+            2500 / (1 + np.exp(-(days - 30) / 4)),
+            80 * np.exp(-(((days - 20) / 12) ** 2)) + 5,
+        ],
+        1,
+    )
+    levels = np.cumsum(daily.round(), axis=0)
+    frame = pd.DataFrame(levels, columns=["confirmed_num", "cured_num", "dead_num"])
+    frame.insert(0, "date", pd.date_range("2020-01-24", periods=47, freq="D").strftime("%Y-%m-%d"))
+    return frame
+
+
 def provide_task_data(task: str, data_dir: Path) -> list[str]:
     """Write small data for `task` under `data_dir`; return the overrides the task then needs.
 
@@ -101,4 +132,12 @@ def provide_task_data(task: str, data_dir: Path) -> list[str]:
             "data.id_column=id",
             f"data.drop=[{drop}]",
         ]
+    if task == "covid":
+        data_dir.mkdir(parents=True, exist_ok=True)
+        covid_like_frame().to_csv(data_dir / "covid-19.csv", sep="\t", index=False)
+        return []
+    if task == "series":
+        data_dir.mkdir(parents=True, exist_ok=True)
+        seasonal_frame().to_csv(data_dir / "series.csv", index=False)
+        return [f"data.file={data_dir / 'series.csv'}", "data.date_column=date"]
     raise KeyError(f"tests/datasets.py has no data for task {task!r}: add it to provide_task_data")

@@ -8,7 +8,16 @@ from dltemplate.modules.factories import build_net
 from tests.helpers import CONFIG_DIR
 
 NETS = sorted(p.stem for p in (CONFIG_DIR / "net").glob("*.yaml"))
-DIMS = {"in_features": 5, "out_features": 3, "num_classes": 3, "num_numeric": 4, "cardinalities": [3, 5]}
+DIMS = {
+    "in_features": 5,
+    "out_features": 3,
+    "num_classes": 3,
+    "num_numeric": 4,
+    "cardinalities": [3, 5],
+    "num_series": 3,
+    "horizon": 2,
+}
+WINDOW = 8
 
 
 def tabular_rows(batch: int) -> torch.Tensor:
@@ -17,10 +26,18 @@ def tabular_rows(batch: int) -> torch.Tensor:
     return torch.cat([torch.randn(batch, DIMS["num_numeric"]), codes], dim=1)
 
 
+VECTOR_OUT = (DIMS["out_features"],)
+FORECAST_OUT = (DIMS["horizon"], DIMS["num_series"])
+# net class → (input of batch size B, output shape without the batch dimension)
 INPUTS = {
-    "torch.nn.Linear": lambda b: torch.randn(b, DIMS["in_features"]),
-    "dltemplate.nets.mlp.MLP": lambda b: torch.randn(b, DIMS["in_features"]),
-    "dltemplate.nets.tabular.TabularNet": tabular_rows,
+    "torch.nn.Linear": (lambda b: torch.randn(b, DIMS["in_features"]), VECTOR_OUT),
+    "dltemplate.nets.mlp.MLP": (lambda b: torch.randn(b, DIMS["in_features"]), VECTOR_OUT),
+    "dltemplate.nets.tabular.TabularNet": (tabular_rows, VECTOR_OUT),
+    "dltemplate.nets.growth_lstm.GrowthRateLSTM": (lambda b: torch.rand(b, WINDOW, DIMS["num_series"]), FORECAST_OUT),
+    "dltemplate.nets.rnn_forecaster.RNNForecaster": (
+        lambda b: torch.randn(b, WINDOW, DIMS["num_series"]),
+        FORECAST_OUT,
+    ),
 }
 
 
@@ -31,8 +48,9 @@ def test_forward_shape_and_finite(name):
     spec.pop("dims")
     assert spec["_target_"] in INPUTS, f"add an example input for {spec['_target_']} to INPUTS"
     net = build_net(spec).eval()
-    out = net(INPUTS[spec["_target_"]](4))
-    assert out.shape == (4, DIMS["out_features"])
+    make_input, out_shape = INPUTS[spec["_target_"]]
+    out = net(make_input(4))
+    assert out.shape == (4, *out_shape)
     assert torch.isfinite(out).all()
 
 
@@ -52,3 +70,12 @@ def test_tabular_net_embeds_or_one_hot_encodes_categories():
     embedded = TabularNet(4, [3, 5], 1, embedding_dim=4)
     assert [e.embedding_dim for e in embedded.embeddings] == [2, 3]  # capped at (k + 1) // 2
     assert embedded.mlp.layers[0].in_features == 4 + 2 + 3
+
+
+def test_forecasters_start_from_the_last_observed_value():
+    from dltemplate.nets.growth_lstm import GrowthRateLSTM
+    from dltemplate.nets.rnn_forecaster import RNNForecaster
+
+    x = torch.rand(4, WINDOW, 3) + 0.5
+    assert torch.equal(RNNForecaster(3, horizon=2)(x), x[:, -1:].expand(4, 2, 3))  # untrained = naive
+    assert (GrowthRateLSTM(3, horizon=2)(-x) == 0).all()  # never negative

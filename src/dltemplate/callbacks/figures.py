@@ -102,3 +102,31 @@ class _PairsCollector(Metric):
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         cat = torch.cat if isinstance(self.preds, list) else (lambda t: t)
         return cat(self.preds), cat(self.target)
+
+
+class ForecastFigures(_ValidationFigures):
+    """History, truth and one-step-ahead forecast of the validation steps, one panel per series.
+
+    Needs a data module with `series` (the modelled series, unscaled) and `step_index(stage)`.
+    Under DDP the gathered samples are not in time order; this figure is meant for one process.
+    """
+
+    def make_metrics(self, pl_module: LightningModule) -> dict[str, Metric]:
+        return {"forecast": _PairsCollector()}
+
+    def draw(self, trainer: Trainer) -> dict[str, plt.Figure]:
+        preds, target = self.metrics["forecast"].compute()  # (N, H, C) each, own units
+        datamodule = trainer.datamodule
+        steps = datamodule.step_index("val")
+        history = datamodule.series.loc[: steps[0]].iloc[:-1]
+        columns = list(datamodule.series.columns)
+        figure, axes = plt.subplots(len(columns), 1, figsize=(8, 2.6 * len(columns)), squeeze=False, sharex=True)
+        for i, (ax, column) in enumerate(zip(axes[:, 0], columns, strict=True)):
+            ax.plot(history.index, history[column], color="gray", label="history")
+            ax.plot(steps, target[:, 0, i].cpu().numpy(), "o-", color="black", label="truth")
+            ax.plot(steps, preds[:, 0, i].cpu().numpy(), "o--", color="tab:red", label="forecast (1 step)")
+            ax.set_title(column)
+        axes[0, 0].legend(loc="upper left")
+        figure.autofmt_xdate()
+        figure.tight_layout()
+        return {"val/forecast": figure}

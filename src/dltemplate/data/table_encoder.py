@@ -18,8 +18,8 @@ import torch
 UNKNOWN, MISSING = 0, 1
 
 
-def to_numeric(series: pd.Series, source: str) -> pd.Series:
-    """`series` as floats; a value that is present but not a number is an error naming it."""
+def to_numeric(series: pd.Series, source: str, hint: str = "or list the column under categorical") -> pd.Series:
+    """`series` as floats; a value that is present but not a number is an error naming it and its row."""
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         return series.astype("float64")
     parsed = pd.to_numeric(series, errors="coerce")
@@ -28,7 +28,7 @@ def to_numeric(series: pd.Series, source: str) -> pd.Series:
         row = bad.idxmax()
         raise ValueError(
             f"column {series.name!r} of {source} must be numeric, but row {row} holds {series[row]!r} "
-            f"({int(bad.sum())} non-numeric values in all); fix the data, or list the column under categorical"
+            f"({int(bad.sum())} non-numeric values in all); fix the data, {hint}"
         )
     return parsed.astype("float64")
 

@@ -1,0 +1,15 @@
+"""Forecast a series past its end:  python forecast.py ckpt_path=<ckpt> [input=<csv>] [steps=30] [report_zero=true]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dltemplate.forecast import main as forecast_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="forecast")
+def main(cfg: DictConfig) -> None:
+    forecast_main(cfg)
+
+
+if __name__ == "__main__":
+    main()

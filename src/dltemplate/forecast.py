@@ -1,0 +1,70 @@
+"""Forecast entry point: continue a series past its last step with a trained checkpoint."""
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from dltemplate.checkpoint import restore
+
+log = logging.getLogger(__name__)
+
+
+def forecast(cfg: DictConfig) -> pd.DataFrame:
+    """Forecast `cfg.steps` steps after the end of the series, feeding each forecast back as input.
+
+    Returns one row per future step with the modelled series (e.g. daily increments) and, when the
+    model was trained on differences, the levels rebuilt from the last observed level
+    (`<column>_level`, e.g. cumulative counts).
+    """
+    output = Path(cfg.output)
+    if output.exists() and not cfg.get("overwrite", False):
+        raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
+    module, datamodule, _ = restore(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
+    if not hasattr(datamodule, "windows"):
+        raise TypeError(f"{cfg.ckpt_path} is not a forecasting checkpoint ({type(datamodule).__name__})")
+    levels, series = datamodule.read(cfg.input or datamodule.hparams.file)
+    window, horizon = datamodule.hparams.window, datamodule.hparams.horizon
+    if len(series) < window:
+        raise ValueError(f"the series has {len(series)} steps; the model needs the last {window}")
+
+    module.eval()
+    history = series.copy()
+    with torch.no_grad():
+        while len(history) < len(series) + cfg.steps:
+            x = datamodule.scaled(history.iloc[-window:])[None]  # (1, window, C)
+            step = module.to_units(module(x))[0]  # (horizon, C), own units
+            if cfg.floor is not None:
+                step = step.clamp(min=cfg.floor)
+            future = pd.DataFrame(step.numpy(), columns=series.columns, index=_next_index(history.index, horizon))
+            history = pd.concat([history, future])
+    table = history.iloc[len(series) : len(series) + cfg.steps].copy()
+    if datamodule.hparams.difference:
+        for column in series.columns:
+            table[f"{column}_level"] = levels[column].iloc[-1] + table[column].cumsum()
+    if cfg.get("report_zero", False):
+        for column in series.columns:
+            hits = table.index[table[column] < cfg.zero_below]
+            when = (
+                f"step {table.index.get_loc(hits[0]) + 1} ({hits[0]})" if len(hits) else f"not within {cfg.steps} steps"
+            )
+            log.info("%s reaches zero at %s", column, when)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    table.rename_axis(series.index.name or "step").to_csv(output)
+    return table
+
+
+def _next_index(index: pd.Index, count: int) -> pd.Index:
+    """The `count` time steps after the end of `index` (dates continue at its spacing)."""
+    if isinstance(index, pd.DatetimeIndex):
+        spacing = index[-1] - index[-2]
+        return pd.DatetimeIndex([index[-1] + spacing * (i + 1) for i in range(count)], name=index.name)
+    return pd.RangeIndex(index[-1] + 1, index[-1] + 1 + count)
+
+
+def main(cfg: DictConfig) -> None:
+    """Hydra task function."""
+    table = forecast(cfg)
+    log.info("%d forecast steps written to %s", len(table), cfg.output)

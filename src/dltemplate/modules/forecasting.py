@@ -1,0 +1,165 @@
+"""Forecasting of one or more series from a window of their past."""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
+from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
+
+from dltemplate.modules.factories import (
+    NetSpec,
+    OptimizerSpec,
+    SchedulerSpec,
+    build_net,
+    check_finite,
+    configure_optimizers,
+    objects_to_skip,
+)
+
+
+class ForecastingModule(LightningModule):
+    """Trains a net that maps (B, window, C) scaled history to (B, horizon, C) scaled forecasts.
+
+    The loss is computed on the scaled series; every metric is computed after undoing the scaling,
+    on the series' own units: MAE, RMSE and sMAPE, MASE (MAE over the mean absolute one-step change
+    of the training steps), and beside them the naive forecast (repeat the last value) and the
+    seasonal-naive forecast (repeat the value one season back) on the same targets: `rel_mae` is
+    the model's MAE over the naive forecast's MAE, below 1 when the model beats it.
+
+    Args:
+        net: The network, or its Hydra config (then `load_from_checkpoint` needs no net).
+        scale: Per-series scale the data was divided by (`${dims.scale}`).
+        naive_scale: Per-series mean absolute one-step change over the training steps (for MASE).
+        season: Period of the seasonal-naive baseline; None skips it.
+        transform: "log1p" if the data module log-transformed the series before scaling.
+        loss: "mse" or "l1" on the scaled series.
+        optimizer, scheduler, scheduler_interval, monitor: as in `RegressionModule`.
+    """
+
+    def __init__(
+        self,
+        net: NetSpec,
+        scale: Sequence[float],
+        naive_scale: Sequence[float],
+        season: int | None = None,
+        transform: Literal["log1p"] | None = None,
+        loss: Literal["mse", "l1"] = "mse",
+        optimizer: OptimizerSpec | None = None,
+        scheduler: SchedulerSpec | None = None,
+        scheduler_interval: str = "epoch",
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            ignore=objects_to_skip(net=net, optimizer=optimizer, scheduler=scheduler), logger=False
+        )
+        self.net = build_net(net)
+        self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.loss_fn = {"mse": F.mse_loss, "l1": F.l1_loss}[loss]
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
+        metrics = MetricCollection(
+            {
+                "mae": MeanAbsoluteError(),
+                "rmse": MeanSquaredError(squared=False),
+                "smape": SymmetricMeanAbsolutePercentageError(),
+            }
+        )
+        self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
+        self.val_baselines = NaiveComparison(naive_scale, season)
+        self.test_baselines = NaiveComparison(naive_scale, season)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Scaled forecasts (B, horizon, C) from scaled history (B, window, C)."""
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        x, target = batch
+        preds = self(x)
+        loss = self.loss_fn(preds, target)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        preds, target, history = self.to_units(preds.detach()), self.to_units(target), self.to_units(x)
+        if stage != "train":
+            metrics, baselines = (
+                (self.val_metrics, self.val_baselines) if stage == "val" else (self.test_metrics, self.test_baselines)
+            )
+            metrics.update(preds.flatten(), target.flatten())
+            baselines.update(preds, target, history)
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return {"loss": loss, "preds": preds, "target": target}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        out = self._step(batch, "train")
+        check_finite(out["loss"], self)
+        return out
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "test")
+
+    def _log_baselines(self, baselines: "NaiveComparison", stage: str) -> None:
+        self.log_dict({f"{stage}/{k}": v for k, v in baselines.compute().items()})
+        baselines.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_baselines(self.val_baselines, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_baselines(self.test_baselines, "test")
+
+    def to_units(self, values: Tensor) -> Tensor:
+        """Undo the data module's scaling (and log1p transform): the series' own units."""
+        values = values * self.scale
+        return torch.expm1(values) if self.hparams.transform == "log1p" else values
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.to_units(self(x))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return configure_optimizers(self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor)
+
+
+class NaiveComparison(Metric):
+    """MASE of the model, and the errors of the naive and seasonal-naive forecasts on its targets.
+
+    Not a stock torchmetrics metric because the baselines are built from the input history, which
+    the (preds, target) signature of those metrics does not carry.
+    """
+
+    full_state_update = False
+
+    def __init__(self, naive_scale: Sequence[float], season: int | None = None) -> None:
+        super().__init__()
+        self.season = season
+        self.naive_scale = torch.tensor(naive_scale, dtype=torch.float32)
+        for name in ("model", "scaled", "naive", "snaive", "count"):
+            self.add_state(name, default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor, history: Tensor) -> None:
+        """preds, target: (B, H, C); history: (B, W, C); all in the series' own units."""
+        error = (preds - target).abs()
+        self.model += error.sum()
+        self.scaled += (error / self.naive_scale.to(error.device)).sum()
+        self.naive += (history[:, -1:, :] - target).abs().sum()
+        if self.season is not None:
+            window, horizon = history.shape[1], target.shape[1]
+            steps = window - self.season + torch.arange(horizon, device=history.device) % self.season
+            self.snaive += (history[:, steps, :] - target).abs().sum()
+        self.count += target.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {
+            "mase": self.scaled / self.count,
+            "rel_mae": self.model / self.naive.clamp(min=1e-12),
+            "naive_mae": self.naive / self.count,
+        }
+        if self.season is not None:
+            out["snaive_mae"] = self.snaive / self.count
+        return out
