@@ -4,6 +4,7 @@
     DATA_DIR=../shared/data python bench/run.py --seeds 3 task=titanic net=mlp_seed
 
 Options before the overrides: --seeds N (mean ± sd over seeds 1..N), --csv PATH (append the row).
+Seconds per epoch are wall-clock, training plus validation: the median over epochs 2..N.
 Everything else is a Hydra override, exactly as for train.py. Runs go to logs/bench/.
 """
 
@@ -16,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Timer
 
+from dltemplate.callbacks.timing import EpochTimer
 from dltemplate.config import compose_config
 from dltemplate.train import train
 
@@ -28,19 +29,18 @@ def run_once(overrides: list[str], seed: int, stamp: str) -> dict[str, float]:
     """Train with `overrides` and `seed`; return test metrics plus epochs and seconds per epoch."""
     probe = compose_config(CONFIG_DIR, overrides)
     output_dir = Path(probe.paths.log_dir) / "bench" / probe.task_name / f"{stamp}_seed{seed}"
-    cfg = compose_config(
-        CONFIG_DIR,
-        [*overrides, f"seed={seed}", "+callbacks.timer._target_=lightning.pytorch.callbacks.Timer"],
-        output_dir=output_dir,
-    )
+    cfg = compose_config(CONFIG_DIR, [*overrides, f"seed={seed}"], output_dir=output_dir)
     result = train(cfg)
-    timer = next(c for c in result.trainer.callbacks if isinstance(c, Timer))
+    timer = next((c for c in result.trainer.callbacks if isinstance(c, EpochTimer)), None)
+    if timer is None:
+        raise RuntimeError("bench needs the epoch_timer callback (conf/callbacks/default.yaml)")
     epochs = result.trainer.current_epoch
     # the best validation value of the monitored metric: compare configurations on this, not on test
     row = {
         k: v for k, v in result.metrics.items() if (k.startswith("test/") and k != "test/loss") or k.endswith("_best")
     }
-    return {**row, "epochs": epochs, "s/epoch": timer.time_elapsed("train") / max(epochs, 1)}
+    steady = timer.durations[1:] or timer.durations  # the first epoch includes warm-up
+    return {**row, "epochs": epochs, "s/epoch": statistics.median(steady)}
 
 
 def main() -> None:

@@ -140,4 +140,82 @@ def provide_task_data(task: str, data_dir: Path) -> list[str]:
         data_dir.mkdir(parents=True, exist_ok=True)
         seasonal_frame().to_csv(data_dir / "series.csv", index=False)
         return [f"data.file={data_dir / 'series.csv'}", "data.date_column=date"]
+    if task == "cifar2":
+        write_image_folder(data_dir / "cifar2")
+        return []
+    if task == "images":
+        write_image_folder(data_dir / "shapes", classes=("red", "blue", "green"))
+        return [f"data.root={data_dir / 'shapes'}"]
+    if task == "mnist":
+        write_fake_mnist(data_dir / "mnist")
+        return ["data.download=false"]
     raise KeyError(f"tests/datasets.py has no data for task {task!r}: add it to provide_task_data")
+
+
+def class_images(n: int, label: int, size: int = 16, seed: int = 0):
+    """(n, 3, size, size) uint8 images whose colour depends on the class: learnable in a few steps."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 10 + label)
+    base = torch.tensor([[200, 40, 40], [40, 60, 200], [40, 180, 60]][label % 3], dtype=torch.float32)
+    noise = torch.randint(-30, 30, (n, 3, size, size), generator=generator)
+    return (base[None, :, None, None] + noise).clamp(0, 255).to(torch.uint8)
+
+
+def write_image_folder(root: Path, classes=("airplane", "automobile"), per_class: int = 12, size: int = 16) -> Path:
+    """`root/{train,test}/<class>/*.png|jpg` with one grayscale image per class and split."""
+    from torchvision.io import write_jpeg, write_png
+    from torchvision.transforms.v2 import functional as TF
+
+    for split, count in (("train", per_class), ("test", max(per_class // 2, 2))):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(class_images(count, label, size, seed=split == "test")):
+                if i == 0:  # a grayscale file among the colour ones
+                    write_png(TF.rgb_to_grayscale(image), str(folder / f"{i}_gray.png"))
+                elif i % 2:
+                    write_jpeg(image, str(folder / f"{i}.jpg"), quality=95)
+                else:
+                    write_png(image, str(folder / f"{i}.png"))
+    return root
+
+
+def write_fake_cifar10_archive(folder: Path, per_class: int = 6) -> Path:
+    """`cifar-10-python.tar.gz` in CIFAR-10's own format (pickled batches), tiny."""
+    import pickle
+    import tarfile
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True, exist_ok=True)
+
+    def batch(seed: int) -> dict:
+        images = [class_images(per_class, label, size=32, seed=seed) for label in range(10)]
+        data = np.concatenate([im.reshape(per_class, -1).numpy() for im in images])
+        return {"data": data, "labels": [label for label in range(10) for _ in range(per_class)]}
+
+    for i in range(1, 6):
+        (batches / f"data_batch_{i}").write_bytes(pickle.dumps(batch(i)))
+    (batches / "test_batch").write_bytes(pickle.dumps(batch(0)))
+    (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(batches, arcname="cifar-10-batches-py")
+    return archive
+
+
+def write_fake_mnist(root: Path, per_class: int = 4) -> Path:
+    """MNIST's raw idx files under `root/MNIST/raw`, as torchvision reads them."""
+    import struct
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, seed in (("train", 1), ("t10k", 2)):
+        images = np.concatenate([class_images(per_class, d, size=28, seed=seed)[:, 0].numpy() for d in range(10)])
+        labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, len(images), 28, 28) + images.tobytes()
+        )
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, len(labels)) + labels.tobytes())
+    return root

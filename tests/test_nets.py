@@ -16,6 +16,8 @@ DIMS = {
     "cardinalities": [3, 5],
     "num_series": 3,
     "horizon": 2,
+    "in_channels": 3,
+    "image_size": 32,
 }
 WINDOW = 8
 
@@ -79,3 +81,9 @@ def test_forecasters_start_from_the_last_observed_value():
     x = torch.rand(4, WINDOW, 3) + 0.5
     assert torch.equal(RNNForecaster(3, horizon=2)(x), x[:, -1:].expand(4, 2, 3))  # untrained = naive
     assert (GrowthRateLSTM(3, horizon=2)(-x) == 0).all()  # never negative
+
+
+def test_simple_cnn_has_the_books_54k_parameters():
+    from dltemplate.nets.simple_cnn import SimpleCNN
+
+    assert sum(p.numel() for p in SimpleCNN().parameters()) == 54_273

@@ -64,6 +64,8 @@ class ClassificationModule(LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
 
         task = "binary" if self.binary else "multiclass"
+        # training tracks accuracy only: AUROC keeps every prediction, too costly on every step
+        self.train_metrics = MetricCollection({"acc": Accuracy(task=task, num_classes=num_classes)}, prefix="train/")
         metrics = MetricCollection(
             {
                 "acc": Accuracy(task=task, num_classes=num_classes),
@@ -71,7 +73,6 @@ class ClassificationModule(LightningModule):
                 "f1": F1Score(task=task, num_classes=num_classes, average="macro"),
             }
         )
-        self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 

@@ -1,0 +1,101 @@
+"""Read image folders into uint8 tensors, decoding each file once and caching the result on disk."""
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+
+
+def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """Files, class indices and class names of `split_dir/<class>/*.<image extension>`.
+
+    Classes are the sub-folder names in sorted order, or `classes` in the given order.
+    """
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir} does not exist; expected layout: <root>/{{train,test}}/<class>/*.jpg|png")
+    folders = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes is None:
+        classes = folders
+    missing = [c for c in classes if c not in folders]
+    if missing:
+        raise FileNotFoundError(f"{split_dir} has no folder for class(es) {missing}; it has {folders}")
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise ValueError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files += found
+        labels += [index] * len(found)
+    return files, labels, list(classes)
+
+
+def decode_files(
+    files: Sequence[Path], channels: int, size: int | None, skip_corrupt: bool = False
+) -> tuple[torch.Tensor, list[int]]:
+    """Decode `files` into one (N, channels, H, W) uint8 tensor; also return the indices kept.
+
+    Every image is resized to `size`×`size` when given; otherwise all must share one size.
+    A file that cannot be decoded is an error naming it, or skipped and counted with `skip_corrupt`.
+    """
+    mode = {3: ImageReadMode.RGB, 1: ImageReadMode.GRAY}[channels]
+    images, kept, skipped = [], [], []
+    for i, path in enumerate(files):
+        try:
+            image = decode_image(str(path), mode=mode)  # (C, H, W) uint8
+        except (RuntimeError, ValueError) as error:
+            if not skip_corrupt:
+                raise ValueError(
+                    f"cannot decode image {path}: {error}; fix or remove it, or set data.skip_corrupt=true"
+                ) from None
+            skipped.append(path)
+            continue
+        if size is not None and image.shape[-2:] != (size, size):
+            image = TF.resize(image, [size, size], antialias=True)
+        images.append(image)
+        kept.append(i)
+    if skipped:
+        log.warning("skipped %d image(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
+    if not images:
+        raise ValueError(f"none of the {len(files)} images could be decoded")
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise ValueError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them")
+    return torch.stack(images), kept
+
+
+def cached_decode(
+    files: Sequence[Path], cache_dir: Path | None, channels: int, size: int | None, skip_corrupt: bool
+) -> tuple[torch.Tensor, list[int]]:
+    """`decode_files`, loaded from `cache_dir` when these files were decoded the same way before.
+
+    The cache key covers every file's path, size and modification time and the decoding settings,
+    so a changed folder is decoded again. Writes are atomic and locked against parallel runs.
+    """
+    if cache_dir is None:
+        return decode_files(files, channels, size, skip_corrupt)
+    key = hashlib.sha1(repr((channels, size, skip_corrupt)).encode())
+    for path in files:
+        stat = path.stat()
+        key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"images-{key.hexdigest()[:16]}.pt"
+    with FileLock(f"{cache}.lock"):
+        if cache.is_file():
+            stored = torch.load(cache, weights_only=True)
+            return stored["images"], stored["kept"]
+        images, kept = decode_files(files, channels, size, skip_corrupt)
+        partial = cache.with_suffix(".part")
+        torch.save({"images": images, "kept": kept}, partial)
+        os.replace(partial, cache)
+        log.info("decoded %d images once; cached in %s", len(kept), cache)
+    return images, kept

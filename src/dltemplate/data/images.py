@@ -1,0 +1,294 @@
+"""Images from a folder tree or torchvision's CIFAR-10 / MNIST / Fashion-MNIST, held as uint8 tensors."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from dltemplate.data.image_files import IMAGE_EXTENSIONS, cached_decode, decode_files, list_image_folder
+
+TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+
+
+class ImageTensors(Dataset):
+    """uint8 images (N, C, H, W) and labels (N,); `__getitems__` serves a whole batch in one index."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        return self.images[indices], self.labels[indices]
+
+
+def _whole_batch(batch):  # batches arrive collated from __getitems__
+    return batch
+
+
+class ImageDataModule(LightningDataModule):
+    """Image classification data, decoded once into uint8 tensors.
+
+    Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
+    folders); "cifar10", "mnist" and "fashion_mnist" use torchvision's datasets, downloaded into
+    `root` when missing. `classes` picks a subset (cifar2 = airplane, automobile) in that order.
+
+    Batches are sliced from the uint8 tensors in one index operation, moved to the training
+    device, and only there converted to floats, augmented (random crop with padding, horizontal
+    flip; torchvision v2, per image) and normalised with the training split's channel statistics,
+    which are saved in checkpoints together with the class names and image size.
+
+    Args:
+        root: Folder of the images (or of the torchvision dataset files).
+        source: "folder", "cifar10", "mnist" or "fashion_mnist".
+        classes: Class names to use, in order; None means all.
+        image_size: Resize images to image_size × image_size; None keeps them (all must match).
+        channels: 3 (RGB) or 1 (grayscale); images are converted to it.
+        val_fraction: Share of the training images held out for validation (stratified).
+        crop_padding: Random-crop augmentation padding in pixels; 0 disables it.
+        horizontal_flip: Random horizontal-flip augmentation.
+        skip_corrupt: Skip (and count) images that cannot be decoded instead of stopping.
+        cache_dir: Where decoded folders are cached; None decodes every run.
+        download: Download torchvision datasets when missing.
+        batch_size: Images per batch.
+        num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
+        split_seed: Seed of the validation split.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        source: Literal["folder", "cifar10", "mnist", "fashion_mnist"] = "folder",
+        classes: Sequence[str] | None = None,
+        image_size: int | None = None,
+        channels: Literal[1, 3] = 3,
+        val_fraction: float = 0.1,
+        crop_padding: int = 4,
+        horizontal_flip: bool = True,
+        skip_corrupt: bool = False,
+        cache_dir: str | None = None,
+        download: bool = True,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if source != "folder" and source not in TORCHVISION_SOURCES:
+            raise ValueError(f"source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.save_hyperparameters(logger=False)
+        self.classes: list[str] | None = None
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
+        self.size: list[int] | None = None  # (H, W) of the training images
+        self.train_set = self.val_set = self.test_set = self.predict_set = None
+        self.predict_input: str | Sequence[str] | None = None
+        self.predict_files: list[Path] = []
+        self.augment: v2.Compose | None = None
+
+    def _augmentation(self, size: Sequence[int]) -> v2.Compose | None:
+        steps = []
+        if self.hparams.crop_padding > 0:
+            steps.append(v2.RandomCrop(list(size), padding=self.hparams.crop_padding))
+        if self.hparams.horizontal_flip:
+            steps.append(v2.RandomHorizontalFlip())
+        return v2.Compose(steps) if steps else None
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        if self.hparams.source != "folder":
+            for train in (True, False):
+                self._torchvision(train)  # downloads once, before any process reads
+
+    def _torchvision(self, train: bool):
+        hp = self.hparams
+        try:
+            return TORCHVISION_SOURCES[hp.source](hp.root, train=train, download=hp.download)
+        except (RuntimeError, OSError) as error:
+            raise FileNotFoundError(
+                f"{hp.source} not found under {hp.root} and not downloadable ({error}); "
+                f"put torchvision's {hp.source} files there, or set DATA_DIR to a folder that has them"
+            ) from None
+
+    def _read_split(self, split: str) -> tuple[Tensor, Tensor, list[str]]:
+        """(uint8 images (N, C, H, W), labels (N,), class names) of the "train" or "test" split."""
+        hp = self.hparams
+        if hp.source == "folder":
+            files, labels, names = list_image_folder(Path(hp.root) / split, self.classes or hp.classes)
+            cache = Path(hp.cache_dir) if hp.cache_dir else None
+            images, kept = cached_decode(files, cache, hp.channels, hp.image_size, hp.skip_corrupt)
+            return images, torch.tensor(labels)[kept], names
+        data = self._torchvision(split == "train")
+        images = torch.as_tensor(data.data)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
+        labels, names = torch.as_tensor(data.targets), list(data.classes)
+        if hp.classes is not None:
+            unknown = [c for c in hp.classes if c not in names]
+            if unknown:
+                raise ValueError(f"{hp.source} has no class(es) {unknown}; its classes are {names}")
+            wanted = torch.tensor([names.index(c) for c in hp.classes])
+            keep = torch.isin(labels, wanted)
+            images, labels = images[keep], (labels[keep][:, None] == wanted).int().argmax(dim=1)
+            names = list(hp.classes)
+        return self._convert(images), labels, names
+
+    def _convert(self, images: Tensor) -> Tensor:
+        """Match the configured channels and size."""
+        hp = self.hparams
+        if images.shape[1] != hp.channels:
+            images = images.expand(-1, 3, -1, -1) if hp.channels == 3 else TF.rgb_to_grayscale(images)
+        if hp.image_size is not None and images.shape[-2:] != (hp.image_size, hp.image_size):
+            images = TF.resize(images, [hp.image_size, hp.image_size], antialias=True)
+        return images.contiguous()
+
+    # ---- Lightning hooks -----------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if self.train_set is not None:
+            return
+        images, labels, names = self._read_split("train")
+        test_images, test_labels, test_names = self._read_split("test")
+        if test_names != names:
+            raise ValueError(f"train and test splits have different classes: {names} vs {test_names}")
+        if test_images.shape[1:] != images.shape[1:]:
+            raise ValueError(f"train images are {tuple(images.shape[1:])}, test images {tuple(test_images.shape[1:])}")
+        val_mask = self._validation_mask(labels)
+        if self.mean is None:  # restored from a checkpoint otherwise
+            self.classes, self.size = names, list(images.shape[-2:])
+            train_float = images[~val_mask].float().div(255)
+            self.mean = train_float.mean(dim=(0, 2, 3)).tolist()
+            self.std = train_float.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
+        elif names != self.classes:
+            raise ValueError(f"the data's classes {names} are not the checkpoint's {self.classes}")
+        self.augment = self._augmentation(self.size)
+        self.train_set = ImageTensors(images[~val_mask], labels[~val_mask])
+        self.val_set = ImageTensors(images[val_mask], labels[val_mask])
+        self.test_set = ImageTensors(test_images, test_labels)
+
+    def _validation_mask(self, labels: Tensor) -> Tensor:
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        mask = torch.zeros(len(labels), dtype=torch.bool)
+        for label in labels.unique():
+            members = (labels == label).nonzero().squeeze(1)
+            chosen = members[torch.randperm(len(members), generator=generator)]
+            mask[chosen[: round(len(members) * self.hparams.val_fraction)]] = True
+        return mask
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=_whole_batch,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the training device: uint8 → float, augmentation (training only), normalisation."""
+        images, rest = (batch[0], batch[1:]) if isinstance(batch, (tuple, list)) else (batch, ())
+        if self.trainer is not None and self.trainer.training and self.augment is not None:
+            images = torch.stack([self.augment(image) for image in images])  # a random draw per image
+        images = self.normalize(images)
+        return (images, *rest) if rest else images
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 (B, C, H, W) → float normalised with the training statistics, channels-last in memory.
+
+        Channels-last makes convolutions markedly faster (1.7× for the ResNet here on a CPU).
+        """
+        images = TF.normalize(images.float().div(255), self.mean, self.std)
+        return images.contiguous(memory_format=torch.channels_last)
+
+    # ---- prediction ----------------------------------------------------------------------------
+
+    def _setup_predict(self) -> None:
+        if self.mean is None:
+            raise RuntimeError("the data module has no fitted statistics: restore it from a checkpoint first")
+        if self.predict_input is None:
+            raise RuntimeError("set predict_input (image files or a folder) before predicting")
+        sources = [self.predict_input] if isinstance(self.predict_input, (str, Path)) else self.predict_input
+        files: list[Path] = []
+        for source in map(Path, sources):
+            if source.is_dir():
+                files += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            elif source.is_file():
+                files.append(source)
+            else:
+                raise FileNotFoundError(f"{source} is neither an image file nor a folder")
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {sources}")
+        images, kept = decode_files(files, self.hparams.channels, None, self.hparams.skip_corrupt)
+        if list(images.shape[-2:]) != self.size:
+            images = TF.resize(images, self.size, antialias=True)
+        self.predict_files = [files[i] for i in kept]
+        self.predict_set = ImageTensors(images, torch.zeros(len(kept), dtype=torch.long))
+
+    def format_predictions(self, predictions: Tensor) -> pd.DataFrame:
+        """file, predicted class and one probability column per class."""
+        probs = predictions.reshape(len(self.predict_files), -1)
+        if probs.shape[1] == 1:  # binary: P(second class)
+            probs = torch.cat([1 - probs, probs], dim=1)
+        table = pd.DataFrame({"file": [str(f) for f in self.predict_files]})
+        table["prediction"] = [self.classes[i] for i in probs.argmax(dim=1).tolist()]
+        for i, name in enumerate(self.classes):
+            table[f"prob_{name}"] = probs[:, i].numpy()
+        return table
+
+    # ---- what nets and checkpoints need --------------------------------------------------------
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    @property
+    def example_input_array(self) -> Tensor:
+        return self.train_set.images[:2]  # raw uint8: the graph is traced after on_after_batch_transfer
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        k = len(self.classes)
+        return {
+            "in_channels": self.hparams.channels,
+            "image_size": self.size[0],
+            "num_classes": k,
+            "out_features": 1 if k == 2 else k,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.mean is None:
+            return {}
+        return {"classes": self.classes, "mean": self.mean, "std": self.std, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.classes, self.mean, self.std, self.size = state["classes"], state["mean"], state["std"], state["size"]

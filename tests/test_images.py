@@ -1,0 +1,179 @@
+"""Image task: folders and torchvision sources, the decode-once cache, device-side batches, predict, bad input."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torchvision import datasets
+
+from dltemplate.config import compose_config
+from dltemplate.data import image_files
+from dltemplate.data.images import ImageDataModule
+from dltemplate.predict import predict
+from dltemplate.train import train
+from tests.datasets import write_fake_cifar10_archive, write_fake_mnist, write_image_folder
+from tests.helpers import CONFIG_DIR, tensorboard_tags
+from tests.test_tabular import serve_folder
+
+
+def folder_module(root: Path, tmp_path: Path, **kwargs) -> ImageDataModule:
+    return ImageDataModule(root=str(root), cache_dir=str(tmp_path / "cache"), val_fraction=0.25, **kwargs)
+
+
+def test_folder_is_decoded_once_and_cached(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "imgs")
+    first = folder_module(root, tmp_path)
+    first.setup("fit")
+    assert first.class_names == ["airplane", "automobile"]
+    assert first.train_set.images.dtype == torch.uint8 and first.train_set.images.shape[1:] == (3, 16, 16)
+    assert len(first.train_set) + len(first.val_set) == 24 and len(first.test_set) == 12
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although the cache was valid")
+
+    monkeypatch.setattr(image_files, "decode_files", no_decoding)
+    second = folder_module(root, tmp_path)
+    second.setup("fit")  # served from the cache
+    assert torch.equal(second.train_set.images, first.train_set.images)
+
+
+def test_a_changed_folder_is_decoded_again(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    folder_module(root, tmp_path).setup("fit")
+    (root / "train" / "airplane" / "2.png").unlink()
+    changed = folder_module(root, tmp_path)
+    changed.setup("fit")
+    assert len(changed.train_set) + len(changed.val_set) == 23
+
+
+def test_batches_become_normalised_channels_last_floats_on_the_device(tmp_path):
+    dm = folder_module(write_image_folder(tmp_path / "imgs"), tmp_path)
+    dm.setup("fit")
+    images, _ = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert images.dtype == torch.float32 and images.is_contiguous(memory_format=torch.channels_last)
+    everything = dm.normalize(dm.train_set.images)
+    assert everything.mean(dim=(0, 2, 3)).abs().max() < 1e-4  # statistics of the training split
+    assert (everything.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
+
+
+def test_augmentation_draws_per_image(tmp_path):
+    dm = folder_module(write_image_folder(tmp_path / "imgs"), tmp_path)
+    dm.setup("fit")
+    same = dm.train_set.images[:1].expand(16, -1, -1, -1)
+    out = torch.stack([dm.augment(image) for image in same])
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 1
+
+
+def test_grayscale_and_resize(tmp_path):
+    dm = folder_module(write_image_folder(tmp_path / "imgs"), tmp_path, channels=1, image_size=8)
+    dm.setup("fit")
+    assert dm.train_set.images.shape[1:] == (1, 8, 8)
+    assert dm.dims == {"in_channels": 1, "image_size": 8, "num_classes": 2, "out_features": 1}
+
+
+def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
+    write_image_folder(tmp_path / "data" / "cifar2")
+    result = train(make_cfg("task=cifar2", "trainer.max_epochs=2", "net=simple_cnn", "data.batch_size=8"))
+    tags = tensorboard_tags(Path(result.output_dir) / "tensorboard")
+    assert {"train/inputs"} <= tags["images"] and "graph_def" in tags["graphs"]
+    assert {"val/confusion_matrix", "val/roc"} <= tags["images"]
+
+    test_dir = tmp_path / "data" / "cifar2" / "test"
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={result.best_checkpoint}", f"input={test_dir}", f"output={tmp_path / 'p.csv'}"],
+        output_dir=tmp_path,
+        config_name="predict",
+    )
+    predict(cfg)
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["file", "prediction", "prob_airplane", "prob_automobile"]
+    assert len(table) == 12 and set(table["prediction"]) <= {"airplane", "automobile"}
+    truth = [Path(f).parent.name for f in table["file"]]
+    accuracy = (table["prediction"] == truth).mean()
+    assert accuracy == pytest.approx(result.metrics["test/acc"], abs=1e-6)  # same preprocessing as in training
+
+
+def test_misclassified_images_are_drawn_when_there_are_some(make_cfg, tmp_path):
+    write_image_folder(tmp_path / "data" / "cifar2")
+    result = train(make_cfg("task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "module.optimizer.lr=1e-9"))
+    assert "val/misclassified" in tensorboard_tags(Path(result.output_dir) / "tensorboard")["images"]
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path, monkeypatch):
+    """torchvision's CIFAR10 pointed at a tiny archive on a loopback HTTP server."""
+    archive = write_fake_cifar10_archive(tmp_path / "public")
+    shutil.rmtree(tmp_path / "public" / "cifar-10-batches-py")
+    base, stop = serve_folder(archive.parent)
+    monkeypatch.setattr(datasets.CIFAR10, "url", f"{base}/{archive.name}")
+    monkeypatch.setattr(datasets.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", [[f"data_batch_{i}", None] for i in range(1, 6)])
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", [["test_batch", None]])
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": None})
+    yield tmp_path / "cifar10"
+    stop()
+
+
+def test_cifar10_classes_are_downloaded_and_filtered(fake_cifar10):
+    dm = ImageDataModule(root=str(fake_cifar10), source="cifar10", classes=["automobile", "airplane"], val_fraction=0.2)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.class_names == ["automobile", "airplane"]
+    assert len(dm.train_set) + len(dm.val_set) == 5 * 2 * 6 and len(dm.test_set) == 12
+    assert dm.train_set.labels.unique().tolist() == [0, 1]
+    assert dm.train_set.images.shape[1:] == (3, 32, 32)
+
+
+def test_a_class_cifar10_does_not_have_is_refused(fake_cifar10):
+    dm = ImageDataModule(root=str(fake_cifar10), source="cifar10", classes=["airplane", "unicorn"])
+    dm.prepare_data()
+    with pytest.raises(ValueError, match=r"cifar10 has no class\(es\) \['unicorn'\]"):
+        dm.setup("fit")
+
+
+def test_offline_torchvision_source_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar.tar.gz")
+    dm = ImageDataModule(root=str(tmp_path / "nothing"), source="cifar10")
+    with pytest.raises(FileNotFoundError, match=r"cifar10 not found under .*nothing"):
+        dm.prepare_data()
+
+
+def test_mnist_through_torchvision(tmp_path):
+    dm = ImageDataModule(root=str(write_fake_mnist(tmp_path)), source="mnist", channels=1, download=False)
+    dm.setup("fit")
+    assert len(dm.class_names) == 10 and dm.train_set.images.shape[1:] == (1, 28, 28)
+
+
+def test_corrupt_images_stop_the_run_or_are_skipped_and_counted(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "imgs")
+    (root / "train" / "airplane" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match=r"cannot decode image .*broken\.jpg"):
+        folder_module(root, tmp_path).setup("fit")
+    dm = folder_module(root, tmp_path, skip_corrupt=True)
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 24
+    assert "skipped 1 image(s)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda root: [p.unlink() for p in (root / "train" / "automobile").iterdir()], "holds no images"),
+        (lambda root: shutil.rmtree(root / "test" / "automobile"), r"different classes: .* vs \['airplane'\]"),
+        (lambda root: (root / "test" / "boat").mkdir(), "different classes"),
+        (lambda root: shutil.rmtree(root / "train"), r"train does not exist; expected layout"),
+    ],
+    ids=["empty-class", "class-missing-in-test", "extra-class-in-test", "no-train-folder"],
+)
+def test_bad_folders_get_one_clear_error(tmp_path, damage, message):
+    root = write_image_folder(tmp_path / "imgs")
+    damage(root)
+    if (root / "test" / "boat").exists():  # an empty extra class folder still counts as a class
+        write_image_folder(tmp_path / "extra", classes=("boat",))
+        shutil.copytree(tmp_path / "extra" / "test" / "boat", root / "test" / "boat", dirs_exist_ok=True)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        folder_module(root, tmp_path).setup("fit")
