@@ -40,6 +40,8 @@ INPUTS = {
         lambda b: torch.randn(b, WINDOW, DIMS["num_series"]),
         FORECAST_OUT,
     ),
+    "dltemplate.nets.simple_cnn.SimpleCNN": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
+    "dltemplate.nets.resnet.SmallResNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
 }
 
 
