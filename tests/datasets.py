@@ -149,6 +149,16 @@ def provide_task_data(task: str, data_dir: Path) -> list[str]:
     if task == "mnist":
         write_fake_mnist(data_dir / "mnist")
         return ["data.download=false"]
+    if task == "imdb":
+        write_aclimdb(data_dir / "imdb")
+        return []
+    if task == "text":
+        data_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(1)
+        labels = ["neg", "pos"] * 40
+        frame = pd.DataFrame({"label": labels, "text": [review(int(lab == "pos"), rng) for lab in labels]})
+        frame.to_csv(data_dir / "reviews.tsv", sep="\t", index=False)
+        return [f"data.train_file={data_dir / 'reviews.tsv'}"]
     raise KeyError(f"tests/datasets.py has no data for task {task!r}: add it to provide_task_data")
 
 
@@ -218,4 +228,37 @@ def write_fake_mnist(root: Path, per_class: int = 4) -> Path:
             struct.pack(">IIII", 2051, len(images), 28, 28) + images.tobytes()
         )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, len(labels)) + labels.tobytes())
+    return root
+
+
+POSITIVE = ["great", "wonderful", "loved", "brilliant", "moving", "superb"]
+NEGATIVE = ["awful", "boring", "hated", "dull", "terrible", "waste"]
+NEUTRAL = ["the", "movie", "film", "plot", "actor", "scene", "was", "and", "a", "it"]
+
+
+def review(label: int, rng, words: int = 30) -> str:
+    """A review whose sentiment words give its label away; some carry HTML line breaks."""
+    vocabulary = NEUTRAL * 3 + (POSITIVE if label else NEGATIVE)
+    text = " ".join(rng.choice(vocabulary, words))
+    return text.capitalize() + ("<br /><br />" + "The End." if rng.random() < 0.3 else ".")
+
+
+def write_aclimdb(root: Path, per_class: int = 30, archive: bool = True) -> Path:
+    """`root/aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt` plus train/unsup, and its .tar.gz."""
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    base = root / "aclImdb"
+    for split in ("train", "test"):
+        for label, name in ((0, "neg"), (1, "pos")):
+            folder = base / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                (folder / f"{i}_{7 if label else 2}.txt").write_text(review(label, rng), encoding="utf-8")
+    (base / "train" / "unsup").mkdir(parents=True, exist_ok=True)
+    (base / "train" / "unsup" / "0_0.txt").write_text("unlabelled " * 5, encoding="utf-8")
+    (base / "train" / "pos" / "999_8.txt").write_bytes(b"great film, caf\xe9 scene loved it")  # Latin-1, not UTF-8
+    if archive:
+        with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as tar:
+            tar.add(base, arcname="aclImdb")
     return root

@@ -18,6 +18,7 @@ DIMS = {
     "horizon": 2,
     "in_channels": 3,
     "image_size": 32,
+    "vocab_size": 50,
 }
 WINDOW = 8
 
@@ -42,6 +43,8 @@ INPUTS = {
     ),
     "dltemplate.nets.simple_cnn.SimpleCNN": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
     "dltemplate.nets.resnet.SmallResNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
+    "dltemplate.nets.text_cnn.BookTextCNN": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
+    "dltemplate.nets.ngram_bag.NGramBag": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
 }
 
 
@@ -89,3 +92,22 @@ def test_simple_cnn_has_the_books_54k_parameters():
     from dltemplate.nets.simple_cnn import SimpleCNN
 
     assert sum(p.numel() for p in SimpleCNN().parameters()) == 54_273
+
+
+def test_ngram_bag_leaves_padding_out_and_empty_texts_get_a_prediction():
+    from dltemplate.nets.ngram_bag import NGramBag
+
+    net = NGramBag(vocab_size=20, embedding_dim=4, ngrams=2, buckets=64)
+    ids = torch.tensor([[5, 6, 7, 0, 0], [0, 0, 0, 0, 0]])
+    features = net.features(ids)
+    assert features.shape == (2, 5 + 4)
+    assert (features[0, 5:7] >= 20).all() and (features[0, 7:] == 0).all()  # pairs touching padding are padding
+    assert torch.isfinite(net(ids)).all()  # the empty text's bag is zeros: a prediction all the same
+
+
+def test_book_text_cnn_pads_or_cuts_to_its_length():
+    from dltemplate.nets.text_cnn import BookTextCNN
+
+    net = BookTextCNN(vocab_size=10_000)
+    assert net.head.in_features == 6144  # the book's 200 tokens → 6144 features
+    assert net(torch.randint(0, 10_000, (2, 31))).shape == net(torch.randint(0, 10_000, (2, 500))).shape == (2, 1)

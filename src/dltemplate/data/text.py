@@ -1,0 +1,355 @@
+"""Labelled texts (aclImdb layout or CSV/TSV) → token ids, with a vocabulary built on training texts only."""
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from filelock import FileLock
+from lightning.pytorch import LightningDataModule
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from dltemplate.data.download import ensure_file
+from dltemplate.data.text_files import ACLIMDB_LAYOUT, read_aclimdb, read_text_table
+
+log = logging.getLogger(__name__)
+PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
+
+
+class TokenTensors(Dataset):
+    """Padded token ids (N, max_length), their lengths and labels; batches are trimmed to their longest text."""
+
+    def __init__(self, ids: Tensor, lengths: Tensor, labels: Tensor) -> None:
+        self.ids, self.lengths, self.labels = ids, lengths, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.ids[index, : max(int(self.lengths[index]), 1)].long(), self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        longest = max(int(self.lengths[indices].max()), 1)
+        return self.ids[indices, :longest].long(), self.labels[indices]
+
+
+def _whole_batch(batch):  # batches arrive collated from __getitems__
+    return batch
+
+
+def build_tokenizer(lowercase: bool) -> Tokenizer:
+    """Word-level tokenizer: HTML line breaks removed, NFKC (and lowercase), words and punctuation split."""
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    steps = [normalizers.Replace("<br />", " "), normalizers.Replace("<br/>", " "), normalizers.NFKC()]
+    tokenizer.normalizer = normalizers.Sequence(steps + ([normalizers.Lowercase()] if lowercase else []))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+ | [^\w\s]+
+    return tokenizer
+
+
+class TextDataModule(LightningDataModule):
+    """Text classification data: tokenised once, cached, served as padded id tensors.
+
+    Sources: "aclimdb" reads `aclImdb/{train,test}/<class>/*.txt` from the extracted folder
+    (`folder`) or straight from the archive (`archive`, downloaded from `url` when missing);
+    "csv" reads a CSV/TSV with a text and a label column (`train_file`, optional `test_file`).
+
+    The vocabulary (HF `tokenizers` WordLevel, `min_frequency`, `max_vocab`) is trained on the
+    training split only, after the validation split is set aside; it travels in checkpoints as the
+    tokenizer's JSON, with the class names and `max_length`.
+
+    Args:
+        source: "aclimdb" or "csv".
+        folder: aclImdb folder (the one holding train/ and test/); read first when it exists.
+        archive: aclImdb .tar.gz, read without extracting.
+        url: Public source of the archive. md5: its checksum.
+        classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted.
+        train_file, test_file: CSV/TSV files (csv source); without test_file, test rows are split off.
+        text_column, label_column: Columns of the CSV/TSV.
+        sep: CSV separator; None detects it.
+        lowercase: Lowercase texts before tokenising.
+        min_frequency: Words seen fewer times in training texts are unknown.
+        max_vocab: Vocabulary size, [PAD] and [UNK] included.
+        max_length: Tokens kept per text (the rest is cut).
+        val_fraction: Share of the training texts held out for validation.
+        test_fraction: Share held out for testing when a CSV has no test_file.
+        cache_dir: Where tokenised data is cached; None tokenises every run.
+        batch_size, num_workers, split_seed: as in the other data modules.
+    """
+
+    def __init__(
+        self,
+        source: Literal["aclimdb", "csv"] = "aclimdb",
+        folder: str | None = None,
+        archive: str | None = None,
+        url: str | None = None,
+        md5: str | None = None,
+        classes: Sequence[str] | None = None,
+        train_file: str | None = None,
+        test_file: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        sep: str | None = None,
+        lowercase: bool = True,
+        min_frequency: int = 2,
+        max_vocab: int = 50_000,
+        max_length: int = 400,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        cache_dir: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if source not in ("aclimdb", "csv"):
+            raise ValueError(f"source must be 'aclimdb' or 'csv', got {source!r}")
+        self.save_hyperparameters(logger=False)
+        self.tokenizer: Tokenizer | None = None
+        self.classes: list[str] | None = None
+        self.train_set = self.val_set = self.test_set = self.predict_set = None
+        self.val_texts: list[str] = []
+        self.predict_input: str | Sequence[str] | None = None
+        self.predict_texts: list[str] = []
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        hp = self.hparams
+        if hp.source == "aclimdb" and not (hp.folder and Path(hp.folder).is_dir()):
+            if hp.archive is None:
+                raise FileNotFoundError(f"set data.folder or data.archive; expected layout: {ACLIMDB_LAYOUT}")
+            ensure_file(hp.archive, hp.url, hp.md5, ACLIMDB_LAYOUT)
+
+    def _source_path(self) -> Path:
+        hp = self.hparams
+        if hp.source == "csv":
+            return Path(hp.train_file)
+        return Path(hp.folder) if hp.folder and Path(hp.folder).is_dir() else Path(hp.archive)
+
+    def _read(self) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+        """(train texts, train labels, test texts, test labels, classes), labels as class names."""
+        hp = self.hparams
+        if hp.source == "aclimdb":
+            classes = list(hp.classes) if hp.classes else ["neg", "pos"]
+            splits = read_aclimdb(self._source_path(), classes)
+            (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+            return train_x, [classes[i] for i in train_y], test_x, [classes[i] for i in test_y], classes
+        if hp.train_file is None:
+            raise ValueError("the csv source needs data.train_file")
+        frame = read_text_table(Path(hp.train_file), hp.text_column, hp.label_column, hp.sep)
+        if hp.test_file is None:
+            keep, held = self._split(list(frame[hp.label_column]), hp.test_fraction)
+            test = frame.iloc[held]
+            frame = frame.iloc[keep]
+        else:
+            test = read_text_table(Path(hp.test_file), hp.text_column, hp.label_column, hp.sep)
+        classes = list(hp.classes) if hp.classes else sorted(frame[hp.label_column].unique())
+        return (
+            list(frame[hp.text_column]),
+            list(frame[hp.label_column]),
+            list(test[hp.text_column]),
+            list(test[hp.label_column]),
+            classes,
+        )
+
+    def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
+        """Stratified (kept, held out) row positions."""
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        kept, held = [], []
+        for label in sorted(set(labels)):
+            members = [i for i, value in enumerate(labels) if value == label]
+            order = [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
+            cut = round(len(members) * fraction)
+            held += order[:cut]
+            kept += order[cut:]
+        return sorted(kept), sorted(held)
+
+    # ---- tokenising ----------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token ids (N, max_length) int32, 0-padded, and lengths (N,). Empty texts get length 0."""
+        length = self.hparams.max_length
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = torch.zeros(len(encodings), length, dtype=torch.int32)
+        lengths = torch.zeros(len(encodings), dtype=torch.long)
+        for i, encoding in enumerate(encodings):
+            row = encoding.ids[:length]
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.int32)
+            lengths[i] = len(row)
+        return ids, lengths
+
+    def _labels(self, labels: Sequence[str], name: str) -> Tensor:
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({str(label) for label in labels if label not in index})
+        if unknown:
+            raise ValueError(f"{name} has labels {unknown[:5]} outside the classes {self.classes}")
+        return torch.tensor([index[label] for label in labels])
+
+    def _tokenise_all(self, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+        """Read, split, train the vocabulary on the training texts (unless given one), encode everything."""
+        hp = self.hparams
+        train_x, train_y, test_x, test_y, classes = self._read()
+        if len(set(train_y)) < 2:
+            raise ValueError(
+                f"labels of {self._source_path()} have a single class {sorted(set(train_y))}: need at least two"
+            )
+        keep, held = self._split(train_y, hp.val_fraction)
+        fit_texts = [train_x[i] for i in keep]
+        if tokenizer is None:
+            tokenizer = build_tokenizer(hp.lowercase)
+            trainer = trainers.WordLevelTrainer(
+                vocab_size=hp.max_vocab, min_frequency=hp.min_frequency, special_tokens=[PAD, UNK]
+            )
+            tokenizer.train_from_iterator(fit_texts, trainer=trainer)
+        elif classes != self.classes:
+            raise ValueError(f"the data's classes {classes} are not the checkpoint's {self.classes}")
+        self.tokenizer, self.classes = tokenizer, classes
+        parts = {
+            "train": (fit_texts, [train_y[i] for i in keep]),
+            "val": ([train_x[i] for i in held], [train_y[i] for i in held]),
+            "test": (test_x, test_y),
+        }
+        out: dict[str, Any] = {"tokenizer": tokenizer.to_str(), "classes": classes, "val_texts": parts["val"][0]}
+        for name, (texts, labels) in parts.items():
+            ids, lengths = self.encode(texts)
+            out[name] = {
+                "ids": ids,
+                "lengths": lengths,
+                "labels": self._labels(labels, f"{self._source_path()} ({name})"),
+            }
+        return out
+
+    def _cache_path(self) -> Path | None:
+        hp = self.hparams
+        if hp.cache_dir is None:
+            return None
+        key = hashlib.sha1(
+            repr(sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))).encode()
+        )
+        for path in (self._source_path(), Path(hp.test_file) if hp.test_file else None):
+            if path is not None and path.exists():
+                stat = path.stat()
+                key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return Path(hp.cache_dir) / f"text-{key.hexdigest()[:16]}.pt"
+
+    # ---- Lightning hooks -----------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if self.train_set is not None:
+            return
+        cache = self._cache_path()
+        if self.tokenizer is not None:  # restored from a checkpoint: encode with its vocabulary
+            data = self._tokenise_all(self.tokenizer)
+        elif cache is None:
+            data = self._tokenise_all()
+        else:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{cache}.lock"):
+                if cache.is_file():
+                    data = torch.load(cache, weights_only=True)
+                else:
+                    data = self._tokenise_all()
+                    torch.save(data, cache.with_suffix(".part"))
+                    os.replace(cache.with_suffix(".part"), cache)
+                    log.info("tokenised texts once; cached in %s", cache)
+        self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
+        self.val_texts = data["val_texts"]
+        self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=self.hparams.num_workers,
+            collate_fn=_whole_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, shuffle=False)
+
+    # ---- prediction ----------------------------------------------------------------------------
+
+    def read_predict_input(self, source: str | Sequence[str]) -> list[str]:
+        """Texts to predict: a .txt file (one per line), a .csv/.tsv (its text column), or the strings."""
+        if isinstance(source, str):
+            path = Path(source)
+            if path.suffix in (".txt", ".csv", ".tsv") and path.is_file():
+                if path.suffix == ".txt":
+                    return path.read_text(encoding="utf-8", errors="replace").splitlines()
+                return list(
+                    read_text_table(path, self.hparams.text_column, None, self.hparams.sep)[self.hparams.text_column]
+                )
+            return [source]
+        return [str(text) for text in source]
+
+    def _setup_predict(self) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("the data module has no vocabulary: restore it from a checkpoint first")
+        if self.predict_input is None:
+            raise RuntimeError("set predict_input (texts, a .txt or a .csv file) before predicting")
+        self.predict_texts = self.read_predict_input(self.predict_input)
+        ids, lengths = self.encode(self.predict_texts)
+        empty = int((lengths == 0).sum())
+        unknown = int(((ids == 1) | (ids == 0)).all(dim=1).sum()) - empty
+        if empty or unknown:
+            log.warning(
+                "%d empty text(s) and %d made only of unknown words: their predictions rest on no words", empty, unknown
+            )
+        self.predict_set = TokenTensors(ids, lengths, torch.zeros(len(lengths), dtype=torch.long))
+
+    def format_predictions(self, predictions: Tensor) -> pd.DataFrame:
+        """text, predicted class and one probability column per class."""
+        probs = predictions.reshape(len(self.predict_texts), -1)
+        if probs.shape[1] == 1:  # binary: P(second class)
+            probs = torch.cat([1 - probs, probs], dim=1)
+        table = pd.DataFrame({"text": self.predict_texts})
+        table["prediction"] = [self.classes[i] for i in probs.argmax(dim=1).tolist()]
+        for i, name in enumerate(self.classes):
+            table[f"prob_{name}"] = probs[:, i].numpy()
+        return table
+
+    # ---- what nets and checkpoints need --------------------------------------------------------
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    @property
+    def example_input_array(self) -> Tensor:
+        return self.train_set.__getitems__([0, 1])[0]
+
+    @property
+    def dims(self) -> dict[str, Any]:
+        k = len(self.classes)
+        return {
+            "vocab_size": self.tokenizer.get_vocab_size(),
+            "num_classes": k,
+            "out_features": 1 if k == 2 else k,
+            "max_length": self.hparams.max_length,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.tokenizer is None else {"tokenizer": self.tokenizer.to_str(), "classes": self.classes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.tokenizer, self.classes = Tokenizer.from_str(state["tokenizer"]), state["classes"]
