@@ -3,7 +3,8 @@
     DATA_DIR=../shared/data python bench/run.py task=rings
     DATA_DIR=../shared/data python bench/run.py --seeds 3 task=titanic net=mlp_seed
 
-Options before the overrides: --seeds N (mean ± sd over seeds 1..N), --csv PATH (append the row).
+Options before the overrides: --seeds N (mean ± sd over seeds 1..N), --csv PATH (append the
+results, one line per value).
 Seconds per epoch are wall-clock, training plus validation: the median over epochs 2..N.
 Everything else is a Hydra override, exactly as for train.py. Runs go to logs/bench/.
 """
@@ -80,13 +81,14 @@ def main() -> None:
     print("| " + " | ".join(row) + " |")
     print("| " + " | ".join("---" for _ in row) + " |")
     print("| " + " | ".join(str(v) for v in row.values()) + " |")
-    if args.csv:
+    if args.csv:  # long format, one line per value: rows of different tasks append to one file
         new = not args.csv.exists()
         with args.csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer = csv.writer(f)
             if new:
-                writer.writeheader()
-            writer.writerow(row)
+                writer.writerow(["date", "machine", "config", "seeds", "key", "value"])
+            for key in ("epochs", "s/epoch", *metric_keys, "wall s"):
+                writer.writerow([row["date"], row["machine"], row["config"], row["seeds"], key, row[key]])
 
 
 if __name__ == "__main__":
