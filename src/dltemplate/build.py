@@ -62,6 +62,35 @@ def checkpoint_config(cfg: DictConfig) -> dict:
     return config
 
 
+def resolve_checkpoint(cfg: DictConfig) -> None:
+    """Turn `cfg.ckpt_path` into a checkpoint file, and resume into the run that wrote it.
+
+    `ckpt_path` may be a checkpoint file, a run directory (its checkpoints/last.ckpt) or "last" (the
+    most recently written last.ckpt among this task's runs). A checkpoint inside a run directory
+    makes that directory this run's output directory again, so TensorBoard and checkpoints continue
+    where they were.
+    """
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return
+    if value == "last":
+        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+        found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(f"ckpt_path=last: no {runs}/*/checkpoints/last.ckpt to resume from")
+        path = found[-1]
+    else:
+        path = Path(value)
+        if path.is_dir():
+            path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={value}: {path} does not exist")
+    with open_dict(cfg):
+        cfg.ckpt_path = str(path)
+        if path.parent.name == "checkpoints" and (path.parent.parent / "tensorboard").is_dir():
+            cfg.paths.output_dir = str(path.parent.parent)
+
+
 def check_output_dir_unused(cfg: DictConfig) -> None:
     """Refuse to train into an output directory that already holds another run's results.
 

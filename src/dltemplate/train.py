@@ -1,14 +1,24 @@
 """Train entry point: config in, fitted checkpoint and test metrics out."""
 
 import logging
+import time
 from dataclasses import dataclass, field
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from dltemplate.build import build_datamodule, build_module, build_trainer, check_output_dir_unused
+from dltemplate.build import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    check_output_dir_unused,
+    resolve_checkpoint,
+)
+from dltemplate.sweeps import write_result
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +33,19 @@ class RunResult:
     best_checkpoint: str | None
     output_dir: str
     trainer: Trainer = field(repr=False)
+    data_seconds: float = 0.0  # reading, decoding, tokenising or loading the cache
 
 
 def train(cfg: DictConfig) -> RunResult:
     """Fit the task described by `cfg`, then test its best checkpoint on the test split."""
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
+    resolve_checkpoint(cfg)
     check_output_dir_unused(cfg)
+    started = time.perf_counter()
     datamodule = build_datamodule(cfg)
+    data_seconds = time.perf_counter() - started
+    log.info("data ready in %.1f s", data_seconds)
     module = build_module(cfg, datamodule)
     trainer = build_trainer(cfg)
 
@@ -47,12 +62,23 @@ def train(cfg: DictConfig) -> RunResult:
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
         metrics[f"{trainer.checkpoint_callback.monitor}_best"] = float(trainer.checkpoint_callback.best_model_score)
     _log_hparams_with_metrics(trainer, cfg, metrics)
-    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer)
+    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds)
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Hydra task function: train, and return `cfg.optimized_metric` for sweepers."""
-    result = train(cfg)
+    """Hydra task function: train, record the result, and return `cfg.optimized_metric` for sweepers.
+
+    In a multirun a failing job is recorded (result.json, the sweep summary) and the sweep goes on.
+    """
+    try:
+        result = train(cfg)
+    except Exception as error:
+        write_result(cfg.paths.output_dir, "failed", {}, f"{type(error).__name__}: {error}")
+        if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+            raise
+        log.exception("job failed; the sweep goes on")
+        return float("nan")
+    write_result(result.output_dir, "ok", result.metrics)
     log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
     objective = cfg.get("optimized_metric")
     if objective is None:

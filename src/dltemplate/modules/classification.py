@@ -98,7 +98,9 @@ class ClassificationModule(LightningModule):
         loss = self.loss(logits, target)
         probs = self.predict_proba(logits.detach())
         metrics.update(probs, target)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return {"loss": loss, "preds": probs, "target": target}
 

@@ -80,7 +80,9 @@ class ForecastingModule(LightningModule):
         x, target = batch
         preds = self(x)
         loss = self.loss_fn(preds, target)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
+        )
         preds, target, history = self.to_units(preds.detach()), self.to_units(target), self.to_units(x)
         if stage != "train":
             metrics, baselines = (

@@ -72,7 +72,9 @@ class RegressionModule(LightningModule):
         preds = self(x)
         loss = F.mse_loss(preds, target)
         metrics.update(preds.detach(), target)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        self.log(
+            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True)
         return {"loss": loss, "preds": preds.detach(), "target": target}
 

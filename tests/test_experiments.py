@@ -1,0 +1,169 @@
+"""Experiments at scale: sweeps and their summary, parallel launcher, Optuna, resume, DDP metrics."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec.implementations.local as fsspec_local
+import optuna
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch import Trainer
+
+from dltemplate.checkpoint import load_checkpoint, restore
+from dltemplate.config import compose_config
+from dltemplate.train import train
+from dltemplate.tune import tune
+from tests.datasets import provide_task_data
+from tests.helpers import CONFIG_DIR, ROOT, run_script, tensorboard_tags
+
+
+def test_parallel_sweep_records_a_failing_job_and_summarises_all(tmp_path):
+    result = run_script(
+        [
+            "train.py",
+            "-m",
+            "hydra/launcher=parallel",
+            "task=rings",
+            "debug=limit_batches",
+            f"paths.log_dir={tmp_path}",
+            "data.val_fraction=0.2,1.5",  # the second job fails in setup
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "rings" / "multiruns").iterdir()
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert summary["status"].tolist() == ["ok", "failed"]
+    assert "val_fraction must be between 0 and 1" in summary["error"][1]
+    assert summary["best"].tolist() == [True, False] and summary["test/acc"].notna()[0]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "result.json").read_text())["overrides"][-1].startswith("data.val_fraction=")
+    assert "test/acc" in tensorboard_tags(sweep / "0" / "tensorboard")["scalars"]
+
+
+def test_optuna_search_records_failed_trials_and_continues_from_its_storage(tmp_path):
+    provide_task_data("titanic", tmp_path / "data")
+    base = [
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "task=titanic",
+        "hparams_search=titanic_optuna",
+        "trainer.max_epochs=2",
+        "+optuna.params.data.val_fraction={type: categorical, choices: [0.2, 1.5]}",
+    ]
+    storage = f"sqlite:///{tmp_path / 'logs' / 'titanic' / 'optuna.db'}"
+    (tmp_path / "logs" / "titanic").mkdir(parents=True)
+    seeded = optuna.create_study(study_name="titanic_search", storage=storage, direction="minimize")
+    seeded.enqueue_trial({"data.val_fraction": 1.5})  # fails in setup
+    seeded.enqueue_trial({"data.val_fraction": 0.2})
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):  # tune() composes each trial's config
+        first = compose("train", overrides=[*base, "optuna.n_trials=4"])
+        first.paths.output_dir = str(tmp_path / "search1")
+        study = tune(first, base_overrides=base)
+        states = [t.state.name for t in study.trials]
+        assert len(states) == 4 and "COMPLETE" in states and "FAIL" in states  # val_fraction=1.5 fails
+        again = compose("train", overrides=[*base, "optuna.n_trials=5"])
+        again.paths.output_dir = str(tmp_path / "search2")
+        assert len(tune(again, base_overrides=base).trials) == 5  # one more, not five more
+    trials = pd.read_csv(tmp_path / "search2" / "trials.csv")
+    assert len(trials) == 5 and (tmp_path / "logs" / "titanic" / "optuna.db").is_file()
+
+
+def test_ckpt_path_last_resumes_the_latest_run_into_its_own_directory(make_cfg, tmp_path):
+    first = train(make_cfg("trainer.max_epochs=2", "test=false", run="logs/linear_regression/runs/first"))
+    resumed = train(make_cfg("trainer.max_epochs=4", "ckpt_path=last", "test=false", run="second"))
+    assert resumed.output_dir == first.output_dir  # TensorBoard and checkpoints continue there
+    assert load_checkpoint(Path(first.output_dir) / "checkpoints" / "last.ckpt")["global_step"] == 4 * 10
+    assert not (tmp_path / "second" / "checkpoints").exists()
+    steps = {e.step for e in _scalar_events(Path(first.output_dir) / "tensorboard", "val/loss")}
+    assert len(steps) == 4  # one validation point per epoch, in one TensorBoard run
+
+
+def _scalar_events(run: Path, tag: str):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run))
+    accumulator.Reload()
+    return accumulator.Scalars(tag)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_end(tmp_path):
+    command = [
+        "train.py",
+        "task=rings",
+        "trainer.max_epochs=6",
+        "data.batch_size=16",
+        "test=false",
+        f"paths.log_dir={tmp_path}",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, *command], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    last = None
+    while time.time() < deadline and process.poll() is None:
+        found = list((tmp_path / "rings" / "runs").glob("*/checkpoints/last.ckpt"))
+        if found and load_checkpoint(found[0])["epoch"] >= 1:
+            last = found[0]
+            break
+        time.sleep(0.2)
+    assert last is not None and process.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.5)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < 5
+
+    resumed = run_script([*command, "ckpt_path=last"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    checkpoint = load_checkpoint(last)  # the same run directory, continued
+    assert checkpoint["global_step"] == 6 * 200  # 3200 training points / 16 = 200 steps × 6 epochs
+
+    uninterrupted = train(
+        compose_config(CONFIG_DIR, [*command[1:-1], f"paths.log_dir={tmp_path / 'u'}"], output_dir=tmp_path / "u")
+    )
+    reference = load_checkpoint(Path(uninterrupted.output_dir) / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == reference["global_step"]
+    # six validation epochs in the one TensorBoard run (Lightning's own `epoch` field is written
+    # before or after its increment depending on how the run was restored, so it is not compared)
+    validation_steps = {e.step for e in _scalar_events(last.parent.parent / "tensorboard", "val/acc")}
+    assert len(validation_steps) == 6
+    resumed_acc = float(
+        checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "ModelCheckpoint" in k)]["best_model_score"]
+    )
+    assert resumed_acc == pytest.approx(uninterrupted.metrics["val/acc_best"], abs=0.02)
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(make_cfg, tmp_path, monkeypatch):
+    result = train(make_cfg("trainer.max_epochs=1", "test=false"))
+    last = Path(result.output_dir) / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    def dies_halfway(self, data):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(fsspec_local.LocalFileOpener, "write", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        result.trainer.save_checkpoint(last)
+    assert last.read_bytes() == before
+    torch.load(last, weights_only=True)
+
+
+def test_ddp_validation_metric_equals_a_single_process_evaluation(tmp_path):
+    result = run_script(
+        ["train.py", "task=rings", "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false", f"paths.log_dir={tmp_path}"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "rings" / "runs").iterdir()
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    state = checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "ModelCheckpoint" in k)]
+    module, datamodule, _ = restore(state["best_model_path"])
+    single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).validate(
+        module, datamodule
+    )[0]
+    assert single["val/acc"] == pytest.approx(float(state["best_model_score"]), abs=1e-6)

@@ -1,0 +1,19 @@
+"""Search hyperparameters with Optuna:  python tune.py task=<name> hparams_search=<search> [overrides ...]
+
+Search spaces live in conf/hparams_search/; results in logs/<task>/runs/<run>/trials.csv and the
+study's SQLite storage, from which an interrupted search continues.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dltemplate.tune import main as tune_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    tune_main(cfg)
+
+
+if __name__ == "__main__":
+    main()
