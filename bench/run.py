@@ -41,7 +41,7 @@ def run_once(overrides: list[str], seed: int, stamp: str) -> dict[str, float]:
         k: v for k, v in result.metrics.items() if (k.startswith("test/") and k != "test/loss") or k.endswith("_best")
     }
     steady = timer.durations[1:] or timer.durations  # the first epoch includes warm-up
-    return {**row, "epochs": epochs, "s/epoch": statistics.median(steady)}
+    return {**row, "epochs": epochs, "s/epoch": statistics.median(steady), "data s": result.data_seconds}
 
 
 def main() -> None:
@@ -75,6 +75,9 @@ def main() -> None:
         "seeds": args.seeds,
         "epochs": summary("epochs"),
         "s/epoch": summary("s/epoch"),
+        # data preparation: the first run may fill a cache (decoding, tokenising) that later runs reuse
+        "data s (1st / later)": f"{runs[0]['data s']:.1f} / "
+        + (f"{statistics.fmean(r['data s'] for r in runs[1:]):.1f}" if len(runs) > 1 else "-"),
         **{k: summary(k) for k in metric_keys},
         "wall s": f"{wall:.1f}",
     }
@@ -87,7 +90,7 @@ def main() -> None:
             writer = csv.writer(f)
             if new:
                 writer.writerow(["date", "machine", "config", "seeds", "key", "value"])
-            for key in ("epochs", "s/epoch", *metric_keys, "wall s"):
+            for key in ("epochs", "s/epoch", "data s (1st / later)", *metric_keys, "wall s"):
                 writer.writerow([row["date"], row["machine"], row["config"], row["seeds"], key, row[key]])
 
 
