@@ -134,7 +134,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_end(tmp_path):
     validation_steps = {e.step for e in _scalar_events(last.parent.parent / "tensorboard", "val/acc")}
     assert len(validation_steps) == 6
     resumed_acc = float(
-        checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "ModelCheckpoint" in k)]["best_model_score"]
+        checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "'monitor': 'val/acc'" in k)][
+            "best_model_score"
+        ]
     )
     assert resumed_acc == pytest.approx(uninterrupted.metrics["val/acc_best"], abs=0.02)
 
@@ -161,7 +163,7 @@ def test_ddp_validation_metric_equals_a_single_process_evaluation(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "rings" / "runs").iterdir()
     checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    state = checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "ModelCheckpoint" in k)]
+    state = checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "'monitor': 'val/acc'" in k)]
     module, datamodule, _ = restore(state["best_model_path"])
     single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).validate(
         module, datamodule

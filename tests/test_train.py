@@ -101,3 +101,11 @@ def test_early_stopping_is_one_config_choice_away(make_cfg):
     )
     result = train(cfg)
     assert result.trainer.current_epoch == 2  # stopped after one epoch without improvement
+
+
+def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(make_cfg):
+    # lr=0: validation never improves after the first epoch, so only epoch 0 is "best"
+    result = train(make_cfg("task=rings", "trainer.max_epochs=3", "module.optimizer.lr=0", "test=false"))
+    checkpoints = Path(result.output_dir) / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 3 * 50  # 3200 points / 64
+    assert Path(result.best_checkpoint).name == "epoch000.ckpt"
