@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig
 
 from dltemplate.checkpoint import restore
@@ -12,47 +13,65 @@ from dltemplate.checkpoint import restore
 log = logging.getLogger(__name__)
 
 
-def forecast(cfg: DictConfig) -> pd.DataFrame:
-    """Forecast `cfg.steps` steps after the end of the series, feeding each forecast back as input.
+def forecast_table(
+    module: LightningModule,
+    datamodule: LightningDataModule,
+    source: str | pd.DataFrame | None = None,
+    steps: int = 30,
+    floor: float | None = 0.0,
+) -> pd.DataFrame:
+    """Forecast `steps` steps after the end of a series, feeding each forecast back as input.
 
     Returns one row per future step with the modelled series (e.g. daily increments) and, when the
     model was trained on differences, the levels rebuilt from the last observed level
-    (`<column>_level`, e.g. cumulative counts).
+    (`<column>_level`, e.g. cumulative counts). `source` defaults to the series trained on.
     """
+    if not hasattr(datamodule, "windows"):
+        raise TypeError(f"not a forecasting model ({type(datamodule).__name__})")
+    levels, series = datamodule.read(datamodule.hparams.file if source is None else source)
+    window, horizon = datamodule.hparams.window, datamodule.hparams.horizon
+    if len(series) < window:
+        raise ValueError(f"the series has {len(series)} steps; the model needs the last {window}")
+    module.eval()
+    history = series.copy()
+    with torch.no_grad():
+        while len(history) < len(series) + steps:
+            x = datamodule.scaled(history.iloc[-window:])[None]  # (1, window, C)
+            step = module.to_units(module(x))[0]  # (horizon, C), own units
+            if floor is not None:
+                step = step.clamp(min=floor)
+            future = pd.DataFrame(step.numpy(), columns=series.columns, index=_next_index(history.index, horizon))
+            history = pd.concat([history, future])
+    table = history.iloc[len(series) : len(series) + steps].copy()
+    if datamodule.hparams.difference:
+        for column in series.columns:
+            table[f"{column}_level"] = levels[column].iloc[-1] + table[column].cumsum()
+    return table.rename_axis(series.index.name or "step")
+
+
+def first_below(table: pd.DataFrame, columns: list[str], threshold: float) -> dict[str, object]:
+    """For each column, the index of the first forecast step below `threshold`, or None."""
+    return {c: (table.index[table[c] < threshold][0] if (table[c] < threshold).any() else None) for c in columns}
+
+
+def forecast(cfg: DictConfig) -> pd.DataFrame:
+    """Forecast entry point: `cfg.steps` steps of the checkpoint's series (or `cfg.input`) to `cfg.output`."""
     output = Path(cfg.output)
     if output.exists() and not cfg.get("overwrite", False):
         raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
     module, datamodule, _ = restore(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
-    if not hasattr(datamodule, "windows"):
-        raise TypeError(f"{cfg.ckpt_path} is not a forecasting checkpoint ({type(datamodule).__name__})")
-    levels, series = datamodule.read(cfg.input or datamodule.hparams.file)
-    window, horizon = datamodule.hparams.window, datamodule.hparams.horizon
-    if len(series) < window:
-        raise ValueError(f"the series has {len(series)} steps; the model needs the last {window}")
-
-    module.eval()
-    history = series.copy()
-    with torch.no_grad():
-        while len(history) < len(series) + cfg.steps:
-            x = datamodule.scaled(history.iloc[-window:])[None]  # (1, window, C)
-            step = module.to_units(module(x))[0]  # (horizon, C), own units
-            if cfg.floor is not None:
-                step = step.clamp(min=cfg.floor)
-            future = pd.DataFrame(step.numpy(), columns=series.columns, index=_next_index(history.index, horizon))
-            history = pd.concat([history, future])
-    table = history.iloc[len(series) : len(series) + cfg.steps].copy()
-    if datamodule.hparams.difference:
-        for column in series.columns:
-            table[f"{column}_level"] = levels[column].iloc[-1] + table[column].cumsum()
+    table = forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor)
     if cfg.get("report_zero", False):
-        for column in series.columns:
-            hits = table.index[table[column] < cfg.zero_below]
-            when = (
-                f"step {table.index.get_loc(hits[0]) + 1} ({hits[0]})" if len(hits) else f"not within {cfg.steps} steps"
+        columns = [c for c in table.columns if not c.endswith("_level")]
+        for column, when in first_below(table, columns, cfg.zero_below).items():
+            where = (
+                f"step {table.index.get_loc(when) + 1} ({when})"
+                if when is not None
+                else f"not within {cfg.steps} steps"
             )
-            log.info("%s reaches zero at %s", column, when)
+            log.info("%s reaches zero at %s", column, where)
     output.parent.mkdir(parents=True, exist_ok=True)
-    table.rename_axis(series.index.name or "step").to_csv(output)
+    table.to_csv(output)
     return table
 
 

@@ -2,9 +2,11 @@
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from omegaconf import DictConfig
 
 from dltemplate.build import build_trainer
@@ -13,21 +15,28 @@ from dltemplate.checkpoint import restore
 log = logging.getLogger(__name__)
 
 
-def predict(cfg: DictConfig) -> pd.DataFrame:
-    """Predict `cfg.input` with the model and preprocessing stored in `cfg.ckpt_path`.
+def predict_table(
+    module: LightningModule, datamodule: LightningDataModule, inputs: Any, trainer: Trainer
+) -> pd.DataFrame:
+    """Predictions for raw `inputs`, laid out by the data module.
 
-    The data module decides what an input is (a CSV file, image files, texts, a series) through
+    The data module decides what an input is (a CSV file or DataFrame, image files, texts) through
     its `predict_input` attribute, and lays out the result in `format_predictions`.
     """
+    if not hasattr(datamodule, "format_predictions"):
+        raise TypeError(f"{type(datamodule).__name__} does not support prediction from raw inputs")
+    datamodule.predict_input = inputs
+    batches = trainer.predict(module, datamodule=datamodule)
+    return datamodule.format_predictions(torch.cat(batches))
+
+
+def predict(cfg: DictConfig) -> pd.DataFrame:
+    """Predict `cfg.input` with the model and preprocessing stored in `cfg.ckpt_path`; write `cfg.output`."""
     output = Path(cfg.output)
     if output.exists() and not cfg.get("overwrite", False):
         raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
     module, datamodule, _ = restore(cfg.ckpt_path)
-    if not hasattr(datamodule, "format_predictions"):
-        raise TypeError(f"{type(datamodule).__name__} does not support prediction from raw inputs")
-    datamodule.predict_input = cfg.input
-    batches = build_trainer(cfg).predict(module, datamodule=datamodule)
-    table = datamodule.format_predictions(torch.cat(batches))
+    table = predict_table(module, datamodule, cfg.input, build_trainer(cfg))
     output.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(output, index=False)
     return table

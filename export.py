@@ -1,0 +1,15 @@
+"""Export a trained net:  python export.py ckpt_path=<ckpt> format=onnx|torchscript [output=<file>]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from dltemplate.export import main as export_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    export_main(cfg)
+
+
+if __name__ == "__main__":
+    main()

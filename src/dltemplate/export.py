@@ -1,0 +1,83 @@
+"""Export entry point: a trained net to ONNX or TorchScript, checked against the checkpoint."""
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from omegaconf import DictConfig
+from torch import Tensor
+
+from dltemplate.checkpoint import load_checkpoint, restore
+
+log = logging.getLogger(__name__)
+
+
+def net_input(datamodule: LightningDataModule, raw: Tensor) -> Tensor:
+    """What the net receives for `raw` data-module output: the device-side transform applied
+    (normalisation for images; the identity elsewhere), outside any training step."""
+    return datamodule.on_after_batch_transfer(raw, 0)
+
+
+def export(
+    module: LightningModule, example: Tensor, path: str | Path, fmt: Literal["onnx", "torchscript"]
+) -> tuple[Path, float]:
+    """Write `module` (its forward: net and output shaping) to `path`; return it and the largest
+    difference between the exported model's outputs and the module's on `example`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval().cpu()
+    example = example.contiguous()
+    with torch.no_grad():
+        expected = module(example)
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError(
+                "ONNX export needs onnx, onnxscript and onnxruntime: pip install -e '.[export]'"
+            ) from None
+        # batch (and, for token ids, length) may vary; the other dimensions are fixed by the net
+        dims = {0: torch.export.Dim.AUTO} | ({1: torch.export.Dim.AUTO} if example.dtype == torch.long else {})
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=(dims,),
+            input_names=["input"],
+            output_names=["output"],
+        )
+        session = onnxruntime.InferenceSession(str(path))
+        got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
+    elif fmt == "torchscript":
+        traced = module.to_torchscript(method="trace", example_inputs=example)  # Lightning guards its properties
+        traced.save(str(path))
+        got = torch.jit.load(str(path))(example)
+    else:
+        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    return path, float((got.reshape(expected.shape) - expected).abs().max())
+
+
+def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
+    """Export `cfg.ckpt_path` in `cfg.format` to `cfg.output`, traced on the example inputs it stores."""
+    output = Path(cfg.output)
+    if output.exists() and not cfg.get("overwrite", False):
+        raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    if "example_input" not in checkpoint:
+        raise ValueError(f"{cfg.ckpt_path} stores no example input to trace the net with")
+    module, datamodule, _ = restore(cfg.ckpt_path)
+    path, difference = export(module, net_input(datamodule, checkpoint["example_input"]), output, cfg.format)
+    if difference > cfg.tolerance:
+        raise RuntimeError(
+            f"exported {cfg.format} model differs from the checkpoint by {difference:.2e} > {cfg.tolerance}"
+        )
+    return path, difference
+
+
+def main(cfg: DictConfig) -> None:
+    """Hydra task function."""
+    path, difference = export_checkpoint(cfg)
+    log.info("%s written to %s; largest difference from the checkpoint's outputs: %.2e", cfg.format, path, difference)
