@@ -2,9 +2,7 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
-from dltemplate.checkpoint import load_checkpoint
 from tests.helpers import ROOT, TASKS, run_script, tensorboard_tags
 
 
@@ -31,20 +29,3 @@ def test_two_runs_started_together_keep_separate_outputs(tmp_path):
     for run_dir in run_dirs:
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
         assert "test/mse" in tensorboard_tags(run_dir / "tensorboard")["scalars"]
-
-
-def test_ddp_on_cpu_trains_in_two_processes_into_one_run_directory(tmp_path):
-    result = run_script(
-        ["train.py", "task=rings", "trainer=ddp_cpu", "trainer.max_epochs=2", f"paths.log_dir={tmp_path}"]
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert "distributed_backend=gloo" in result.stdout + result.stderr
-    assert "All distributed processes registered. Starting with 2 processes" in result.stdout + result.stderr
-    run_dirs = list((tmp_path / "rings" / "runs").iterdir())
-    assert len(run_dirs) == 1  # the worker process wrote into rank 0's run directory, not a new one
-    run_dir = run_dirs[0]
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert checkpoint["epoch"] == 1
-    # each process saw half of each epoch's 3200 training points: 25 batches of 64
-    assert checkpoint["global_step"] == 2 * 25
-    assert "test/acc" in tensorboard_tags(Path(run_dir) / "tensorboard")["scalars"]

@@ -156,13 +156,17 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(make_cfg
     torch.load(last, weights_only=True)
 
 
-def test_ddp_validation_metric_equals_a_single_process_evaluation(tmp_path):
+def test_ddp_on_cpu_shares_one_run_directory_and_logs_whole_set_metrics(tmp_path):
     result = run_script(
         ["train.py", "task=rings", "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false", f"paths.log_dir={tmp_path}"]
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "rings" / "runs").iterdir()
+    output = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in output and "Starting with 2 processes" in output
+    (run,) = (tmp_path / "rings" / "runs").iterdir()  # the worker wrote into rank 0's run directory
     checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 2 * 25  # each process saw half of 3200 points: 25 batches of 64
+    assert "val/acc" in tensorboard_tags(run / "tensorboard")["scalars"]
     state = checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "'monitor': 'val/acc'" in k)]
     module, datamodule, _ = restore(state["best_model_path"])
     single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).validate(
