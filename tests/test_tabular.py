@@ -49,7 +49,7 @@ def test_predict_from_checkpoint_and_raw_csv_reproduces_the_test_accuracy(titani
     )
     predict(cfg)
     table = pd.read_csv(tmp_path / "out.csv")
-    assert list(table.columns) == ["PassengerId", "prob_0", "prob_1", "prediction"]
+    assert list(table.columns) == ["PassengerId", "prediction", "prob_0", "prob_1"]
     assert table["PassengerId"].tolist() == test["PassengerId"].tolist()
     assert ((table["prob_0"] + table["prob_1"]) - 1).abs().max() < 1e-6
     accuracy = (table["prediction"] == test["Survived"]).mean()

@@ -6,14 +6,15 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from dltemplate.data.image_files import IMAGE_EXTENSIONS, cached_decode, decode_files, list_image_folder
+from dltemplate.data.predictions import class_table
+from dltemplate.data.tensors import TensorDataModule, whole_batch
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
@@ -34,11 +35,7 @@ class ImageTensors(Dataset):
         return self.images[indices], self.labels[indices]
 
 
-def _whole_batch(batch):  # batches arrive collated from __getitems__
-    return batch
-
-
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(TensorDataModule):
     """Image classification data, decoded once into uint8 tensors.
 
     Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
@@ -67,6 +64,8 @@ class ImageDataModule(LightningDataModule):
         split_seed: Seed of the validation split.
     """
 
+    collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
+
     def __init__(
         self,
         root: str,
@@ -84,7 +83,7 @@ class ImageDataModule(LightningDataModule):
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, split_seed)
         if source != "folder" and source not in TORCHVISION_SOURCES:
             raise ValueError(f"source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
         if channels not in (1, 3):
@@ -94,7 +93,6 @@ class ImageDataModule(LightningDataModule):
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
         self.size: list[int] | None = None  # (H, W) of the training images
-        self.train_set = self.val_set = self.test_set = self.predict_set = None
         self.predict_input: str | Sequence[str] | None = None
         self.predict_files: list[Path] = []
         self.augment: v2.Compose | None = None
@@ -191,28 +189,6 @@ class ImageDataModule(LightningDataModule):
             mask[chosen[: round(len(members) * self.hparams.val_fraction)]] = True
         return mask
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            collate_fn=_whole_batch,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, shuffle=False)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the training device: uint8 → float, augmentation (training only), normalisation."""
         images, rest = (batch[0], batch[1:]) if isinstance(batch, (tuple, list)) else (batch, ())
@@ -255,14 +231,8 @@ class ImageDataModule(LightningDataModule):
 
     def format_predictions(self, predictions: Tensor) -> pd.DataFrame:
         """file, predicted class and one probability column per class."""
-        probs = predictions.reshape(len(self.predict_files), -1)
-        if probs.shape[1] == 1:  # binary: P(second class)
-            probs = torch.cat([1 - probs, probs], dim=1)
-        table = pd.DataFrame({"file": [str(f) for f in self.predict_files]})
-        table["prediction"] = [self.classes[i] for i in probs.argmax(dim=1).tolist()]
-        for i, name in enumerate(self.classes):
-            table[f"prob_{name}"] = probs[:, i].numpy()
-        return table
+        files = pd.DataFrame({"file": [str(f) for f in self.predict_files]})
+        return pd.concat([files, class_table(predictions, self.classes)], axis=1)
 
     # ---- what nets and checkpoints need --------------------------------------------------------
 

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch.utils.data import Dataset, TensorDataset
 
 from dltemplate.data.download import ensure_file
+from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
 from dltemplate.data.tensors import TensorDataModule
 
@@ -238,7 +239,7 @@ class TabularDataModule(TensorDataModule):
     def format_predictions(self, predictions: torch.Tensor) -> pd.DataFrame:
         """Table of predictions for the rows of `predict_input`, with the id column if configured.
 
-        Classification: one `prob_<class>` column per class and the predicted class in `prediction`;
+        Classification: the predicted class in `prediction` and one `prob_<class>` column per class;
         regression: the predicted value in `prediction`.
         """
         table = pd.DataFrame(index=self.predict_frame.index)
@@ -247,13 +248,7 @@ class TabularDataModule(TensorDataModule):
         if self.classes is None:
             table["prediction"] = predictions.reshape(-1).numpy()
             return table
-        probs = predictions.reshape(len(table), -1)
-        if probs.shape[1] == 1:  # binary: P(second class)
-            probs = torch.cat([1 - probs, probs], dim=1)
-        for i, name in enumerate(self.classes):
-            table[f"prob_{name}"] = probs[:, i].numpy()
-        table["prediction"] = [self.classes[i] for i in probs.argmax(dim=1).tolist()]
-        return table
+        return pd.concat([table, class_table(predictions, self.classes, index=table.index)], axis=1)
 
     # ---- what nets and checkpoints need ----------------------------------------------------------
 

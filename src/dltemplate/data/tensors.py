@@ -8,14 +8,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
 
 
+def whole_batch(batch):
+    """Collate for datasets whose `__getitems__` already returns a whole batch of tensors."""
+    return batch
+
+
 class TensorDataModule(LightningDataModule):
-    """Serves in-memory train/val/test datasets; subclasses build them in `make_datasets`.
+    """Serves in-memory train/val/test datasets; subclasses build them in `make_datasets` (or `setup`).
 
     Args:
         batch_size: Samples per batch, for every split.
         num_workers: DataLoader worker processes; 0 is fastest for tensors already in memory.
         split_seed: Seed of the train/val/test split, independent of the training seed.
     """
+
+    collate_fn = None  # None: PyTorch's default; `whole_batch` for datasets that serve whole batches
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__()
@@ -25,6 +32,7 @@ class TensorDataModule(LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.predict_set: Dataset | None = None
 
     def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         """Return the train, validation and test datasets."""
@@ -56,6 +64,7 @@ class TensorDataModule(LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -66,6 +75,9 @@ class TensorDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, shuffle=False)
 
     @property
     def dims(self) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from typing import Any, Literal
 import pandas as pd
 import torch
 from filelock import FileLock
-from lightning.pytorch import LightningDataModule
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dltemplate.data.download import ensure_file
+from dltemplate.data.predictions import class_table
+from dltemplate.data.tensors import TensorDataModule, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, read_aclimdb, read_text_table
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ class TokenTensors(Dataset):
         return self.ids[indices, :longest].long(), self.labels[indices]
 
 
-def _whole_batch(batch):  # batches arrive collated from __getitems__
-    return batch
-
-
 def build_tokenizer(lowercase: bool) -> Tokenizer:
     """Word-level tokenizer: HTML line breaks removed, NFKC (and lowercase), words and punctuation split."""
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
@@ -52,7 +49,7 @@ def build_tokenizer(lowercase: bool) -> Tokenizer:
     return tokenizer
 
 
-class TextDataModule(LightningDataModule):
+class TextDataModule(TensorDataModule):
     """Text classification data: tokenised once, cached, served as padded id tensors.
 
     Sources: "aclimdb" reads `aclImdb/{train,test}/<class>/*.txt` from the extracted folder
@@ -82,6 +79,8 @@ class TextDataModule(LightningDataModule):
         batch_size, num_workers, split_seed: as in the other data modules.
     """
 
+    collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
+
     def __init__(
         self,
         source: Literal["aclimdb", "csv"] = "aclimdb",
@@ -106,13 +105,12 @@ class TextDataModule(LightningDataModule):
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, split_seed)
         if source not in ("aclimdb", "csv"):
             raise ValueError(f"source must be 'aclimdb' or 'csv', got {source!r}")
         self.save_hyperparameters(logger=False)
         self.tokenizer: Tokenizer | None = None
         self.classes: list[str] | None = None
-        self.train_set = self.val_set = self.test_set = self.predict_set = None
         self.val_texts: list[str] = []
         self.predict_input: str | Sequence[str] | None = None
         self.predict_texts: list[str] = []
@@ -265,27 +263,6 @@ class TextDataModule(LightningDataModule):
         self.val_texts = data["val_texts"]
         self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            collate_fn=_whole_batch,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, shuffle=False)
-
     # ---- prediction ----------------------------------------------------------------------------
 
     def read_predict_input(self, source: str | Sequence[str]) -> list[str]:
@@ -318,14 +295,8 @@ class TextDataModule(LightningDataModule):
 
     def format_predictions(self, predictions: Tensor) -> pd.DataFrame:
         """text, predicted class and one probability column per class."""
-        probs = predictions.reshape(len(self.predict_texts), -1)
-        if probs.shape[1] == 1:  # binary: P(second class)
-            probs = torch.cat([1 - probs, probs], dim=1)
-        table = pd.DataFrame({"text": self.predict_texts})
-        table["prediction"] = [self.classes[i] for i in probs.argmax(dim=1).tolist()]
-        for i, name in enumerate(self.classes):
-            table[f"prob_{name}"] = probs[:, i].numpy()
-        return table
+        texts = pd.DataFrame({"text": self.predict_texts})
+        return pd.concat([texts, class_table(predictions, self.classes)], axis=1)
 
     # ---- what nets and checkpoints need --------------------------------------------------------
 
