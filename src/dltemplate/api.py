@@ -19,7 +19,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig
 
-from dltemplate.checkpoint import restore
+from dltemplate.checkpoint import default_paths, restore
 from dltemplate.config import compose_config
 from dltemplate.export import export, net_input
 from dltemplate.forecast import forecast_table
@@ -128,7 +128,7 @@ class Model:
 
     def __init__(self, ckpt_path: str | Path, data_dir: str | None = None) -> None:
         self.ckpt_path = str(ckpt_path)
-        self.module, self.datamodule, self.config = restore(ckpt_path, data_dir=data_dir)
+        self.module, self.datamodule, self.config = restore(ckpt_path, paths=default_paths(data_dir))
         self.module.eval()
         from dltemplate.checkpoint import load_checkpoint
 

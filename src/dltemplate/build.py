@@ -6,11 +6,14 @@ Every entry point (train, evaluate, the tests) goes through these functions, so 
 from pathlib import Path
 
 from hydra.utils import instantiate
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
+from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
+from dltemplate.errors import CheckpointError, MissingFileError
+from dltemplate.rundir import claim, hold_for_resume
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
@@ -20,7 +23,7 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     (`${dims.in_features}` in the net configs) instead of being typed into configs.
     """
     # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
-    datamodule = instantiate(cfg.data, _recursive_=False, _convert_="all")
+    datamodule = registry.instantiate(cfg.data, "datamodule", where="data", recursive=False)
     datamodule.prepare_data()
     datamodule.setup("fit")
     with open_dict(cfg):
@@ -36,18 +39,28 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     `load_from_checkpoint` rebuild it without being given a net.
     """
     net = OmegaConf.to_container(cfg.net, resolve=True)
-    module = instantiate(cfg.module, net=net, _recursive_=False, _convert_="all")
+    module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
     example = getattr(datamodule, "example_input_array", None)
     if example is not None:
         module.example_input_array = example  # model graph in TensorBoard, shapes in the summary
     return module
 
 
-def build_trainer(cfg: DictConfig) -> Trainer:
-    """Instantiate `cfg.trainer` with the callbacks and loggers the config lists (null entries off)."""
+def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
+    """Instantiate `cfg.trainer` with the callbacks and loggers the config lists (null entries off).
+
+    `resume_step`: the global step of the checkpoint a fit resumes from. TensorBoard then hides
+    what the interrupted run logged after it (`purge_step`), so replayed steps are not shown twice.
+    """
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(ConfigInCheckpoint(checkpoint_config(cfg)))
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = []
+    for config in (cfg.get("logger") or {}).values():
+        if config is None:
+            continue
+        is_tensorboard = config.get("_target_", "").endswith("TensorBoardLogger")
+        extra = {"purge_step": resume_step} if is_tensorboard and resume_step is not None else {}
+        loggers.append(instantiate(config, **extra))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
@@ -62,46 +75,64 @@ def checkpoint_config(cfg: DictConfig) -> dict:
     return config
 
 
-def resolve_checkpoint(cfg: DictConfig) -> None:
-    """Turn `cfg.ckpt_path` into a checkpoint file, and resume into the run that wrote it.
+def resolve_checkpoint(cfg: DictConfig) -> int | None:
+    """Turn `cfg.ckpt_path` into a checkpoint file; when fitting resumes, continue in the run that wrote it.
 
-    `ckpt_path` may be a checkpoint file, a run directory (its checkpoints/last.ckpt) or "last" (the
-    most recently written last.ckpt among this task's runs). A checkpoint inside a run directory
-    makes that directory this run's output directory again, so TensorBoard and checkpoints continue
-    where they were.
+    `ckpt_path` may be a checkpoint file, a run directory (its last.ckpt to resume, the checkpoint
+    it tested for `train=false`) or "last" (the most recently written last.ckpt among this task's
+    runs). Before anything is written, the checkpoint is read and checked to belong to this task,
+    module and net, so a mismatched or damaged checkpoint leaves its run exactly as it was. A
+    resumed checkpoint inside a run directory makes that directory this run's output directory
+    again, so TensorBoard and checkpoints continue where they were; `train=false` only tests the
+    checkpoint and records the result in this run's own directory.
+
+    Returns the checkpoint's global step when fitting resumes from it, else None.
     """
     value = cfg.get("ckpt_path")
     if value is None:
-        return
+        return None
+    resuming = cfg.get("train", True)
     if value == "last":
         runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
         found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise FileNotFoundError(f"ckpt_path=last: no {runs}/*/checkpoints/last.ckpt to resume from")
+            raise MissingFileError(f"ckpt_path=last: no {runs}/*/checkpoints/last.ckpt to resume from")
         path = found[-1]
     else:
-        path = Path(value)
-        if path.is_dir():
-            path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={value}: {path} does not exist")
+        path = find_checkpoint(value, prefer="last" if resuming else "best")
+    checkpoint = load_checkpoint(path)
+    check_compatible(checkpoint, path, cfg)
     with open_dict(cfg):
         cfg.ckpt_path = str(path)
-        if path.parent.name == "checkpoints" and (path.parent.parent / "tensorboard").is_dir():
-            cfg.paths.output_dir = str(path.parent.parent)
+        run_dir = path.parent.parent
+        if resuming and path.parent.name == "checkpoints" and (run_dir / "tensorboard").is_dir():
+            hold_for_resume(run_dir)
+            cfg.paths.output_dir = str(run_dir)
+    return int(checkpoint.get("global_step", 0)) if resuming else None
 
 
-def check_output_dir_unused(cfg: DictConfig) -> None:
-    """Refuse to train into an output directory that already holds another run's results.
-
-    Resuming (`ckpt_path` set) may write into its own run directory again.
-    """
-    if cfg.get("ckpt_path") or rank_zero_only.rank != 0:  # DDP workers share rank 0's directory
-        return
-    output_dir = Path(cfg.paths.output_dir)
-    used = [p.name for p in (output_dir / "checkpoints", output_dir / "tensorboard") if p.is_dir() and any(p.iterdir())]
-    if used:
-        raise FileExistsError(
-            f"{output_dir} already holds results of another run ({', '.join(used)}); "
-            "choose a new hydra.run.dir, or pass ckpt_path=... to resume that run"
+def check_compatible(checkpoint: dict, path: Path, cfg: DictConfig) -> None:
+    """Refuse a checkpoint of another task, data module, module or net than `cfg`'s."""
+    stored = checkpoint_run_config(checkpoint, path)
+    differences = [
+        f"{key} {stored_value!r} (this run: {wanted!r})"
+        for key, stored_value, wanted in (
+            ("task", stored.get("task_name"), cfg.get("task_name")),
+            ("data", stored.data.get("_target_"), cfg.data.get("_target_")),
+            ("module", stored.module.get("_target_"), cfg.module.get("_target_")),
+            ("net", stored.net.get("_target_"), cfg.net.get("_target_")),
         )
+        if stored_value != wanted
+    ]
+    if differences:
+        raise CheckpointError(
+            f"ckpt_path={path} was written by another kind of run: {'; '.join(differences)}. "
+            f"Pass task={stored.get('task_name')} (and its net), or a checkpoint of this task"
+        )
+
+
+def claim_output_dir(cfg: DictConfig) -> None:
+    """Claim this run's directory (see `dltemplate.rundir`); a resumed run continues in its own."""
+    if cfg.get("ckpt_path") and cfg.get("train", True):
+        return
+    claim(cfg.paths.output_dir)

@@ -1,52 +1,157 @@
-"""Read checkpoints safely and rebuild a trained run (module + data pipeline) from one."""
+"""Read checkpoints as untrusted data and rebuild a trained run (module + data pipeline) from one.
 
+What is guaranteed for any file given as a checkpoint:
+
+- it is read with `torch.load(weights_only=True)`: tensors and plain containers only, no pickled code;
+  a damaged or foreign file is one `CheckpointError` naming it;
+- every `_target_` it names, at any depth, is resolved through `dltemplate.registry` before anything
+  is imported or called, so it can only build the project's own nets, modules, data modules and
+  feature functions, `torch.nn` layers and `torch.optim` optimizers and schedulers;
+- it chooses no place to read from or write to beyond its data files: `paths` (data, cache and log
+  folders) are the current run's, and the data module's download sources are switched off, so
+  restoring never downloads anything.
+"""
+
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
 from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig, OmegaConf
 
+from dltemplate import registry
+from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, UserError
+from dltemplate.rundir import read_result
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_KEYS = ("download", "url")  # where data modules keep their download sources
+
+
+def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
+    """The checkpoint file `value` names: a file, or a run directory (its best or last checkpoint).
+
+    For a run directory, `prefer="best"` picks the checkpoint the run tested (recorded in its
+    result.json, else its only `epoch*.ckpt`), and `prefer="last"` its `last.ckpt` (to resume).
+    """
+    path = Path(value)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise MissingFileError(f"ckpt_path={value}: {path} does not exist; give a .ckpt file or a run directory")
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    last = folder / "last.ckpt"
+    if prefer == "best":
+        tested = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("last"))
+        best = _recorded_best(path) or (tested[0] if len(tested) == 1 else None)
+        if best is not None:
+            return best
+    if last.is_file():
+        return last
+    found = sorted(p.name for p in folder.glob("*.ckpt"))
+    raise MissingFileError(
+        f"ckpt_path={value}: {folder} holds no {'checkpoint the run tested, nor a ' if prefer == 'best' else ''}"
+        f"last.ckpt (it has {found or 'no .ckpt files'}); pass one of its .ckpt files"
+    )
+
+
+def _recorded_best(run_dir: Path) -> Path | None:
+    best = (read_result(run_dir) or {}).get("best_checkpoint")
+    return Path(best) if isinstance(best, str) and Path(best).is_file() else None
+
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file with `weights_only=True`: tensors and plain containers, no pickled code."""
+    """Load a checkpoint file with `weights_only=True`; a file that is not one is a `CheckpointError`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise MissingFileError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any failure to parse foreign bytes means: not a usable checkpoint
+        if "weights_only" in str(error) or "Weights only" in str(error):
+            raise CheckpointError(
+                f"{path} holds Python objects other than tensors and plain data; it is refused, since "
+                "loading it could run code. Use a checkpoint written by this template's train.py"
+            ) from None
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {reason}); it is damaged or "
+            "truncated (an interrupted copy?) or not a checkpoint. Use another one, e.g. the run's last.ckpt"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def checkpoint_run_config(checkpoint: Mapping[str, Any], path: str | Path) -> DictConfig:
+    """The run config stored in `checkpoint`, checked to have the parts a restore needs."""
+    config = checkpoint.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} has no run config: it was not written by this template's train entry point")
+    for part in ("data", "module", "net"):
+        if not isinstance(config.get(part), dict) or "_target_" not in config[part]:
+            raise CheckpointError(f"{path}: its run config has no {part} config with a _target_")
+    return OmegaConf.create(config)
+
+
+def default_paths(data_dir: str | None = None) -> dict[str, str]:
+    """The `paths` of conf/paths/default.yaml, for restores outside a Hydra run (the Python API)."""
+    return {
+        "data_dir": data_dir or os.environ.get("DATA_DIR", "data"),
+        "log_dir": "logs",
+        "output_dir": ".",
+        "cache_dir": os.environ.get("CACHE_DIR", ".cache"),
+    }
 
 
 def restore(
-    ckpt_path: str | Path, data_dir: str | None = None
+    ckpt_path: str | Path, paths: Mapping[str, Any] | None = None
 ) -> tuple[LightningModule, LightningDataModule, DictConfig]:
     """Rebuild the trained module, its data module (with fitted preprocessing) and the run config.
 
     Args:
-        ckpt_path: A checkpoint written by a run of this template.
-        data_dir: Where the data lives now, if not where it lived during training.
+        ckpt_path: A checkpoint written by a run of this template, or a run directory (its best one).
+        paths: The current run's `paths` (data_dir, cache_dir, ...), default `default_paths()`; they
+            replace the checkpoint's, which name no place this process reads or writes.
     """
-    checkpoint = load_checkpoint(ckpt_path)
-    if "config" not in checkpoint:
-        raise ValueError(f"{ckpt_path} has no run config: it was not written by this template's train entry point")
-    cfg = OmegaConf.create(checkpoint["config"])
-    if data_dir is not None:
-        cfg.paths.data_dir = data_dir
-
-    data_cls = _checked_class(cfg.data._target_, LightningDataModule, ckpt_path)
-    datamodule = instantiate(cfg.data, _recursive_=False, _convert_="all")
+    path = find_checkpoint(ckpt_path, prefer="best")
+    checkpoint = load_checkpoint(path)
+    cfg = checkpoint_run_config(checkpoint, path)
+    paths = default_paths() if paths is None else paths
+    cfg.paths = OmegaConf.create(
+        OmegaConf.to_container(paths, resolve=True) if OmegaConf.is_config(paths) else dict(paths)
+    )
+    try:
+        data_config = OmegaConf.to_container(cfg.data, resolve=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: its data config cannot be resolved ({error})") from None
+    for key in DOWNLOAD_KEYS:  # a checkpoint names no URL to fetch
+        if key in data_config:
+            data_config[key] = None
+    where = f"{path}: config.data"
+    data_cls = registry.resolve(data_config.get("_target_"), "datamodule", where)
+    datamodule = _built(lambda: registry.instantiate(data_config, "datamodule", where, recursive=False), path)
+    datamodule.fetches_data = False
     state = checkpoint.get(data_cls.__qualname__)
     if state:
-        datamodule.load_state_dict(state)
-
-    module_cls = _checked_class(cfg.module._target_, LightningModule, ckpt_path)
-    module = module_cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+        _built(lambda: datamodule.load_state_dict(state), path)
+    module_cls = registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module")
+    module = _built(lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), path)
     return module, datamodule, cfg
 
 
-def _checked_class(target: str, base: type, ckpt_path: str | Path) -> type:
-    """The class `target` names, if it is a subclass of `base`: checked before anything is called."""
-    cls = get_class(target)
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"{ckpt_path} names {target!r} where a {base.__name__} subclass belongs")
-    return cls
+def _built(make, path: Path) -> Any:
+    """Run `make`; a config error keeps its message, anything else is a checkpoint that does not fit."""
+    try:
+        return make()
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+    except UserError:
+        raise
+    except (TypeError, KeyError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path} does not fit this version of the template ({type(error).__name__}: {error})"
+        ) from None

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test `cfg.ckpt_path` with the data pipeline stored in it (data read from `cfg.paths.data_dir`)."""
-    module, datamodule, _ = restore(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
+    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
     trainer = build_trainer(cfg)
     metrics = trainer.test(module, datamodule=datamodule)[0]
     return {k: float(v) for k, v in metrics.items()}

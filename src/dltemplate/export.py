@@ -9,7 +9,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig
 from torch import Tensor
 
-from dltemplate.checkpoint import load_checkpoint, restore
+from dltemplate.checkpoint import find_checkpoint, load_checkpoint, restore
+from dltemplate.errors import CheckpointError
+from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,12 @@ def export(
 
 def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
     """Export `cfg.ckpt_path` in `cfg.format` to `cfg.output`, traced on the example inputs it stores."""
-    output = Path(cfg.output)
-    if output.exists() and not cfg.get("overwrite", False):
-        raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    output = output_path(cfg.output, cfg.get("overwrite", False))
+    ckpt_path = find_checkpoint(cfg.ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path)
     if "example_input" not in checkpoint:
-        raise ValueError(f"{cfg.ckpt_path} stores no example input to trace the net with")
-    module, datamodule, _ = restore(cfg.ckpt_path)
+        raise CheckpointError(f"{ckpt_path} stores no example input to trace the net with")
+    module, datamodule, _ = restore(ckpt_path, paths=cfg.paths)
     path, difference = export(module, net_input(datamodule, checkpoint["example_input"]), output, cfg.format)
     if difference > cfg.tolerance:
         raise RuntimeError(

@@ -1,7 +1,6 @@
 """Forecast entry point: continue a series past its last step with a trained checkpoint."""
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -9,6 +8,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig
 
 from dltemplate.checkpoint import restore
+from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,8 @@ def first_below(table: pd.DataFrame, columns: list[str], threshold: float) -> di
 
 def forecast(cfg: DictConfig) -> pd.DataFrame:
     """Forecast entry point: `cfg.steps` steps of the checkpoint's series (or `cfg.input`) to `cfg.output`."""
-    output = Path(cfg.output)
-    if output.exists() and not cfg.get("overwrite", False):
-        raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
-    module, datamodule, _ = restore(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
+    output = output_path(cfg.output, cfg.get("overwrite", False))
+    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
     table = forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor)
     if cfg.get("report_zero", False):
         columns = [c for c in table.columns if not c.endswith("_level")]
@@ -70,7 +68,6 @@ def forecast(cfg: DictConfig) -> pd.DataFrame:
                 else f"not within {cfg.steps} steps"
             )
             log.info("%s reaches zero at %s", column, where)
-    output.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(output)
     return table
 

@@ -1,7 +1,6 @@
 """Predict entry point: a checkpoint and raw inputs in, a CSV of predictions out."""
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,6 +10,7 @@ from omegaconf import DictConfig
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
+from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,9 @@ def predict_table(
 
 def predict(cfg: DictConfig) -> pd.DataFrame:
     """Predict `cfg.input` with the model and preprocessing stored in `cfg.ckpt_path`; write `cfg.output`."""
-    output = Path(cfg.output)
-    if output.exists() and not cfg.get("overwrite", False):
-        raise FileExistsError(f"{output} already exists; choose another output=... or pass overwrite=true")
-    module, datamodule, _ = restore(cfg.ckpt_path)
+    output = output_path(cfg.output, cfg.get("overwrite", False))
+    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
     table = predict_table(module, datamodule, cfg.input, build_trainer(cfg))
-    output.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(output, index=False)
     return table
 

@@ -1,35 +1,17 @@
 """Multirun bookkeeping: each job's result file, and the summary table written when a sweep ends."""
 
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from dltemplate.rundir import RESULT_FILE, read_result
+
 log = logging.getLogger(__name__)
-
-RESULT_FILE = "result.json"
-
-
-@rank_zero_only
-def write_result(output_dir: str | Path, status: str, metrics: dict[str, float], error: str | None = None) -> None:
-    """Record how a run ended in `<output_dir>/result.json`: status, metrics, overrides, error (rank 0 only)."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    record = {
-        "status": status,
-        "overrides": overrides,
-        "metrics": metrics,
-        "output_dir": str(output_dir),
-        "error": error,
-    }
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / RESULT_FILE).write_text(json.dumps(record, indent=2, default=float))
 
 
 def summarise(sweep_dir: str | Path, objective: str | None, mode: str = "max") -> pd.DataFrame:
@@ -38,7 +20,10 @@ def summarise(sweep_dir: str | Path, objective: str | None, mode: str = "max") -
     for path in sorted(
         Path(sweep_dir).glob(f"*/{RESULT_FILE}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
     ):
-        record = json.loads(path.read_text())
+        record = read_result(path.parent)
+        if record is None:  # an empty or partial file (a full disk, a killed job): listed, not fatal
+            log.warning("%s cannot be read; its job is listed as unreadable", path)
+            record = {"status": "unreadable", "overrides": [], "metrics": {}, "output_dir": str(path.parent)}
         metrics = {k: v for k, v in record["metrics"].items() if k.startswith(("val/", "test/"))}
         rows.append(
             {
@@ -46,8 +31,8 @@ def summarise(sweep_dir: str | Path, objective: str | None, mode: str = "max") -
                 "overrides": " ".join(record["overrides"]),
                 "status": record["status"],
                 **metrics,
-                "run_dir": record["output_dir"],
-                "error": record["error"],
+                "run_dir": record.get("output_dir"),
+                "error": record.get("error"),
             }
         )
     table = pd.DataFrame(rows)

@@ -15,10 +15,10 @@ from dltemplate.build import (
     build_datamodule,
     build_module,
     build_trainer,
-    check_output_dir_unused,
+    claim_output_dir,
     resolve_checkpoint,
 )
-from dltemplate.sweeps import write_result
+from dltemplate.rundir import write_result
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +37,29 @@ class RunResult:
 
 
 def train(cfg: DictConfig) -> RunResult:
-    """Fit the task described by `cfg`, then test its best checkpoint on the test split."""
+    """Fit the task described by `cfg`, then test its best checkpoint on the test split.
+
+    With `train=false`, test `cfg.ckpt_path` itself (its weights, not fresh ones).
+    """
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
-    resolve_checkpoint(cfg)
-    check_output_dir_unused(cfg)
+    resume_step = resolve_checkpoint(cfg)  # reads and checks the checkpoint before anything is written
+    claim_output_dir(cfg)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
     data_seconds = time.perf_counter() - started
     log.info("data ready in %.1f s", data_seconds)
     module = build_module(cfg, datamodule)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, resume_step)
 
-    if cfg.get("train", True):
+    fitting = cfg.get("train", True)
+    if fitting:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    best = _best_checkpoint(trainer)
+    best = _best_checkpoint(trainer) if fitting else cfg.get("ckpt_path")
     if cfg.get("test", True):
-        if cfg.get("train", True) and best is None:
+        if best is None:
             log.warning("no best checkpoint was saved (fast_dev_run?): testing the last weights")
         metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best)[0])
 
@@ -69,16 +73,19 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra task function: train, record the result, and return `cfg.optimized_metric` for sweepers.
 
     In a multirun a failing job is recorded (result.json, the sweep summary) and the sweep goes on.
+    A failure is recorded in this command's own directory: a resume that fails leaves the record of
+    the run it tried to continue as it was.
     """
+    own_dir = cfg.paths.output_dir  # resuming moves paths.output_dir to the resumed run's directory
     try:
         result = train(cfg)
     except Exception as error:
-        write_result(cfg.paths.output_dir, "failed", {}, f"{type(error).__name__}: {error}")
+        write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
         if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise
         log.exception("job failed; the sweep goes on")
         return float("nan")
-    write_result(result.output_dir, "ok", result.metrics)
+    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint)
     log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
     objective = cfg.get("optimized_metric")
     if objective is None:

@@ -1,11 +1,14 @@
 """Derived columns for tables, declared in config and computed from the raw DataFrame.
 
-Each function takes the DataFrame first and returns one new column. A data config names them as
-partial Hydra targets, for example the passenger's title from the Titanic `Name` column:
+Each function takes the DataFrame first and returns one new column. A data config names them by
+`_target_`, for example the passenger's title from the Titanic `Name` column:
 
     derived:
       Title: {_target_: dltemplate.data.features.regex_extract, _partial_: true, column: Name,
               pattern: ',\\s*([^.]+)\\.'}
+
+Only functions registered here with `@register("feature")` may be named (a checkpoint's config is
+data, see `dltemplate.registry`); add yours the same way.
 """
 
 from collections.abc import Sequence
@@ -13,22 +16,28 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from dltemplate.registry import register
 
+
+@register("feature")
 def regex_extract(frame: pd.DataFrame, column: str, pattern: str) -> pd.Series:
     """The first capture group of `pattern` in `column` (missing where it does not match)."""
     return frame[column].astype("string").str.extract(pattern, expand=False).str.strip()
 
 
+@register("feature")
 def is_present(frame: pd.DataFrame, column: str) -> pd.Series:
     """1 where `column` has a value, 0 where it is missing."""
     return frame[column].notna().astype("int64")
 
 
+@register("feature")
 def add_columns(frame: pd.DataFrame, columns: Sequence[str], offset: float = 0) -> pd.Series:
     """Sum of numeric `columns`, plus `offset` (e.g. family size = SibSp + Parch + 1)."""
     return frame[list(columns)].sum(axis=1, min_count=len(columns)) + offset
 
 
+@register("feature")
 def log1p(frame: pd.DataFrame, column: str) -> pd.Series:
     """log(1 + x) of a non-negative, skewed numeric column such as a price."""
     return np.log1p(frame[column])

@@ -107,7 +107,7 @@ class ImageDataModule(TensorDataModule):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def prepare_data(self) -> None:
+    def fetch_data(self) -> None:
         if self.hparams.source != "folder":
             for train in (True, False):
                 self._torchvision(train)  # downloads once, before any process reads

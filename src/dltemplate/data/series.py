@@ -82,7 +82,7 @@ class SeriesDataModule(TensorDataModule):
         self.levels: pd.DataFrame | None = None  # the series as read, before differencing
         self.series: pd.DataFrame | None = None  # the modelled series, unscaled
 
-    def prepare_data(self) -> None:
+    def fetch_data(self) -> None:
         spec = self.hparams.download or {}
         ensure_file(self.hparams.file, spec.get("url"), spec.get("md5"), "a CSV file, one row per time step")
 

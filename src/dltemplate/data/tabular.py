@@ -8,9 +8,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from torch.utils.data import Dataset, TensorDataset
 
+from dltemplate import registry
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
@@ -81,7 +81,7 @@ class TabularDataModule(TensorDataModule):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def prepare_data(self) -> None:
+    def fetch_data(self) -> None:
         download = self.hparams.download or {}
         layout = f"a CSV file with a header row that includes the target column {self.hparams.target!r}"
         for key in ("train_file", "test_file"):
@@ -117,13 +117,11 @@ class TabularDataModule(TensorDataModule):
             raise KeyError(f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}")
 
     def _derived_functions(self) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
-        functions = {}
-        for column, spec in (self.hparams.derived or {}).items():
-            target = str(spec.get("_target_", ""))
-            if not target.startswith(f"{__package__.split('.')[0]}."):  # checkpoints may only name our code
-                raise ValueError(f"derived column {column!r} must name a function of this project, got {target!r}")
-            functions[column] = instantiate({**spec, "_partial_": True})
-        return functions
+        # checkpoints store this config: only registered feature functions may be named (registry.py)
+        return {
+            column: registry.instantiate({**spec, "_partial_": True}, "feature", where=f"data.derived.{column}")
+            for column, spec in (self.hparams.derived or {}).items()
+        }
 
     # ---- fitting and encoding --------------------------------------------------------------------
 

@@ -23,6 +23,9 @@ class TensorDataModule(LightningDataModule):
     """
 
     collate_fn = None  # None: PyTorch's default; `whole_batch` for datasets that serve whole batches
+    # False for a data module restored from a checkpoint: it predicts or tests from the files as they
+    # are, and never fetches what a checkpoint names (see dltemplate.checkpoint)
+    fetches_data = True
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__()
@@ -33,6 +36,14 @@ class TensorDataModule(LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.predict_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        """Lightning's once-per-node step: fetch missing data (`fetch_data`) unless restored from a checkpoint."""
+        if self.fetches_data:
+            self.fetch_data()
+
+    def fetch_data(self) -> None:
+        """Download or copy whatever the data needs that is not on disk yet; nothing by default."""
 
     def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         """Return the train, validation and test datasets."""

@@ -117,7 +117,7 @@ class TextDataModule(TensorDataModule):
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def prepare_data(self) -> None:
+    def fetch_data(self) -> None:
         hp = self.hparams
         if hp.source == "aclimdb" and not (hp.folder and Path(hp.folder).is_dir()):
             if hp.archive is None:

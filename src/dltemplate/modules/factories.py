@@ -3,17 +3,19 @@
 A module takes its net, optimizer and scheduler either as ready objects or as Hydra configs (plain
 dicts with `_target_`). Configs are what gets saved in the checkpoint, so `load_from_checkpoint`
 can rebuild the net without being handed it again. Because a checkpoint is data from disk, every
-`_target_` is checked to be the kind of class expected before anything is called.
+`_target_`, at every depth, goes through the project's allowlist (`dltemplate.registry`) before
+anything is imported or called.
 """
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from dltemplate import registry
 
 NetSpec = nn.Module | Mapping[str, Any]
 OptimizerSpec = Callable[[Iterable[torch.Tensor]], Optimizer] | Mapping[str, Any]
@@ -22,36 +24,25 @@ SchedulerSpec = Callable[[Optimizer], LRScheduler] | Mapping[str, Any]
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
 
 
-def _instantiate_checked(config: Mapping[str, Any], base: type, what: str) -> Any:
-    target = config.get("_target_")
-    try:
-        cls = get_class(target) if isinstance(target, str) else None
-    except Exception as error:  # hydra wraps import errors in its own types
-        raise ValueError(f"{what} config names _target_={target!r}, which cannot be imported: {error}") from None
-    if cls is None or not issubclass(cls, base):
-        raise ValueError(f"{what} config must name a subclass of {base.__module__}.{base.__name__}; got {target!r}")
-    return instantiate(dict(config))
-
-
 def build_net(net: NetSpec) -> nn.Module:
     """Return `net` itself, or the `nn.Module` its config describes."""
     if isinstance(net, nn.Module):
         return net
-    return _instantiate_checked(net, nn.Module, "net")
+    return registry.instantiate(net, "net", where="net")
 
 
 def build_optimizer(optimizer: OptimizerSpec | None, params: Iterable[torch.Tensor]) -> Optimizer:
     """Create the optimizer over `params` from a partial config, a callable, or the AdamW default."""
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if isinstance(optimizer, Mapping):
-        optimizer = _instantiate_checked({**optimizer, "_partial_": True}, Optimizer, "optimizer")
+        optimizer = registry.instantiate({**optimizer, "_partial_": True}, "optimizer", where="optimizer")
     return optimizer(params)
 
 
 def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer) -> LRScheduler:
     """Create the LR scheduler for `optimizer` from a partial config or a callable."""
     if isinstance(scheduler, Mapping):
-        scheduler = _instantiate_checked({**scheduler, "_partial_": True}, LRScheduler, "scheduler")
+        scheduler = registry.instantiate({**scheduler, "_partial_": True}, "scheduler", where="scheduler")
     return scheduler(optimizer)
 
 

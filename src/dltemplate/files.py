@@ -1,0 +1,85 @@
+"""Writing files safely: atomic replacement, caches built once under a lock, outputs never clobbered.
+
+Every writer of the project goes through these, so an interrupted or failed write (a kill, a full
+disk) never leaves a half-written file where a complete one is expected.
+"""
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from filelock import FileLock
+
+from dltemplate.errors import OutputExistsError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(temporary path)` beside `path`, then rename it over `path` in one step.
+
+    If `write` fails (a full disk, a kill), `path` keeps its previous content, or stays absent.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """`write_atomically` for a text file."""
+    return write_atomically(path, lambda p: p.write_text(text))
+
+
+def locked(path: str | Path) -> FileLock:
+    """An inter-process lock for work on `path` (parallel jobs, DDP ranks on one node)."""
+    return FileLock(f"{path}.lock")
+
+
+def cached(path: Path | None, build: Callable[[], T], what: str) -> T:
+    """`build()`'s result, saved in `path` (torch.save of plain data) and loaded from there next time.
+
+    Built once under a lock, whatever the number of processes; a cache file that cannot be read
+    (an older format, a damaged disk) is rebuilt with a warning. `path=None` builds every time.
+    """
+    if path is None:
+        return build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        if path.is_file():
+            try:
+                return torch.load(path, weights_only=True)
+            except Exception as error:
+                log.warning("%s cache %s is unreadable (%s); building it again", what, path, type(error).__name__)
+        value = build()
+        write_atomically(path, lambda p: torch.save(value, p))
+        log.info("%s built once; cached in %s", what, path)
+    return value
+
+
+def files_key(paths: Iterable[Path], *settings: object) -> str:
+    """A key that changes when any of `paths` is added, removed, resized or touched, or `settings` change."""
+    key = hashlib.sha1(repr(settings).encode())
+    for path in paths:
+        stat = path.stat()
+        key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return key.hexdigest()[:16]
+
+
+def output_path(path: str | Path, overwrite: bool) -> Path:
+    """`path` for a new output file; an existing one is refused unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another output=... or pass overwrite=true")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,94 @@
+"""A run's directory: claimed once and atomically, its record (result.json) written atomically.
+
+A fresh run claims its directory by creating `.claimed` exclusively (O_EXCL), so of two runs started
+with the same `hydra.run.dir` exactly one proceeds. Only global rank 0 claims: DDP ranks, torchrun
+processes and nodes share the directory on purpose. A resumed run writes into the directory of the
+run it continues, under a lock held while it runs, so two resumes of one run cannot interleave.
+"""
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from dltemplate.errors import OutputExistsError
+from dltemplate.files import write_text_atomically
+
+RESULT_FILE = "result.json"
+CLAIM_FILE = ".claimed"
+RESULTS = ("checkpoints", "tensorboard", RESULT_FILE)  # what another run leaves in its directory
+
+_held: list[FileLock] = []  # resume locks, released when the process ends
+
+
+def claim(output_dir: str | Path) -> None:
+    """Make `output_dir` this run's, or refuse it if another run has it (global rank 0 only)."""
+    if rank_zero_only.rank != 0:
+        return
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    used = [name for name in RESULTS if _has_content(output_dir / name)]
+    try:
+        if used:
+            raise FileExistsError
+        fd = os.open(output_dir / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        what = f"results of another run ({', '.join(used)})" if used else "another run started in it"
+        raise OutputExistsError(
+            f"{output_dir} already holds {what}; choose a new hydra.run.dir, or pass ckpt_path=<that run> to resume it"
+        ) from None
+    with os.fdopen(fd, "w") as file:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, file)
+
+
+def hold_for_resume(run_dir: str | Path) -> None:
+    """Lock `run_dir` for this process while it resumes the run there (global rank 0 only)."""
+    if rank_zero_only.rank != 0:
+        return
+    lock = FileLock(Path(run_dir) / ".resume.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise OutputExistsError(f"{run_dir} is being resumed by another process; wait for it to end") from None
+    _held.append(lock)
+
+
+@rank_zero_only
+def write_result(
+    output_dir: str | Path,
+    status: str,
+    metrics: dict[str, float],
+    error: str | None = None,
+    **extra: Any,
+) -> None:
+    """Record how a run ended in `<output_dir>/result.json` (atomically): status, metrics, overrides, error."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    record = {
+        "status": status,
+        "overrides": overrides,
+        "metrics": metrics,
+        "output_dir": str(output_dir),
+        "error": error,
+        **extra,
+    }
+    write_text_atomically(Path(output_dir) / RESULT_FILE, json.dumps(record, indent=2, default=float))
+
+
+def read_result(run_dir: str | Path) -> dict[str, Any] | None:
+    """The result record of a run, or None when it has none or it cannot be read."""
+    try:
+        record = json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _has_content(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
