@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from dltemplate.cli import run_entry_point
 from dltemplate.evaluate import main as evaluate_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    evaluate_main(cfg)
+    run_entry_point(evaluate_main, cfg)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from dltemplate.cli import run_entry_point
 from dltemplate.export import main as export_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    export_main(cfg)
+    run_entry_point(export_main, cfg)
 
 
 if __name__ == "__main__":

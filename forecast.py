@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from dltemplate.cli import run_entry_point
 from dltemplate.forecast import main as forecast_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="forecast")
 def main(cfg: DictConfig) -> None:
-    forecast_main(cfg)
+    run_entry_point(forecast_main, cfg)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from dltemplate.cli import run_entry_point
 from dltemplate.predict import main as predict_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    predict_main(cfg)
+    run_entry_point(predict_main, cfg)
 
 
 if __name__ == "__main__":

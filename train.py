@@ -6,12 +6,13 @@ See conf/train.yaml for what can be chosen, and `python train.py --help` for the
 import hydra
 from omegaconf import DictConfig
 
+from dltemplate.cli import run_entry_point
 from dltemplate.train import main as train_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train_main(cfg)
+    return run_entry_point(train_main, cfg)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ study's SQLite storage, from which an interrupted search continues.
 import hydra
 from omegaconf import DictConfig
 
+from dltemplate.cli import run_entry_point
 from dltemplate.tune import main as tune_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    tune_main(cfg)
+    run_entry_point(tune_main, cfg)
 
 
 if __name__ == "__main__":

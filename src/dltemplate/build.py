@@ -3,7 +3,10 @@
 Every entry point (train, evaluate, the tests) goes through these functions, so the wiring exists once.
 """
 
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -12,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
-from dltemplate.errors import CheckpointError, MissingFileError
+from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.rundir import claim, hold_for_resume
 
 
@@ -61,7 +64,27 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
         is_tensorboard = config.get("_target_", "").endswith("TensorBoardLogger")
         extra = {"purge_step": resume_step} if is_tensorboard and resume_step is not None else {}
         loggers.append(instantiate(config, **extra))
+    check_trainer_types(cfg.trainer)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def check_trainer_types(trainer: DictConfig) -> None:
+    """Refuse `trainer.<key>` values of the wrong simple type (`max_epochs=abc`) before Lightning trips over them."""
+    hints = typing.get_type_hints(Trainer.__init__)
+    for key, value in trainer.items():
+        allowed = _simple_types(hints.get(str(key)))
+        if allowed and value is not None and not isinstance(value, allowed):
+            names = " or ".join(sorted({t.__name__ for t in allowed}))
+            raise ConfigError(f"trainer.{key}={value!r} must be {names}; e.g. trainer.{key}=<{names}>")
+
+
+def _simple_types(hint: Any) -> tuple[type, ...]:
+    """The int/float/bool/str types an annotation admits, or () when it admits anything more complex."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    args = tuple(a for a in args if a is not type(None))
+    if not args or not all(a in (int, float, bool, str) for a in args):
+        return ()
+    return (int, float) if float in args else args  # an int is a fine float
 
 
 def checkpoint_config(cfg: DictConfig) -> dict:
@@ -131,8 +154,11 @@ def check_compatible(checkpoint: dict, path: Path, cfg: DictConfig) -> None:
         )
 
 
-def claim_output_dir(cfg: DictConfig) -> None:
-    """Claim this run's directory (see `dltemplate.rundir`); a resumed run continues in its own."""
-    if cfg.get("ckpt_path") and cfg.get("train", True):
-        return
-    claim(cfg.paths.output_dir)
+def claim_output_dir(cfg: DictConfig, own_dir: str) -> None:
+    """Claim `own_dir`, this command's directory (see `dltemplate.rundir`), unless it is the run it resumes.
+
+    A resume started from a new directory claims that one too: a failure is recorded there, never
+    in the run it tried to continue.
+    """
+    if Path(own_dir).resolve() != Path(cfg.paths.output_dir).resolve() or not cfg.get("ckpt_path"):
+        claim(own_dir)

@@ -244,7 +244,7 @@ def _plain(config: Any) -> Any:
     from omegaconf import OmegaConf
 
     if OmegaConf.is_config(config):
-        return OmegaConf.to_container(config, resolve=True)
+        return OmegaConf.to_container(config, resolve=True, throw_on_missing=True)  # `???` left: one clear error
     return config
 
 

@@ -24,6 +24,12 @@ CLAIM_FILE = ".claimed"
 RESULTS = ("checkpoints", "tensorboard", RESULT_FILE)  # what another run leaves in its directory
 
 _held: list[FileLock] = []  # resume locks, released when the process ends
+_owned: set[Path] = set()  # run directories this process claimed
+
+
+def owned(output_dir: str | Path) -> bool:
+    """Whether this process claimed `output_dir`: only then may a failure be recorded there."""
+    return Path(output_dir).resolve() in _owned
 
 
 def claim(output_dir: str | Path) -> None:
@@ -44,6 +50,7 @@ def claim(output_dir: str | Path) -> None:
         ) from None
     with os.fdopen(fd, "w") as file:
         json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, file)
+    _owned.add(output_dir.resolve())
 
 
 def hold_for_resume(run_dir: str | Path) -> None:

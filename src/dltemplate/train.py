@@ -18,7 +18,7 @@ from dltemplate.build import (
     claim_output_dir,
     resolve_checkpoint,
 )
-from dltemplate.rundir import write_result
+from dltemplate.rundir import owned, write_result
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ def train(cfg: DictConfig) -> RunResult:
     """
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
+    own_dir = cfg.paths.output_dir
     resume_step = resolve_checkpoint(cfg)  # reads and checks the checkpoint before anything is written
-    claim_output_dir(cfg)
+    claim_output_dir(cfg, own_dir)
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
     data_seconds = time.perf_counter() - started
@@ -80,7 +81,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = train(cfg)
     except Exception as error:
-        write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
+        if owned(own_dir):  # not when another run holds the directory, or a resume was refused
+            write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
         if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise
         log.exception("job failed; the sweep goes on")
