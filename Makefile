@@ -19,7 +19,7 @@ train: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -m "slow or not slow" $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

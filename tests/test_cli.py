@@ -3,21 +3,26 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, TASKS, run_script, tensorboard_tags
 
 
+@pytest.mark.slow
 def test_help_lists_every_task():
     result = run_script(["train.py", "--help"])
     assert result.returncode == 0, result.stderr
     assert all(task in result.stdout for task in TASKS)
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config():
     result = run_script(["train.py", "task=rings", "--cfg", "job"])
     assert result.returncode == 0, result.stderr
     assert "task_name: rings" in result.stdout and "_target_: dltemplate.nets.mlp.MLP" in result.stdout
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_keep_separate_outputs(tmp_path):
     command = [sys.executable, "train.py", "debug=limit_batches", f"paths.log_dir={tmp_path}"]
     runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
@@ -29,3 +34,30 @@ def test_two_runs_started_together_keep_separate_outputs(tmp_path):
     for run_dir in run_dirs:
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
         assert "test/mse" in tensorboard_tags(run_dir / "tensorboard")["scalars"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["train.py", "trainer.max_epochs=abc"], "trainer.max_epochs='abc' must be int"),
+        (["train.py", "task=series"], "data.file is not set"),
+        (["train.py", "net=rnn_forecaster"], "net=rnn_forecaster needs the size dims.num_series"),
+        (["train.py", "task=rings", "ckpt_path=no/such/run"], "no/such/run does not exist"),
+        (["predict.py", "ckpt_path=missing.ckpt", "input=x.csv"], "missing.ckpt does not exist"),
+        (["evaluate.py", "ckpt_path={garbage}"], "cannot be read as a checkpoint"),
+        (["forecast.py", "ckpt_path={garbage}"], "cannot be read as a checkpoint"),
+        (["export.py", "ckpt_path={garbage}"], "cannot be read as a checkpoint"),
+        (["tune.py"], "no search configured"),
+    ],
+)
+def test_a_users_mistake_is_one_message_without_a_traceback(tmp_path, command, message):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    script, *overrides = (a.format(garbage=garbage) for a in command)
+    args = [str(ROOT / script), *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_script(args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout

@@ -23,6 +23,7 @@ from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, ROOT, run_script, tensorboard_tags
 
 
+@pytest.mark.slow
 def test_parallel_sweep_records_a_failing_job_and_summarises_all(tmp_path):
     result = run_script(
         [
@@ -92,6 +93,7 @@ def _scalar_events(run: Path, tag: str):
     return accumulator.Scalars(tag)
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_end(tmp_path):
     command = [
         "train.py",
@@ -156,6 +158,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(make_cfg
     torch.load(last, weights_only=True)
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_shares_one_run_directory_and_logs_whole_set_metrics(tmp_path):
     result = run_script(
         ["train.py", "task=rings", "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false", f"paths.log_dir={tmp_path}"]

@@ -3,6 +3,7 @@
 Every entry point (train, evaluate, the tests) goes through these functions, so the wiring exists once.
 """
 
+import re
 import types
 import typing
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationKeyError
 
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
@@ -41,12 +43,52 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     the module builds them itself and saves the configs in its hyperparameters, which is what lets
     `load_from_checkpoint` rebuild it without being given a net.
     """
-    net = OmegaConf.to_container(cfg.net, resolve=True)
+    net = _resolve_sized(cfg, "net")
+    _resolve_sized(cfg, "module")
     module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
     example = getattr(datamodule, "example_input_array", None)
     if example is not None:
         module.example_input_array = example  # model graph in TensorBoard, shapes in the summary
     return module
+
+
+def _resolve_sized(cfg: DictConfig, group: str) -> dict:
+    """`cfg[group]` resolved; a `${dims.x}` the data module does not provide is a `ConfigError` that says
+    which net or module needs it and which nets fit this data."""
+    try:
+        return OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
+    except InterpolationKeyError as error:
+        missing = re.search(r"dims\.(\w+)", str(error))
+        if missing is None:
+            raise
+        chosen = _choice(group) or cfg[group].get("_target_")
+        fitting = [name for name, needs in _net_needs().items() if needs <= set(cfg.dims)]
+        raise ConfigError(
+            f"{group}={chosen} needs the size dims.{missing.group(1)}, which the data of task "
+            f"{cfg.get('task_name')} does not provide (it provides {', '.join(sorted(cfg.dims))})"
+            + (f"; nets that fit: {', '.join(fitting)}" if fitting and group == "net" else "")
+        ) from None
+
+
+def _choice(group: str) -> str | None:
+    """The option chosen for a config group (`net=mlp` → "mlp"), when Hydra knows it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def _net_needs() -> dict[str, set[str]]:
+    """Net option → the `dims` keys its config file uses, read from the config folder Hydra runs from."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    needs = {}
+    for source in HydraConfig.get().runtime.config_sources:
+        folder = Path(str(source.path).removeprefix("file://")) / "net"
+        for file in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            needs[file.stem] = set(re.findall(r"\$\{dims\.(\w+)", file.read_text()))
+    return needs
 
 
 def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
@@ -154,11 +196,12 @@ def check_compatible(checkpoint: dict, path: Path, cfg: DictConfig) -> None:
         )
 
 
-def claim_output_dir(cfg: DictConfig, own_dir: str) -> None:
+def claim_output_dir(cfg: DictConfig, own_dir: str) -> bool:
     """Claim `own_dir`, this command's directory (see `dltemplate.rundir`), unless it is the run it resumes.
 
     A resume started from a new directory claims that one too: a failure is recorded there, never
-    in the run it tried to continue.
+    in the run it tried to continue. Returns whether it claimed `own_dir`.
     """
-    if Path(own_dir).resolve() != Path(cfg.paths.output_dir).resolve() or not cfg.get("ckpt_path"):
-        claim(own_dir)
+    if Path(own_dir).resolve() == Path(cfg.paths.output_dir).resolve() and cfg.get("ckpt_path"):
+        return False
+    return claim(own_dir)

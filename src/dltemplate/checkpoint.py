@@ -71,7 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to parse foreign bytes means: not a usable checkpoint
-        if "weights_only" in str(error) or "Weights only" in str(error):
+        if "Unsupported global" in str(error) or "not an allowed global" in str(error):
             raise CheckpointError(
                 f"{path} holds Python objects other than tensors and plain data; it is refused, since "
                 "loading it could run code. Use a checkpoint written by this template's train.py"
@@ -132,13 +132,13 @@ def restore(
         if key in data_config:
             data_config[key] = None
     where = f"{path}: config.data"
-    data_cls = registry.resolve(data_config.get("_target_"), "datamodule", where)
+    data_cls = _built(lambda: registry.resolve(data_config.get("_target_"), "datamodule", where), path)
     datamodule = _built(lambda: registry.instantiate(data_config, "datamodule", where, recursive=False), path)
     datamodule.fetches_data = False
     state = checkpoint.get(data_cls.__qualname__)
     if state:
         _built(lambda: datamodule.load_state_dict(state), path)
-    module_cls = registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module")
+    module_cls = _built(lambda: registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module"), path)
     module = _built(lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), path)
     return module, datamodule, cfg
 

@@ -23,19 +23,13 @@ RESULT_FILE = "result.json"
 CLAIM_FILE = ".claimed"
 RESULTS = ("checkpoints", "tensorboard", RESULT_FILE)  # what another run leaves in its directory
 
-_held: list[FileLock] = []  # resume locks, released when the process ends
-_owned: set[Path] = set()  # run directories this process claimed
+_held: list[FileLock] = []  # resume locks, released when the resumed run ends
 
 
-def owned(output_dir: str | Path) -> bool:
-    """Whether this process claimed `output_dir`: only then may a failure be recorded there."""
-    return Path(output_dir).resolve() in _owned
-
-
-def claim(output_dir: str | Path) -> None:
-    """Make `output_dir` this run's, or refuse it if another run has it (global rank 0 only)."""
+def claim(output_dir: str | Path) -> bool:
+    """Make `output_dir` this run's, or refuse it if another run has it; True on global rank 0 (which claims)."""
     if rank_zero_only.rank != 0:
-        return
+        return False
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     used = [name for name in RESULTS if _has_content(output_dir / name)]
@@ -50,7 +44,7 @@ def claim(output_dir: str | Path) -> None:
         ) from None
     with os.fdopen(fd, "w") as file:
         json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, file)
-    _owned.add(output_dir.resolve())
+    return True
 
 
 def hold_for_resume(run_dir: str | Path) -> None:
@@ -63,6 +57,12 @@ def hold_for_resume(run_dir: str | Path) -> None:
     except Timeout:
         raise OutputExistsError(f"{run_dir} is being resumed by another process; wait for it to end") from None
     _held.append(lock)
+
+
+def release_resumed() -> None:
+    """Release the locks `hold_for_resume` took (when the resumed run ends)."""
+    while _held:
+        _held.pop().release()
 
 
 @rank_zero_only

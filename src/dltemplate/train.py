@@ -18,7 +18,7 @@ from dltemplate.build import (
     claim_output_dir,
     resolve_checkpoint,
 )
-from dltemplate.rundir import owned, write_result
+from dltemplate.rundir import release_resumed, write_result
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,32 @@ class RunResult:
 
 
 def train(cfg: DictConfig) -> RunResult:
-    """Fit the task described by `cfg`, then test its best checkpoint on the test split.
+    """Fit the task described by `cfg`, test its best checkpoint on the test split, record the result.
 
-    With `train=false`, test `cfg.ckpt_path` itself (its weights, not fresh ones).
+    With `train=false`, test `cfg.ckpt_path` itself (its weights, not fresh ones). The record
+    (result.json) goes to the run's directory; a failure is recorded only in a directory this call
+    claimed, never in one it was refused or in the run a failed resume tried to continue.
     """
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
     own_dir = cfg.paths.output_dir
     resume_step = resolve_checkpoint(cfg)  # reads and checks the checkpoint before anything is written
-    claim_output_dir(cfg, own_dir)
+    try:
+        claimed = claim_output_dir(cfg, own_dir)
+        try:
+            result = _fit_and_test(cfg, resume_step)
+        except Exception as error:
+            if claimed:  # a failed resume leaves the record of the run it continued as it was
+                write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
+            raise
+    finally:
+        release_resumed()
+    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint)
+    return result
+
+
+def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
+    """Build data, module and trainer; fit (unless `train=false`); test the best (or given) checkpoint."""
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
     data_seconds = time.perf_counter() - started
@@ -74,20 +91,14 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra task function: train, record the result, and return `cfg.optimized_metric` for sweepers.
 
     In a multirun a failing job is recorded (result.json, the sweep summary) and the sweep goes on.
-    A failure is recorded in this command's own directory: a resume that fails leaves the record of
-    the run it tried to continue as it was.
     """
-    own_dir = cfg.paths.output_dir  # resuming moves paths.output_dir to the resumed run's directory
     try:
         result = train(cfg)
-    except Exception as error:
-        if owned(own_dir):  # not when another run holds the directory, or a resume was refused
-            write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
+    except Exception:
         if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise
         log.exception("job failed; the sweep goes on")
         return float("nan")
-    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint)
     log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
     objective = cfg.get("optimized_metric")
     if objective is None:

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dltemplate.errors import ConfigError
 from dltemplate.train import train
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
     interrupted search continues from its storage when started again with the same command.
     """
     if "optuna" not in cfg:
-        raise ValueError("no search configured: pick one with hparams_search=<name> (conf/hparams_search/)")
+        raise ConfigError("no search configured: pick one with hparams_search=<name> (conf/hparams_search/)")
     settings = cfg.optuna
     objective_name = cfg.optimized_metric
     Path(cfg.paths.log_dir, cfg.task_name).mkdir(parents=True, exist_ok=True)
