@@ -1,11 +1,17 @@
 """Data modules whose splits are tensors held in memory."""
 
+import hashlib
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
+
+from dltemplate.files import locked
 
 
 def whole_batch(batch):
@@ -38,8 +44,17 @@ class TensorDataModule(LightningDataModule):
         self.predict_set: Dataset | None = None
 
     def prepare_data(self) -> None:
-        """Lightning's once-per-node step: fetch missing data (`fetch_data`) unless restored from a checkpoint."""
-        if self.fetches_data:
+        """Lightning's once-per-node step: fetch missing data (`fetch_data`) unless restored from a checkpoint.
+
+        Launchers that start every rank themselves (torchrun, SLURM) run it in every process, before
+        any process group exists: a per-node lock lets the first fetch while the others wait, then
+        find the files in place.
+        """
+        if not self.fetches_data:
+            return
+        settings = repr(sorted((str(k), repr(v)) for k, v in getattr(self, "hparams", {}).items()))
+        key = hashlib.sha1(f"{type(self).__qualname__}|{settings}".encode()).hexdigest()[:16]
+        with locked(Path(tempfile.gettempdir()) / f"{__package__.split('.')[0]}-fetch-{key}"):
             self.fetch_data()
 
     def fetch_data(self) -> None:
@@ -67,14 +82,26 @@ class TensorDataModule(LightningDataModule):
         return self.train_set[:2][0]
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        """A loader over `dataset`; for evaluation (not `shuffle`) under DDP, each sample on exactly one rank.
+
+        Lightning's default DistributedSampler pads uneven splits with repeated samples, which would
+        count them twice in validation and test metrics; `UnrepeatedDistributedSampler` gives ranks
+        shards that differ by at most one sample instead (safe without gradients).
+        """
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        sampler = None
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not shuffle and distributed and torch.distributed.get_world_size() > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.num_workers > 0 and torch.cuda.is_available(),  # worker batches copy asynchronously
             collate_fn=self.collate_fn,
         )
 
