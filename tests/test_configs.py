@@ -60,3 +60,36 @@ def test_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DATA_DIR", "/somewhere/else")
     cfg = compose_config(CONFIG_DIR, [], output_dir=tmp_path)
     assert cfg.paths.data_dir == "/somewhere/else"
+
+
+LAUNCHERS = sorted(p.stem for p in (CONFIG_DIR / "hydra" / "launcher").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (CONFIG_DIR / "hparams_search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("trainer", ["ddp", "ddp_cpu"])
+def test_every_launcher_composes_with_multi_node_trainers(tmp_path, launcher, trainer):
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"hydra/launcher={launcher}", f"trainer={trainer}", "trainer.devices=4", "trainer.num_nodes=2"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher_cfg = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert cfg.trainer.num_nodes == 2
+    if launcher == "slurm":
+        assert (launcher_cfg["nodes"], launcher_cfg["tasks_per_node"], launcher_cfg["gpus_per_node"]) == (2, 4, 4)
+
+
+def test_the_slurm_launcher_refuses_an_uncounted_device_setting():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    with pytest.raises(Exception, match=r"trainer\.devices=-1 is not a count"):
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_every_search_composes_with_a_multi_node_trainer(make_cfg, search):
+    cfg = make_cfg(f"hparams_search={search}", "trainer=ddp", "trainer.num_nodes=2")
+    assert cfg.optuna.n_trials > 0 and cfg.trainer.num_nodes == 2

@@ -92,3 +92,30 @@ def test_two_nodes_on_the_loopback_interface(tmp_path, data_dir):
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]  # the second node joined as the second process
     assert_one_exact_run(tmp_path / "run", data_dir)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A one-node SLURM cluster on this machine, started by the repository's own script."""
+    script = ROOT / ".ci" / "slurm-local.sh"
+    started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=600)
+    if started.returncode != 0:
+        pytest.skip(f"no local SLURM cluster here (needs root and Debian's slurm-wlm): {started.stderr[-500:]}")
+    conf = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    yield conf
+    subprocess.run(["bash", str(script), "stop"], timeout=60)
+
+
+def test_a_sweep_runs_as_slurm_jobs_through_the_submitit_launcher(tmp_path, slurm_cluster):
+    env = {**os.environ, "SLURM_CONF": slurm_cluster, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
+        "task=rings", "trainer.max_epochs=1", "module.optimizer.lr=1e-3,1e-2", f"paths.log_dir={tmp_path}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (summary,) = tmp_path.glob("rings/multiruns/*/summary.csv")
+    lines = summary.read_text().splitlines()
+    assert len(lines) == 3 and all(",ok," in line for line in lines[1:])
+    assert len(list(summary.parent.glob(".submitit/*/*_log.out"))) == 2  # each job ran as its own SLURM job
