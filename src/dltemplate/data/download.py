@@ -10,6 +10,8 @@ from urllib.request import url2pathname
 from filelock import FileLock
 from torchvision.datasets.utils import check_integrity, download_url
 
+from dltemplate.errors import MissingFileError
+
 
 def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str) -> Path:
     """Return `path`, downloading it from `url` first if it is missing.
@@ -33,7 +35,7 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
         return path
     hint = f"expected layout: {layout}. Point DATA_DIR (or paths.data_dir) at a folder with that layout"
     if url is None:
-        raise FileNotFoundError(f"{path} does not exist; {hint}")
+        raise MissingFileError(f"{path} does not exist; {hint}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         if path.is_file():  # another process finished the download while we waited
@@ -43,7 +45,7 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
             _fetch(url, partial, md5)
         except (URLError, OSError, RuntimeError) as error:
             partial.unlink(missing_ok=True)
-            raise FileNotFoundError(f"{path} does not exist and downloading {url} failed ({error}); {hint}") from None
+            raise MissingFileError(f"{path} does not exist and downloading {url} failed ({error}); {hint}") from None
         os.replace(partial, path)
     return path
 

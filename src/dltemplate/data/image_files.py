@@ -11,6 +11,8 @@ from filelock import FileLock
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from dltemplate.errors import DataError, MissingFileError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
@@ -22,18 +24,23 @@ def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> 
     Classes are the sub-folder names in sorted order, or `classes` in the given order.
     """
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir} does not exist; expected layout: <root>/{{train,test}}/<class>/*.jpg|png")
+        raise MissingFileError(f"{split_dir} does not exist; expected layout: <root>/{{train,test}}/<class>/*.jpg|png")
     folders = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes is None:
         classes = folders
     missing = [c for c in classes if c not in folders]
     if missing:
-        raise FileNotFoundError(f"{split_dir} has no folder for class(es) {missing}; it has {folders}")
+        raise MissingFileError(
+            f"{split_dir} has no folder for class(es) {missing}; it has {folders}: add them, or change data.classes"
+        )
     files, labels = [], []
     for index, name in enumerate(classes):
         found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not found:
-            raise ValueError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DataError(
+                f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}): "
+                "add some, or remove the folder"
+            )
         files += found
         labels += [index] * len(found)
     return files, labels, list(classes)
@@ -54,7 +61,7 @@ def decode_files(
             image = decode_image(str(path), mode=mode)  # (C, H, W) uint8
         except (RuntimeError, ValueError) as error:
             if not skip_corrupt:
-                raise ValueError(
+                raise DataError(
                     f"cannot decode image {path}: {error}; fix or remove it, or set data.skip_corrupt=true"
                 ) from None
             skipped.append(path)
@@ -66,10 +73,10 @@ def decode_files(
     if skipped:
         log.warning("skipped %d image(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
     if not images:
-        raise ValueError(f"none of the {len(files)} images could be decoded")
+        raise DataError(f"none of the {len(files)} images could be decoded, e.g. {files[0]}: are they images?")
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
-        raise ValueError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them")
+        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them")
     return torch.stack(images), kept
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import to_numeric
 from dltemplate.data.tensors import TensorDataModule
+from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 
 class SeriesDataModule(TensorDataModule):
@@ -69,12 +70,12 @@ class SeriesDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed=0)
         if transform not in (None, "log1p"):
-            raise ValueError(f"transform must be null or 'log1p', got {transform!r}")
+            raise ConfigError(f"data.transform must be null or 'log1p', got {transform!r}")
         if missing not in ("error", "interpolate"):
-            raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
+            raise ConfigError(f"data.missing must be 'error' or 'interpolate', got {missing!r}")
         if min(val_steps, test_steps) < horizon:
-            raise ValueError(
-                f"val_steps ({val_steps}) and test_steps ({test_steps}) must be at least horizon ({horizon})"
+            raise ConfigError(
+                f"data.val_steps ({val_steps}) and test_steps ({test_steps}) must be at least horizon ({horizon})"
             )
         self.save_hyperparameters(logger=False)
         self.scale: list[float] | None = None
@@ -98,13 +99,15 @@ class SeriesDataModule(TensorDataModule):
         columns = list(hp.value_columns) if hp.value_columns else list(frame.columns)
         absent = [c for c in columns if c not in frame.columns]
         if absent:
-            raise KeyError(f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}: fix data.value_columns"
+            )
         hint = "or leave the column out of data.value_columns"
         levels = pd.DataFrame({c: to_numeric(frame[c], name, hint) for c in columns}, index=frame.index)
         if levels.isna().any().any():
             if hp.missing == "error":
                 column = levels.columns[levels.isna().any()][0]
-                raise ValueError(
+                raise DataError(
                     f"{name} has missing values (first in column {column!r} at {levels[column].isna().idxmax()}); "
                     "fill them, or set data.missing=interpolate"
                 )
@@ -112,7 +115,7 @@ class SeriesDataModule(TensorDataModule):
         series = levels.diff().iloc[1:] if hp.difference else levels
         if hp.transform == "log1p" and (series < 0).any().any():
             column = series.columns[(series < 0).any()][0]
-            raise ValueError(
+            raise DataError(
                 f"transform=log1p needs non-negative values, but {column!r} of {name} goes to "
                 f"{series[column].min()} at {series[column].idxmin()}; use transform=null"
             )
@@ -128,17 +131,22 @@ class SeriesDataModule(TensorDataModule):
     def _index_by_date(self, frame: pd.DataFrame, name: str) -> pd.DataFrame:
         hp = self.hparams
         if hp.date_column not in frame.columns:
-            raise KeyError(f"date column {hp.date_column!r} is not in {name}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"date column {hp.date_column!r} is not in {name}; it has {list(frame.columns)}: fix data.date_column"
+            )
         dates = pd.to_datetime(frame[hp.date_column], errors="coerce")
         if dates.isna().any():
             row = dates.isna().idxmax()
-            raise ValueError(
-                f"date column {hp.date_column!r} of {name}: row {row} holds {frame[hp.date_column][row]!r}"
+            raise DataError(
+                f"date column {hp.date_column!r} of {name}: row {row} holds {frame[hp.date_column][row]!r}, "
+                "which is not a date; fix it"
             )
         if dates.duplicated().any():
-            raise ValueError(f"{name} has duplicated dates, first {dates[dates.duplicated()].iloc[0].date()}")
+            raise DataError(
+                f"{name} has duplicated dates, first {dates[dates.duplicated()].iloc[0].date()}: keep one row per date"
+            )
         if not dates.is_monotonic_increasing and not hp.sort_dates:
-            raise ValueError(f"dates in {name} are not in order; sort the file or set data.sort_dates=true")
+            raise DataError(f"dates in {name} are not in order; sort the file or set data.sort_dates=true")
         frame = frame.drop(columns=hp.date_column).set_index(pd.DatetimeIndex(dates, name=hp.date_column)).sort_index()
         step = (
             pd.tseries.frequencies.to_offset(hp.frequency) if hp.frequency else frame.index.to_series().diff().mode()[0]
@@ -147,7 +155,7 @@ class SeriesDataModule(TensorDataModule):
         gaps = full.difference(frame.index)
         if len(gaps):
             if hp.missing == "error":
-                raise ValueError(
+                raise DataError(
                     f"{name} has {len(gaps)} missing date(s), first {gaps[0].date()}; "
                     "add the rows, or set data.missing=interpolate"
                 )
@@ -164,7 +172,7 @@ class SeriesDataModule(TensorDataModule):
         self.levels, self.series = self.read(hp.file)
         n, needed = len(self.series), hp.window + hp.horizon + hp.val_steps + hp.test_steps
         if n < needed:
-            raise ValueError(
+            raise DataError(
                 f"{hp.file} gives {n} modelled steps{' after differencing' if hp.difference else ''}, fewer than "
                 f"window + horizon + val_steps + test_steps = {needed}"
             )

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dltemplate.errors import DataError, MissingColumnError
+
 UNKNOWN, MISSING = 0, 1
 
 
@@ -26,7 +28,7 @@ def to_numeric(series: pd.Series, source: str, hint: str = "or list the column u
     bad = series.notna() & parsed.isna()
     if bad.any():
         row = bad.idxmax()
-        raise ValueError(
+        raise DataError(
             f"column {series.name!r} of {source} must be numeric, but row {row} holds {series[row]!r} "
             f"({int(bad.sum())} non-numeric values in all); fix the data, {hint}"
         )
@@ -69,7 +71,10 @@ class TableEncoder:
         for column in self.numeric:
             values = to_numeric(frame[column], source)
             if values.isna().all():
-                raise ValueError(f"numeric column {column!r} of {source} has no values in the training rows")
+                raise DataError(
+                    f"numeric column {column!r} of {source} has no values in the training rows; "
+                    "fill it, or list it under data.drop"
+                )
             std = float(values.std(ddof=0))
             self.stats[column] = {"median": float(values.median()), "mean": float(values.mean()), "std": std or 1.0}
             if values.isna().any():
@@ -83,7 +88,9 @@ class TableEncoder:
         """Encode `frame` into a (rows, num_numeric + len(categorical)) float tensor."""
         missing = [c for c in self.numeric + self.categorical if c not in frame.columns]
         if missing:
-            raise KeyError(f"{source} lacks the feature column(s) {missing}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"{source} lacks the feature column(s) {missing}; it has {list(frame.columns)}: add them"
+            )
         parts = []
         for column in self.numeric:
             s = self.stats[column]
@@ -96,7 +103,9 @@ class TableEncoder:
             codes = values.astype(str).map(index).fillna(UNKNOWN).where(values.notna(), MISSING)
             parts.append(codes.to_numpy(dtype="float64"))
         if not parts:
-            raise ValueError(f"no feature columns are left in {source}")
+            raise DataError(
+                f"no feature columns are left in {source}: data.drop, data.id_column and the target take them all"
+            )
         return torch.tensor(np.column_stack(parts), dtype=torch.float32)
 
     def state_dict(self) -> dict[str, Any]:

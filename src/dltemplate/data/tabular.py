@@ -15,6 +15,7 @@ from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
 from dltemplate.data.tensors import TensorDataModule
+from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class TabularDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
         if task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+            raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
         self.save_hyperparameters(logger=False)
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
@@ -114,7 +115,9 @@ class TabularDataModule(TensorDataModule):
         named = {*hp.numeric, *hp.categorical, *hp.drop, *([hp.id_column] if hp.id_column else [])}
         unknown = sorted(named - set(frame.columns) - set(hp.derived or {}))
         if unknown:
-            raise KeyError(f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}"
+            )
 
     def _derived_functions(self) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
         # checkpoints store this config: only registered feature functions may be named (registry.py)
@@ -157,7 +160,7 @@ class TabularDataModule(TensorDataModule):
         if self.hparams.task == "classification":
             self.classes = sorted(target.dropna().astype(str).unique())
             if len(self.classes) < 2:
-                raise ValueError(
+                raise DataError(
                     f"target column {self.hparams.target!r} of {name} has a single class {self.classes}: "
                     "classification needs at least two"
                 )
@@ -168,17 +171,19 @@ class TabularDataModule(TensorDataModule):
     def encode_target(self, frame: pd.DataFrame, name: str) -> torch.Tensor:
         column = self.hparams.target
         if column not in frame.columns:
-            raise KeyError(f"target column {column!r} is not in {name}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"target column {column!r} is not in {name}; it has {list(frame.columns)}: fix data.target"
+            )
         target = frame[column]
         if target.isna().any():
-            raise ValueError(f"target column {column!r} of {name} is missing in {int(target.isna().sum())} rows")
+            raise DataError(f"target column {column!r} of {name} is missing in {int(target.isna().sum())} rows")
         if self.classes is None:
             return torch.tensor(to_numeric(target, name).to_numpy(), dtype=torch.float32)
         index = {c: i for i, c in enumerate(self.classes)}
         codes = target.astype(str).map(index)
         if codes.isna().any():
             unseen = sorted(target[codes.isna()].astype(str).unique())
-            raise ValueError(f"{name} has target classes {unseen} that the training rows do not have")
+            raise DataError(f"{name} has target classes {unseen} that the training rows do not have")
         return torch.tensor(codes.to_numpy(), dtype=torch.long)
 
     def dataset(self, frame: pd.DataFrame, name: str) -> TensorDataset:
@@ -195,7 +200,9 @@ class TabularDataModule(TensorDataModule):
         hp = self.hparams
         frame, name = self.read(hp.train_file)
         if hp.target not in frame.columns:
-            raise KeyError(f"target column {hp.target!r} is not in {name}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"target column {hp.target!r} is not in {name}; it has {list(frame.columns)}: fix data.target"
+            )
         if hp.test_file is None:
             rest, test_frame = self.split_frame(frame, hp.test_fraction)
             test_name = f"{name} (test split)"
@@ -211,7 +218,7 @@ class TabularDataModule(TensorDataModule):
     def split_frame(self, frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Split rows into (kept, held out), stratified by class for classification."""
         if not 0 < fraction < 1:
-            raise ValueError(f"split fractions must be between 0 and 1, got {fraction}")
+            raise ConfigError(f"data.val_fraction and data.test_fraction must be between 0 and 1, got {fraction}")
         rng = np.random.default_rng(self.hparams.split_seed)
         if self.hparams.task == "classification":
             groups = frame.groupby(frame[self.hparams.target].astype(str), sort=True).indices.values()

@@ -7,6 +7,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
 
+from dltemplate.errors import ConfigError
+
 
 def whole_batch(batch):
     """Collate for datasets whose `__getitems__` already returns a whole batch of tensors."""
@@ -56,7 +58,7 @@ class TensorDataModule(LightningDataModule):
     def split(self, dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
         """Randomly split `dataset` into train and validation parts, reproducibly."""
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         generator = torch.Generator().manual_seed(self.split_seed)
         train, val = random_split(dataset, [1 - val_fraction, val_fraction], generator=generator)
         return train, val

@@ -18,6 +18,7 @@ from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.tensors import TensorDataModule, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, read_aclimdb, read_text_table
+from dltemplate.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
@@ -107,7 +108,7 @@ class TextDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
         if source not in ("aclimdb", "csv"):
-            raise ValueError(f"source must be 'aclimdb' or 'csv', got {source!r}")
+            raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         self.save_hyperparameters(logger=False)
         self.tokenizer: Tokenizer | None = None
         self.classes: list[str] | None = None
@@ -121,7 +122,7 @@ class TextDataModule(TensorDataModule):
         hp = self.hparams
         if hp.source == "aclimdb" and not (hp.folder and Path(hp.folder).is_dir()):
             if hp.archive is None:
-                raise FileNotFoundError(f"set data.folder or data.archive; expected layout: {ACLIMDB_LAYOUT}")
+                raise ConfigError(f"set data.folder or data.archive; expected layout: {ACLIMDB_LAYOUT}")
             ensure_file(hp.archive, hp.url, hp.md5, ACLIMDB_LAYOUT)
 
     def _source_path(self) -> Path:
@@ -139,7 +140,7 @@ class TextDataModule(TensorDataModule):
             (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
             return train_x, [classes[i] for i in train_y], test_x, [classes[i] for i in test_y], classes
         if hp.train_file is None:
-            raise ValueError("the csv source needs data.train_file")
+            raise ConfigError("the csv source needs data.train_file")
         frame = read_text_table(Path(hp.train_file), hp.text_column, hp.label_column, hp.sep)
         if hp.test_file is None:
             keep, held = self._split(list(frame[hp.label_column]), hp.test_fraction)
@@ -186,7 +187,9 @@ class TextDataModule(TensorDataModule):
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({str(label) for label in labels if label not in index})
         if unknown:
-            raise ValueError(f"{name} has labels {unknown[:5]} outside the classes {self.classes}")
+            raise DataError(
+                f"{name} has labels {unknown[:5]} outside the classes {self.classes}: fix them, or data.classes"
+            )
         return torch.tensor([index[label] for label in labels])
 
     def _tokenise_all(self, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
@@ -194,7 +197,7 @@ class TextDataModule(TensorDataModule):
         hp = self.hparams
         train_x, train_y, test_x, test_y, classes = self._read()
         if len(set(train_y)) < 2:
-            raise ValueError(
+            raise DataError(
                 f"labels of {self._source_path()} have a single class {sorted(set(train_y))}: need at least two"
             )
         keep, held = self._split(train_y, hp.val_fraction)
@@ -206,7 +209,7 @@ class TextDataModule(TensorDataModule):
             )
             tokenizer.train_from_iterator(fit_texts, trainer=trainer)
         elif classes != self.classes:
-            raise ValueError(f"the data's classes {classes} are not the checkpoint's {self.classes}")
+            raise DataError(f"the classes {classes} of {self._source_path()} are not the checkpoint's {self.classes}")
         self.tokenizer, self.classes = tokenizer, classes
         parts = {
             "train": (fit_texts, [train_y[i] for i in keep]),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dltemplate.errors import DataError
+
 log = logging.getLogger(__name__)
 
 ACLIMDB_LAYOUT = "aclImdb/{train,test}/<class>/*.txt (e.g. aclImdb/train/pos/0_9.txt), as a folder or a .tar.gz"
@@ -45,11 +47,11 @@ def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str
                 if member.isfile() and len(parts) >= 4:
                     add(parts, archive.extractfile(member).read)
     else:
-        raise ValueError(f"{path} is neither a folder nor a tar archive; expected layout: {ACLIMDB_LAYOUT}")
+        raise DataError(f"{path} is neither a folder nor a tar archive; expected layout: {ACLIMDB_LAYOUT}")
     for split, items in found.items():
         counts = {c: sum(1 for _, label, _ in items if label == i) for c, i in wanted.items()}
         if not items or min(counts.values()) == 0:
-            raise ValueError(
+            raise DataError(
                 f"{path} has no {split} texts for some classes ({counts}); expected layout: {ACLIMDB_LAYOUT}"
             )
     if bad:
