@@ -19,7 +19,7 @@ def write(frame: pd.DataFrame, path: Path, sep: str = ",") -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("sep", [",", "\t"])
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|"])
 def test_separator_is_detected_and_dates_index_the_series(tmp_path, sep):
     dm = SeriesDataModule(write(seasonal_frame(60), tmp_path / "s.csv", sep), date_column="date")
     dm.setup("fit")

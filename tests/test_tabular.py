@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from dltemplate.config import compose_config
+from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import MISSING, UNKNOWN
 from dltemplate.data.tabular import TabularDataModule
+from dltemplate.errors import DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import mixed_frame, provide_task_data, write_titanic
@@ -190,3 +192,40 @@ def test_prediction_rows_missing_a_feature_column_are_refused(tmp_path):
     dm.predict_input = mixed_frame(5).drop(columns=["grade", "x2"])
     with pytest.raises(KeyError, match=r"lacks the feature column\(s\) \['x2'\]"):
         dm.setup("predict")
+
+
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|"])
+def test_the_separator_is_detected_among_the_common_ones(tmp_path, sep):
+    frame = mixed_frame(30).assign(note="a, b; c")  # other separators inside a quoted field
+    frame.to_csv(tmp_path / "t.csv", sep=sep, index=False)
+    read = read_csv(tmp_path / "t.csv")
+    assert list(read.columns) == list(frame.columns) and len(read) == 30
+
+
+def test_a_one_column_file_keeps_its_column(tmp_path):
+    (tmp_path / "t.csv").write_text("text\nthe plot\nlovely acting\n")
+    assert read_csv(tmp_path / "t.csv")["text"].tolist() == ["the plot", "lovely acting"]
+
+
+def test_bytes_that_are_not_utf8_are_replaced_and_counted_once(tmp_path, caplog):
+    frame = mixed_frame(200)
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    data = (tmp_path / "table.csv").read_bytes().replace(b"red", b"r\xe9d")  # Latin-1 é
+    (tmp_path / "table.csv").write_bytes(data)
+    dm = TabularDataModule(train_file=str(tmp_path / "table.csv"), target="grade", drop=["price"], id_column="id")
+    dm.setup("fit")
+    warnings = [r.message for r in caplog.records if "not valid UTF-8" in r.message]
+    count = data.count(b"\xe9")
+    assert len(warnings) == 1 and f"{count} byte sequence(s) were replaced" in warnings[0]
+    assert "r\ufffdd" in dm.encoder.vocab["color"]
+
+
+def test_a_missing_or_empty_csv_is_one_clear_error(tmp_path):
+    with pytest.raises(MissingFileError, match=r"nothing\.csv does not exist"):
+        read_csv(tmp_path / "nothing.csv")
+    (tmp_path / "blank.csv").write_text("\n\n")
+    with pytest.raises(DataError, match=r"blank\.csv is empty"):
+        read_csv(tmp_path / "blank.csv")
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(DataError, match=r"ragged\.csv does not read as a table separated by ','.*line 3"):
+        read_csv(tmp_path / "ragged.csv")

@@ -4,6 +4,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,7 +14,7 @@ from dltemplate.data import text as text_module
 from dltemplate.data.text import TextDataModule
 from dltemplate.predict import predict
 from dltemplate.train import train
-from tests.datasets import provide_task_data, write_aclimdb
+from tests.datasets import provide_task_data, review, write_aclimdb
 from tests.helpers import CONFIG_DIR, tensorboard_tags
 
 
@@ -151,3 +152,21 @@ def test_unsup_and_unknown_class_folders_are_ignored(tmp_path):
     dm = imdb_module(tmp_path, folder=str(root / "aclImdb"))
     dm.setup("fit")
     assert dm.class_names == ["neg", "pos"] and len(dm.train_set) + len(dm.val_set) == 61
+
+
+def csv_module(tmp_path: Path, frame: pd.DataFrame | None = None, **kwargs) -> TextDataModule:
+    """A TextDataModule on a small CSV of labelled reviews (written as `tmp_path/t.csv`)."""
+    if frame is None:
+        rng = np.random.default_rng(0)
+        labels = ["neg", "pos"] * 20
+        frame = pd.DataFrame({"label": labels, "text": [review(int(label == "pos"), rng) for label in labels]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    return TextDataModule(source="csv", train_file=str(tmp_path / "t.csv"), min_frequency=1, **kwargs)
+
+
+def test_a_one_column_prediction_csv_that_is_not_utf8_is_read(tmp_path, caplog):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    (tmp_path / "new.csv").write_bytes(b"text\nsuperb film\ndull caf\xe9 scene\n")
+    assert dm.read_predict_input(str(tmp_path / "new.csv")) == ["superb film", "dull caf\ufffd scene"]
+    assert "new.csv is not valid UTF-8: 1 byte sequence(s) were replaced" in caplog.text

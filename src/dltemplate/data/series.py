@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
+from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import to_numeric
 from dltemplate.data.tensors import TensorDataModule
@@ -93,7 +94,7 @@ class SeriesDataModule(TensorDataModule):
         """Read and check a series; return (levels as read, modelled series), both unscaled."""
         hp = self.hparams
         name = "the given DataFrame" if isinstance(source, pd.DataFrame) else str(source)
-        frame = source.copy() if isinstance(source, pd.DataFrame) else self._read_csv(source)
+        frame = source.copy() if isinstance(source, pd.DataFrame) else read_csv(source, sep=hp.sep)
         if hp.date_column is not None:
             frame = self._index_by_date(frame, name)
         columns = list(hp.value_columns) if hp.value_columns else list(frame.columns)
@@ -120,13 +121,6 @@ class SeriesDataModule(TensorDataModule):
                 f"{series[column].min()} at {series[column].idxmin()}; use transform=null"
             )
         return levels, series
-
-    def _read_csv(self, path: str | Path) -> pd.DataFrame:
-        sep = self.hparams.sep
-        try:
-            return pd.read_csv(path, sep=sep) if sep else pd.read_csv(path, sep=None, engine="python")
-        except pd.errors.EmptyDataError:
-            raise ValueError(f"{path} is empty: expected a CSV file with a header row") from None
 
     def _index_by_date(self, frame: pd.DataFrame, name: str) -> pd.DataFrame:
         hp = self.hparams

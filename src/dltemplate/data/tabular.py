@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from dltemplate import registry
+from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
@@ -96,15 +97,9 @@ class TabularDataModule(TensorDataModule):
         if isinstance(source, pd.DataFrame):
             frame, name = source.copy(), name or "the given DataFrame"
         else:
-            name = name or str(source)
-            try:
-                frame = pd.read_csv(source, sep=self.hparams.sep)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{source} does not exist") from None
-            except pd.errors.EmptyDataError:
-                raise ValueError(f"{source} is empty: expected a CSV file with a header row") from None
+            frame, name = read_csv(source, sep=self.hparams.sep), name or str(source)
         if frame.empty:
-            raise ValueError(f"{name} has a header but no rows")
+            raise DataError(f"{name} has a header but no rows")
         self._check_configured_columns(frame, name)
         for column, function in self._derived_functions().items():
             frame[column] = function(frame)

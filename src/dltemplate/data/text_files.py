@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dltemplate.errors import DataError
+from dltemplate.data.csv_files import read_csv
+from dltemplate.errors import DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,13 @@ def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str
 
 
 def read_text_table(path: Path, text_column: str, label_column: str | None, sep: str | None) -> pd.DataFrame:
-    """A CSV/TSV of texts (and labels); the separator is detected when `sep` is None."""
-    try:
-        frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty: expected a CSV/TSV with a header row") from None
+    """A CSV/TSV of texts (and labels), every cell a string; the separator is detected when `sep` is None."""
+    frame = read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     needed = [c for c in (text_column, label_column) if c is not None]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise KeyError(f"{path} lacks the column(s) {missing}; it has {list(frame.columns)}")
+        raise MissingColumnError(
+            f"{path} lacks the column(s) {missing}; it has {list(frame.columns)}: "
+            "set data.text_column and data.label_column"
+        )
     return frame
