@@ -177,3 +177,18 @@ def test_bad_folders_get_one_clear_error(tmp_path, damage, message):
         shutil.copytree(tmp_path / "extra" / "test" / "boat", root / "test" / "boat", dirs_exist_ok=True)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         folder_module(root, tmp_path).setup("fit")
+
+
+def test_a_damaged_cache_is_decoded_again_with_a_warning(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "imgs")
+    first = folder_module(root, tmp_path)
+    first.setup("fit")
+    caches = sorted((tmp_path / "cache").glob("images-*.pt"))
+    assert len(caches) == 2  # train and test
+    for cache in caches:
+        cache.write_bytes(b"not a torch file")
+    second = folder_module(root, tmp_path)
+    second.setup("fit")
+    assert torch.equal(second.train_set.images, first.train_set.images)
+    assert caplog.text.count("is unreadable") == 2 and "checkpoint" not in caplog.text
+    assert torch.load(caches[0], weights_only=True)["images"].dtype == torch.uint8  # written again

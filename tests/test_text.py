@@ -1,5 +1,6 @@
 """Text task: aclImdb archive and folder, CSV/TSV, vocabulary from training texts, cache, predict, bad input."""
 
+import hashlib
 import shutil
 import tarfile
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 import torch
 
 from dltemplate.config import compose_config
+from dltemplate.data import download
 from dltemplate.data import text as text_module
 from dltemplate.data.text import TextDataModule
+from dltemplate.errors import DataError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import provide_task_data, review, write_aclimdb
@@ -170,3 +173,31 @@ def test_a_one_column_prediction_csv_that_is_not_utf8_is_read(tmp_path, caplog):
     (tmp_path / "new.csv").write_bytes(b"text\nsuperb film\ndull caf\xe9 scene\n")
     assert dm.read_predict_input(str(tmp_path / "new.csv")) == ["superb film", "dull caf\ufffd scene"]
     assert "new.csv is not valid UTF-8: 1 byte sequence(s) were replaced" in caplog.text
+
+
+def test_reviews_added_to_a_class_folder_are_tokenised_again(tmp_path):
+    root = write_aclimdb(tmp_path / "imdb", archive=False)
+    first = imdb_module(tmp_path, folder=str(root / "aclImdb"))
+    first.setup("fit")
+    top = (root / "aclImdb").stat()
+    for i in range(5):
+        (root / "aclImdb" / "train" / "pos" / f"{100 + i}_9.txt").write_text("superb and moving", encoding="utf-8")
+    assert (root / "aclImdb").stat().st_mtime_ns == top.st_mtime_ns  # the top folder looks unchanged
+    second = imdb_module(tmp_path, folder=str(root / "aclImdb"))
+    second.setup("fit")
+    assert len(second.train_set) + len(second.val_set) == len(first.train_set) + len(first.val_set) + 5
+
+
+def test_a_damaged_archive_is_named_and_a_sound_one_is_hashed_once(tmp_path, monkeypatch):
+    archive = write_aclimdb(tmp_path / "imdb") / "aclImdb_v1.tar.gz"
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    imdb_module(tmp_path, md5=md5).prepare_data()  # checked, and remembered
+    monkeypatch.setattr(download, "calculate_md5", lambda path: pytest.fail("hashed again"))
+    imdb_module(tmp_path, md5=md5).prepare_data()
+    monkeypatch.undo()
+
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(DataError, match=r"aclImdb_v1\.tar\.gz is damaged: its MD5 is .* delete it to download it"):
+        imdb_module(tmp_path, md5=md5).prepare_data()
+    with pytest.raises(DataError, match=r"aclImdb_v1\.tar\.gz is damaged or truncated \(EOFError"):
+        imdb_module(tmp_path).setup("fit")  # no MD5 to check: reading it says what is wrong

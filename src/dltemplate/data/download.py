@@ -1,53 +1,87 @@
-"""Fetch a dataset file from its public source when it is not already on disk."""
+"""Fetch a dataset file from its public source when it is not already on disk, and check its MD5."""
 
-import os
+import contextlib
 import shutil
 from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from filelock import FileLock
-from torchvision.datasets.utils import check_integrity, download_url
+from torchvision.datasets.utils import calculate_md5, check_integrity, download_url
 
-from dltemplate.errors import MissingFileError
+from dltemplate.errors import DataError, MissingFileError
+from dltemplate.files import locked, write_atomically, write_text_atomically
 
 
 def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str) -> Path:
-    """Return `path`, downloading it from `url` first if it is missing.
+    """Return `path`, downloading it from `url` first if it is missing; with `md5`, check it either way.
 
-    The download goes to `<name>.part` and is renamed only once complete and checked, so an
-    interrupted download never looks like data. A lock file keeps parallel jobs and DDP ranks from
-    downloading the same file twice.
+    The download is written beside `path` and renamed only once complete and checked, so an
+    interrupted download never looks like data. A lock keeps parallel jobs and DDP ranks from
+    downloading the same file twice. A file already there is checked against `md5` too (see
+    `verify_md5`: once per version of the file, not every run).
 
     Args:
         path: Where the file should be.
         url: Its public source (http(s):// or file://); None means it must already be there.
-        md5: Expected checksum of the download, or None to skip the check.
+        md5: Expected checksum of the file, or None to skip the check.
         layout: The expected layout, quoted in the error when the file cannot be had.
 
     Raises:
-        FileNotFoundError: The file is missing and could not be downloaded; says where it was looked
+        MissingFileError: The file is missing and could not be downloaded; says where it was looked
             for, what layout is expected and why the download failed.
+        DataError: The file is there but its MD5 is not `md5`.
     """
     path = Path(path)
     if path.is_file():
+        if md5 is not None:
+            verify_md5(path, md5)
         return path
     hint = f"expected layout: {layout}. Point DATA_DIR (or paths.data_dir) at a folder with that layout"
     if url is None:
         raise MissingFileError(f"{path} does not exist; {hint}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
+    with locked(path):
         if path.is_file():  # another process finished the download while we waited
             return path
-        partial = path.with_name(path.name + ".part")
         try:
-            _fetch(url, partial, md5)
+            write_atomically(path, lambda partial: _fetch(url, partial, md5))
         except (URLError, OSError, RuntimeError) as error:
-            partial.unlink(missing_ok=True)
             raise MissingFileError(f"{path} does not exist and downloading {url} failed ({error}); {hint}") from None
-        os.replace(partial, path)
+        if md5 is not None:
+            _remember_verified(path, md5)
     return path
+
+
+def verify_md5(path: Path, md5: str) -> None:
+    """Check that `path` has the MD5 `md5`; a damaged file is a `DataError` that says to delete it.
+
+    A file that passed is remembered in a small sidecar (`.<name>.md5`, by size and modification
+    time), so an archive of many megabytes is hashed once, not on every run.
+    """
+    if _sidecar(path).is_file() and _sidecar(path).read_text() == _stamp(path, md5):
+        return
+    actual = calculate_md5(str(path))
+    if actual != md5:
+        raise DataError(
+            f"{path} is damaged: its MD5 is {actual}, not the expected {md5} (an interrupted download or copy?); "
+            "delete it to download it again"
+        )
+    _remember_verified(path, md5)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(f".{path.name}.md5")
+
+
+def _stamp(path: Path, md5: str) -> str:
+    stat = path.stat()
+    return f"{md5} {stat.st_size} {stat.st_mtime_ns}\n"
+
+
+def _remember_verified(path: Path, md5: str) -> None:
+    with contextlib.suppress(OSError):  # a read-only data folder: the file is checked again next time
+        write_text_atomically(_sidecar(path), _stamp(path, md5))
 
 
 def _fetch(url: str, destination: Path, md5: str | None) -> None:

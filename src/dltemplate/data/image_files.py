@@ -1,17 +1,16 @@
 """Read image folders into uint8 tensors, decoding each file once and caching the result on disk."""
 
-import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from filelock import FileLock
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from dltemplate.errors import DataError, MissingFileError
+from dltemplate.files import cached, files_key
 
 log = logging.getLogger(__name__)
 
@@ -85,24 +84,14 @@ def cached_decode(
 ) -> tuple[torch.Tensor, list[int]]:
     """`decode_files`, loaded from `cache_dir` when these files were decoded the same way before.
 
-    The cache key covers every file's path, size and modification time and the decoding settings,
-    so a changed folder is decoded again. Writes are atomic and locked against parallel runs.
+    The cache key covers every file's path, size and modification time and the decoding settings
+    (`files_key`), so a changed folder is decoded again; see `files.cached` for the rest.
     """
-    if cache_dir is None:
-        return decode_files(files, channels, size, skip_corrupt)
-    key = hashlib.sha1(repr((channels, size, skip_corrupt)).encode())
-    for path in files:
-        stat = path.stat()
-        key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"images-{key.hexdigest()[:16]}.pt"
-    with FileLock(f"{cache}.lock"):
-        if cache.is_file():
-            stored = torch.load(cache, weights_only=True)
-            return stored["images"], stored["kept"]
+    cache = cache_dir / f"images-{files_key(files, channels, size, skip_corrupt)}.pt" if cache_dir else None
+
+    def decode() -> dict[str, Any]:
         images, kept = decode_files(files, channels, size, skip_corrupt)
-        partial = cache.with_suffix(".part")
-        torch.save({"images": images, "kept": kept}, partial)
-        os.replace(partial, cache)
-        log.info("decoded %d images once; cached in %s", len(kept), cache)
-    return images, kept
+        return {"images": images, "kept": kept}
+
+    stored = cached(cache, decode, f"{len(files)} decoded images")
+    return stored["images"], stored["kept"]

@@ -1,15 +1,12 @@
 """Labelled texts (aclImdb layout or CSV/TSV) → token ids, with a vocabulary built on training texts only."""
 
-import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import torch
-from filelock import FileLock
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -17,8 +14,9 @@ from torch.utils.data import Dataset
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.tensors import TensorDataModule, whole_batch
-from dltemplate.data.text_files import ACLIMDB_LAYOUT, read_aclimdb, read_text_table
+from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError
+from dltemplate.files import cached, files_key
 
 log = logging.getLogger(__name__)
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
@@ -227,17 +225,17 @@ class TextDataModule(TensorDataModule):
         return out
 
     def _cache_path(self) -> Path | None:
+        """The cache file of these settings and these files: every file of a folder, else the archive or CSVs."""
         hp = self.hparams
         if hp.cache_dir is None:
             return None
-        key = hashlib.sha1(
-            repr(sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))).encode()
-        )
-        for path in (self._source_path(), Path(hp.test_file) if hp.test_file else None):
-            if path is not None and path.exists():
-                stat = path.stat()
-                key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return Path(hp.cache_dir) / f"text-{key.hexdigest()[:16]}.pt"
+        source = self._source_path()
+        if source.is_dir():
+            files = aclimdb_files(source)
+        else:
+            files = [p for p in (source, Path(hp.test_file) if hp.test_file else None) if p is not None and p.is_file()]
+        settings = sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))
+        return Path(hp.cache_dir) / f"text-{files_key(files, settings)}.pt"
 
     # ---- Lightning hooks -----------------------------------------------------------------------
 
@@ -247,21 +245,10 @@ class TextDataModule(TensorDataModule):
             return
         if self.train_set is not None:
             return
-        cache = self._cache_path()
         if self.tokenizer is not None:  # restored from a checkpoint: encode with its vocabulary
             data = self._tokenise_all(self.tokenizer)
-        elif cache is None:
-            data = self._tokenise_all()
         else:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{cache}.lock"):
-                if cache.is_file():
-                    data = torch.load(cache, weights_only=True)
-                else:
-                    data = self._tokenise_all()
-                    torch.save(data, cache.with_suffix(".part"))
-                    os.replace(cache.with_suffix(".part"), cache)
-                    log.info("tokenised texts once; cached in %s", cache)
+            data = cached(self._cache_path(), self._tokenise_all, "tokenised texts")
         self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
         self.val_texts = data["val_texts"]
         self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))

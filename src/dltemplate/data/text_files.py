@@ -1,14 +1,17 @@
 """Read labelled texts: the aclImdb layout (archive or folder) and CSV/TSV files."""
 
+import gzip
 import logging
+import lzma
 import tarfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from dltemplate.data.csv_files import read_csv
-from dltemplate.errors import DataError, MissingColumnError
+from dltemplate.errors import DataError, MissingColumnError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,11 @@ def _decode(data: bytes, name: str, bad: list[str]) -> str:
     except UnicodeDecodeError:
         bad.append(name)
         return data.decode("utf-8", errors="replace")
+
+
+def aclimdb_files(folder: Path) -> list[Path]:
+    """The text files of an aclImdb-style folder, `<split>/<class>/*.txt`, in name order."""
+    return sorted(folder.glob("*/*/*.txt"))
 
 
 def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str], list[int]]]:
@@ -39,16 +47,12 @@ def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str
             found[split].append((name, wanted[label], _decode(read(), "/".join(parts[-4:]), bad)))
 
     if path.is_dir():
-        for file in sorted(path.glob("*/*/*.txt")):
+        for file in aclimdb_files(path):
             add(file.parts, file.read_bytes)
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                parts = member.name.split("/")
-                if member.isfile() and len(parts) >= 4:
-                    add(parts, archive.extractfile(member).read)
+    elif path.is_file():
+        _read_archive(path, add)
     else:
-        raise DataError(f"{path} is neither a folder nor a tar archive; expected layout: {ACLIMDB_LAYOUT}")
+        raise MissingFileError(f"{path} does not exist; expected layout: {ACLIMDB_LAYOUT}")
     for split, items in found.items():
         counts = {c: sum(1 for _, label, _ in items if label == i) for c, i in wanted.items()}
         if not items or min(counts.values()) == 0:
@@ -61,6 +65,23 @@ def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str
         split: ([t for *_, t in sorted(items)], [label for _, label, _ in sorted(items)])
         for split, items in found.items()
     }
+
+
+def _read_archive(path: Path, add: Callable[[Sequence[str], Callable[[], bytes]], None]) -> None:
+    """Call `add(name parts, read)` for each file of the tar archive `path`; a damaged archive is a DataError."""
+    try:
+        if not tarfile.is_tarfile(path):
+            raise DataError(f"{path} is neither a folder nor a tar archive; expected layout: {ACLIMDB_LAYOUT}")
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) >= 4:
+                    add(parts, archive.extractfile(member).read)
+    except (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as error:
+        raise DataError(
+            f"{path} is damaged or truncated ({type(error).__name__}: {error}); "
+            "delete it to download it again, or replace it with a complete copy"
+        ) from None
 
 
 def read_text_table(path: Path, text_column: str, label_column: str | None, sep: str | None) -> pd.DataFrame:
