@@ -15,6 +15,7 @@ from dltemplate.files import cached, files_key
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+CACHE_FORMAT = 2  # in the cache key: 2 = every image uint8 (16-bit files were cached as they decoded before)
 
 
 def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -45,6 +46,20 @@ def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> 
     return files, labels, list(classes)
 
 
+def as_uint8_image(decoded: torch.Tensor, channels: int) -> torch.Tensor:
+    """A decoded file as one uint8 (channels, H, W) image, whatever the file held.
+
+    An animation (frames, C, H, W) gives its first frame; 16-bit values (PNG) are scaled to 0..255,
+    not cut; GIFs decode as RGB whatever the mode asked for, so channels are matched here too.
+    """
+    image = decoded[0] if decoded.ndim == 4 else decoded
+    if image.dtype != torch.uint8:
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    if image.shape[0] != channels:
+        image = TF.rgb_to_grayscale(image) if channels == 1 else image.expand(3, -1, -1)
+    return image
+
+
 def decode_files(
     files: Sequence[Path], channels: int, size: int | None, skip_corrupt: bool = False
 ) -> tuple[torch.Tensor, list[int]]:
@@ -57,7 +72,7 @@ def decode_files(
     images, kept, skipped = [], [], []
     for i, path in enumerate(files):
         try:
-            image = decode_image(str(path), mode=mode)  # (C, H, W) uint8
+            image = as_uint8_image(decode_image(str(path), mode=mode), channels)
         except (RuntimeError, ValueError) as error:
             if not skip_corrupt:
                 raise DataError(
@@ -87,7 +102,8 @@ def cached_decode(
     The cache key covers every file's path, size and modification time and the decoding settings
     (`files_key`), so a changed folder is decoded again; see `files.cached` for the rest.
     """
-    cache = cache_dir / f"images-{files_key(files, channels, size, skip_corrupt)}.pt" if cache_dir else None
+    key = files_key(files, CACHE_FORMAT, channels, size, skip_corrupt)
+    cache = cache_dir / f"images-{key}.pt" if cache_dir else None
 
     def decode() -> dict[str, Any]:
         images, kept = decode_files(files, channels, size, skip_corrupt)

@@ -164,6 +164,12 @@ class ImageDataModule(TensorDataModule):
             return
         hp = self.hparams
         images, labels, names = self._read_split("train")
+        if len(names) < 2:
+            where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} with data.classes={names}"
+            raise DataError(
+                f"{where} has a single class {names}: classification needs at least two classes; "
+                "add a folder for each class"
+            )
         test_images, test_labels, test_names = self._read_split("test")
         if test_names != names:
             raise DataError(
