@@ -14,7 +14,7 @@ from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import MISSING, UNKNOWN
 from dltemplate.data.tabular import TabularDataModule
-from dltemplate.errors import DataError, MissingFileError
+from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import mixed_frame, provide_task_data, write_titanic
@@ -229,3 +229,39 @@ def test_a_missing_or_empty_csv_is_one_clear_error(tmp_path):
     (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(DataError, match=r"ragged\.csv does not read as a table separated by ','.*line 3"):
         read_csv(tmp_path / "ragged.csv")
+
+
+def with_empty_target(frame: pd.DataFrame, rows: list[int], column: str = "grade") -> pd.DataFrame:
+    return frame.assign(**{column: frame[column].where(~frame.index.isin(rows))})
+
+
+@pytest.mark.parametrize("target", ["grade", "price"])
+def test_rows_without_a_target_are_dropped_and_counted_per_file(tmp_path, caplog, target):
+    with_empty_target(mixed_frame(200), list(range(0, 120, 10)), target).to_csv(tmp_path / "train.csv", index=False)
+    with_empty_target(mixed_frame(60, seed=1), [3, 4, 5], target).to_csv(tmp_path / "test.csv", index=False)
+    other = "price" if target == "grade" else "grade"
+    dm = TabularDataModule(
+        train_file=str(tmp_path / "train.csv"),
+        test_file=str(tmp_path / "test.csv"),
+        target=target,
+        drop=[other],
+        id_column="id",
+        task="classification" if target == "grade" else "regression",
+    )
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 188 and len(dm.test_set) == 57
+    dropped = [r.message for r in caplog.records if r.message.startswith("dropped")]
+    assert dropped == [
+        f"dropped 12 rows of {tmp_path / 'train.csv'} whose target '{target}' is empty",
+        f"dropped 3 rows of {tmp_path / 'test.csv'} whose target '{target}' is empty",
+    ]
+
+
+def test_rows_without_a_target_can_be_refused_with_the_whole_files_count(tmp_path):
+    dm = datamodule(tmp_path, with_empty_target(mixed_frame(200), list(range(0, 120, 10))), missing_target="error")
+    with pytest.raises(
+        DataError, match=r"^12 rows of .*table\.csv have an empty target 'grade' \(the first is row 0\)"
+    ):
+        dm.setup("fit")
+    with pytest.raises(ConfigError, match="missing_target must be 'drop' or 'error'"):
+        datamodule(tmp_path, mixed_frame(20), missing_target="keep")

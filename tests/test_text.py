@@ -201,3 +201,16 @@ def test_a_damaged_archive_is_named_and_a_sound_one_is_hashed_once(tmp_path, mon
         imdb_module(tmp_path, md5=md5).prepare_data()
     with pytest.raises(DataError, match=r"aclImdb_v1\.tar\.gz is damaged or truncated \(EOFError"):
         imdb_module(tmp_path).setup("fit")  # no MD5 to check: reading it says what is wrong
+
+
+def test_rows_with_an_empty_label_are_dropped_or_refused(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    labels = ["neg", "pos", ""] * 20
+    frame = pd.DataFrame({"label": labels, "text": [review(int(label == "pos"), rng) for label in labels]})
+    dm = csv_module(tmp_path, frame)
+    dm.setup("fit")
+    assert dm.class_names == ["neg", "pos"]
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 40
+    assert f"dropped 20 rows of {tmp_path / 't.csv'} whose target 'label' is empty" in caplog.text
+    with pytest.raises(DataError, match=r"20 rows of .*t\.csv have an empty target 'label'"):
+        csv_module(tmp_path, frame, missing_target="error").setup("fit")

@@ -15,6 +15,7 @@ from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
+from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
@@ -47,6 +48,8 @@ class TabularDataModule(TensorDataModule):
         test_fraction: Share held out for testing when there is no `test_file`.
         download: Public source of missing files: {"train_file" | "test_file": {url:, md5:}}.
         sep: Column separator of the CSV files.
+        missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
+            stop with an "error".
         batch_size, num_workers, split_seed: see `TensorDataModule`.
     """
 
@@ -66,6 +69,7 @@ class TabularDataModule(TensorDataModule):
         test_fraction: float = 0.2,
         download: Mapping[str, Mapping[str, str]] | None = None,
         sep: str = ",",
+        missing_target: MissingTarget = "drop",
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
@@ -73,6 +77,7 @@ class TabularDataModule(TensorDataModule):
         super().__init__(batch_size, num_workers, split_seed)
         if task not in ("classification", "regression"):
             raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
+        check_missing_target(missing_target)
         self.save_hyperparameters(logger=False)
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
@@ -104,6 +109,11 @@ class TabularDataModule(TensorDataModule):
         for column, function in self._derived_functions().items():
             frame[column] = function(frame)
         return frame, name
+
+    def read_labelled(self, path: str) -> tuple[pd.DataFrame, str]:
+        """`read`, then leave out (or refuse) the rows whose target is empty: `missing_target`."""
+        frame, name = self.read(path)
+        return rows_with_target(frame, self.hparams.target, name, self.hparams.missing_target), name
 
     def _check_configured_columns(self, frame: pd.DataFrame, name: str) -> None:
         hp = self.hparams
@@ -193,16 +203,12 @@ class TabularDataModule(TensorDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        frame, name = self.read(hp.train_file)
-        if hp.target not in frame.columns:
-            raise MissingColumnError(
-                f"target column {hp.target!r} is not in {name}; it has {list(frame.columns)}: fix data.target"
-            )
+        frame, name = self.read_labelled(hp.train_file)
         if hp.test_file is None:
             rest, test_frame = self.split_frame(frame, hp.test_fraction)
             test_name = f"{name} (test split)"
         else:
-            rest, (test_frame, test_name) = frame, self.read(hp.test_file)
+            rest, (test_frame, test_name) = frame, self.read_labelled(hp.test_file)
         train_frame, val_frame = self.split_frame(rest, hp.val_fraction)
         if self.encoder is None:  # restored from a checkpoint otherwise: never refit
             self.fit(train_frame, name)

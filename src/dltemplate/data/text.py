@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
+from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError
@@ -68,6 +69,8 @@ class TextDataModule(TensorDataModule):
         train_file, test_file: CSV/TSV files (csv source); without test_file, test rows are split off.
         text_column, label_column: Columns of the CSV/TSV.
         sep: CSV separator; None detects it.
+        missing_target: CSV rows whose label is empty: "drop" them (counted in a warning per file) or
+            stop with an "error".
         lowercase: Lowercase texts before tokenising.
         min_frequency: Words seen fewer times in training texts are unknown.
         max_vocab: Vocabulary size, [PAD] and [UNK] included.
@@ -93,6 +96,7 @@ class TextDataModule(TensorDataModule):
         text_column: str = "text",
         label_column: str = "label",
         sep: str | None = None,
+        missing_target: MissingTarget = "drop",
         lowercase: bool = True,
         min_frequency: int = 2,
         max_vocab: int = 50_000,
@@ -107,6 +111,7 @@ class TextDataModule(TensorDataModule):
         super().__init__(batch_size, num_workers, split_seed)
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
+        check_missing_target(missing_target)
         self.save_hyperparameters(logger=False)
         self.tokenizer: Tokenizer | None = None
         self.classes: list[str] | None = None
@@ -139,13 +144,13 @@ class TextDataModule(TensorDataModule):
             return train_x, [classes[i] for i in train_y], test_x, [classes[i] for i in test_y], classes
         if hp.train_file is None:
             raise ConfigError("the csv source needs data.train_file")
-        frame = read_text_table(Path(hp.train_file), hp.text_column, hp.label_column, hp.sep)
+        frame = self._read_labelled(hp.train_file)
         if hp.test_file is None:
             keep, held = self._split(list(frame[hp.label_column]), hp.test_fraction)
             test = frame.iloc[held]
             frame = frame.iloc[keep]
         else:
-            test = read_text_table(Path(hp.test_file), hp.text_column, hp.label_column, hp.sep)
+            test = self._read_labelled(hp.test_file)
         classes = list(hp.classes) if hp.classes else sorted(frame[hp.label_column].unique())
         return (
             list(frame[hp.text_column]),
@@ -154,6 +159,12 @@ class TextDataModule(TensorDataModule):
             list(test[hp.label_column]),
             classes,
         )
+
+    def _read_labelled(self, path: str) -> pd.DataFrame:
+        """A CSV/TSV of texts and labels, without (or refusing) the rows whose label is empty."""
+        hp = self.hparams
+        frame = read_text_table(Path(path), hp.text_column, hp.label_column, hp.sep)
+        return rows_with_target(frame, hp.label_column, path, hp.missing_target)
 
     def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
         """Stratified (kept, held out) row positions."""
