@@ -132,8 +132,13 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
             r"'sales' .* row 2024-01-31 00:00:00 holds 'lots'.*value_columns",
         ),
         (seasonal_frame(20), {}, "20 modelled steps, fewer than window"),
+        (
+            with_row(seasonal_frame(60), 30, "sales", "inf"),
+            {"missing": "interpolate"},
+            r"'sales' .* inf in row 2024-01-31",
+        ),
     ],
-    ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "too-short"],
+    ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "too-short", "infinite"],
 )
 def test_bad_series_get_one_clear_error(tmp_path, frame, kwargs, message):
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", **kwargs)

@@ -6,8 +6,10 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dltemplate.config import compose_config
 from dltemplate.data.csv_files import read_csv
@@ -170,8 +172,15 @@ def test_titanic_without_data_or_network_fails_with_one_clear_message(make_cfg):
             ValueError,
             r"'x2' .* row 7 holds 'abc'",
         ),
+        (lambda f: f.assign(x2=f["x2"].where(f.index != 7, -np.inf)), {}, DataError, r"'x2' of .* -inf in row 7"),
+        (
+            lambda f: f.assign(price=f["price"].where(f.index != 9, np.inf)),
+            {"target": "price", "task": "regression", "drop": ["grade"]},
+            DataError,
+            r"'price' of .* inf in row 9",
+        ),
     ],
-    ids=["missing-target", "unknown-column", "no-rows", "single-class", "non-numeric"],
+    ids=["missing-target", "unknown-column", "no-rows", "single-class", "non-numeric", "infinite", "infinite-target"],
 )
 def test_bad_training_tables_get_one_clear_error(tmp_path, change, kwargs, error, message):
     dm = datamodule(tmp_path, change(mixed_frame(200)), **kwargs)
@@ -265,3 +274,21 @@ def test_rows_without_a_target_can_be_refused_with_the_whole_files_count(tmp_pat
         dm.setup("fit")
     with pytest.raises(ConfigError, match="missing_target must be 'drop' or 'error'"):
         datamodule(tmp_path, mixed_frame(20), missing_target="keep")
+
+
+def test_infinite_prediction_values_are_imputed_like_missing_ones_with_one_warning(tmp_path, caplog):
+    dm = datamodule(tmp_path, mixed_frame(200))
+    dm.setup("fit")
+    rows = mixed_frame(8, seed=3).drop(columns=["grade"])
+    infinite = rows.assign(x1=rows["x1"].where(~rows.index.isin([1, 2]), np.inf))
+    infinite.loc[3, "x2"] = -np.inf
+    infinite.to_csv(tmp_path / "new.csv", index=False)
+    dm.predict_input = str(tmp_path / "new.csv")
+    dm.setup("predict")
+    encoded = dm.predict_set.tensors[0]
+    missing = infinite.replace([np.inf, -np.inf], np.nan)
+    assert torch.isfinite(encoded).all()
+    assert torch.equal(encoded, dm.encoder.transform(missing, "rows"))  # imputed, indicator set
+    warnings = [r.message for r in caplog.records if "infinite" in r.message]
+    assert len(warnings) == 1
+    assert "column 'x1', 2 row(s): 1, 2; column 'x2', 1 row(s): 3" in warnings[0] and "new.csv" in warnings[0]

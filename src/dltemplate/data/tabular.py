@@ -237,7 +237,7 @@ class TabularDataModule(TensorDataModule):
             raise RuntimeError("the data module has no fitted encoder: restore it from a checkpoint first")
         frame, name = self.read(self.predict_input)
         self.predict_frame = frame
-        self.predict_set = TensorDataset(self.encoder.transform(frame, name))
+        self.predict_set = TensorDataset(self.encoder.transform(frame, name, infinite="missing"))
 
     def predict_dataloader(self):
         return self._loader(self.predict_set, shuffle=False)
