@@ -230,3 +230,10 @@ def test_a_folder_with_a_single_class_is_refused(tmp_path):
     root = write_image_folder(tmp_path / "imgs", classes=("cat",))
     with pytest.raises(DataError, match=r"imgs/train has a single class \['cat'\]: .*needs at least two classes"):
         folder_module(root, tmp_path).setup("fit")
+
+
+def test_a_split_left_empty_by_few_images_is_named_with_its_fraction(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=2)
+    dm = ImageDataModule(root=str(root), val_fraction=0.1)
+    with pytest.raises(DataError, match=r"imgs/train: 4 training images with data\.val_fraction=0\.1 leave the valid"):
+        dm.setup("fit")

@@ -131,7 +131,7 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
             {},
             r"'sales' .* row 2024-01-31 00:00:00 holds 'lots'.*value_columns",
         ),
-        (seasonal_frame(20), {}, "20 modelled steps, fewer than window"),
+        (seasonal_frame(20), {}, "20 modelled steps, fewer than window.* add steps, or lower data.window"),
         (
             with_row(seasonal_frame(60), 30, "sales", "inf"),
             {"missing": "interpolate"},

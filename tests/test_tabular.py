@@ -292,3 +292,15 @@ def test_infinite_prediction_values_are_imputed_like_missing_ones_with_one_warni
     warnings = [r.message for r in caplog.records if "infinite" in r.message]
     assert len(warnings) == 1
     assert "column 'x1', 2 row(s): 1, 2; column 'x2', 1 row(s): 3" in warnings[0] and "new.csv" in warnings[0]
+
+
+def test_a_split_left_empty_by_tiny_data_is_named_with_its_fraction(tmp_path):
+    tiny = mixed_frame(200).iloc[:3].assign(grade=["low", "mid", "low"])
+    with pytest.raises(DataError, match=r"table\.csv: 3 rows with data\.test_fraction=0\.2 leave the test split empty"):
+        datamodule(tmp_path, tiny).setup("fit")
+    mixed_frame(20).to_csv(tmp_path / "test.csv", index=False)
+    dm = datamodule(tmp_path, tiny, test_file=str(tmp_path / "test.csv"))
+    with pytest.raises(
+        DataError, match=r"3 rows with data\.val_fraction=0\.2 leave the validation split empty; add rows"
+    ):
+        dm.setup("fit")

@@ -214,3 +214,11 @@ def test_rows_with_an_empty_label_are_dropped_or_refused(tmp_path, caplog):
     assert f"dropped 20 rows of {tmp_path / 't.csv'} whose target 'label' is empty" in caplog.text
     with pytest.raises(DataError, match=r"20 rows of .*t\.csv have an empty target 'label'"):
         csv_module(tmp_path, frame, missing_target="error").setup("fit")
+
+
+def test_a_split_left_empty_by_few_texts_is_named_with_its_fraction(tmp_path):
+    frame = pd.DataFrame({"label": ["neg", "pos"] * 2, "text": ["dull", "superb"] * 2})
+    with pytest.raises(DataError, match=r"t\.csv: 4 texts with data\.test_fraction=0\.2 leave the test split empty"):
+        csv_module(tmp_path, frame).setup("fit")
+    with pytest.raises(DataError, match=r"4 training texts with data\.val_fraction=0\.1 leave the validation split"):
+        csv_module(tmp_path, frame, test_file=str(tmp_path / "t.csv")).setup("fit")

@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from dltemplate.data.image_files import IMAGE_EXTENSIONS, cached_decode, decode_files, list_image_folder
 from dltemplate.data.predictions import class_table
-from dltemplate.data.tensors import TensorDataModule, whole_batch
+from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
@@ -183,6 +183,9 @@ class ImageDataModule(TensorDataModule):
                 "set data.image_size to resize both"
             )
         val_mask = self._validation_mask(labels)
+        where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} under {hp.root}"
+        sizes = {"training": int((~val_mask).sum()), "validation": int(val_mask.sum())}
+        require_split(sizes, where, "training images", f"data.val_fraction={hp.val_fraction}")
         if self.mean is None:  # restored from a checkpoint otherwise
             self.classes, self.size = names, list(images.shape[-2:])
             train_float = images[~val_mask].float().div(255)

@@ -168,7 +168,8 @@ class SeriesDataModule(TensorDataModule):
         if n < needed:
             raise DataError(
                 f"{hp.file} gives {n} modelled steps{' after differencing' if hp.difference else ''}, fewer than "
-                f"window + horizon + val_steps + test_steps = {needed}"
+                f"window + horizon + val_steps + test_steps = {needed}, so a split would be empty; "
+                "add steps, or lower data.window, data.val_steps or data.test_steps"
             )
         train_end = n - hp.val_steps - hp.test_steps  # first step that is not a training target
         if self.scale is None:  # restored from a checkpoint otherwise

@@ -16,7 +16,7 @@ from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule
+from dltemplate.data.tensors import TensorDataModule, require_split
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
@@ -204,12 +204,17 @@ class TabularDataModule(TensorDataModule):
             return
         hp = self.hparams
         frame, name = self.read_labelled(hp.train_file)
+        note = ""
         if hp.test_file is None:
             rest, test_frame = self.split_frame(frame, hp.test_fraction)
-            test_name = f"{name} (test split)"
+            test_name, note = f"{name} (test split)", " (after the test split)"
+            sizes = {"training": len(rest), "test": len(test_frame)}
+            require_split(sizes, name, "rows", f"data.test_fraction={hp.test_fraction}")
         else:
             rest, (test_frame, test_name) = frame, self.read_labelled(hp.test_file)
         train_frame, val_frame = self.split_frame(rest, hp.val_fraction)
+        sizes = {"training": len(train_frame), "validation": len(val_frame)}
+        require_split(sizes, name, "rows", f"data.val_fraction={hp.val_fraction}", note)
         if self.encoder is None:  # restored from a checkpoint otherwise: never refit
             self.fit(train_frame, name)
         self.train_set = self.dataset(train_frame, name)

@@ -1,5 +1,6 @@
 """Data modules whose splits are tensors held in memory."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -7,7 +8,25 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
 
-from dltemplate.errors import ConfigError
+from dltemplate.errors import ConfigError, DataError
+
+
+def require_split(sizes: Mapping[str, int], source: object, unit: str, setting: str, note: str = "") -> None:
+    """Refuse a split that leaves a part empty, naming the data, its size and the fraction that did it.
+
+    Args:
+        sizes: Size of each part, e.g. {"training": 3, "validation": 0}.
+        source: The file or folder split.
+        unit: What is counted ("rows", "images", "texts").
+        setting: The fraction as configured, e.g. "data.val_fraction=0.2".
+        note: Said after the count, e.g. " (after the test split)".
+    """
+    empty = [part for part, size in sizes.items() if size == 0]
+    if empty:
+        raise DataError(
+            f"{source}: {sum(sizes.values())} {unit}{note} with {setting} leave the {' and '.join(empty)} split "
+            f"empty; add {unit}, or change {setting.split('=')[0]}"
+        )
 
 
 def whole_batch(batch):

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule, whole_batch
+from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import cached, files_key
@@ -147,6 +147,8 @@ class TextDataModule(TensorDataModule):
         frame = self._read_labelled(hp.train_file)
         if hp.test_file is None:
             keep, held = self._split(list(frame[hp.label_column]), hp.test_fraction)
+            sizes = {"training": len(keep), "test": len(held)}
+            require_split(sizes, hp.train_file, "texts", f"data.test_fraction={hp.test_fraction}")
             test = frame.iloc[held]
             frame = frame.iloc[keep]
         else:
@@ -210,6 +212,8 @@ class TextDataModule(TensorDataModule):
                 f"labels of {self._source_path()} have a single class {sorted(set(train_y))}: need at least two"
             )
         keep, held = self._split(train_y, hp.val_fraction)
+        sizes = {"training": len(keep), "validation": len(held)}
+        require_split(sizes, self._source_path(), "training texts", f"data.val_fraction={hp.val_fraction}")
         fit_texts = [train_x[i] for i in keep]
         if tokenizer is None:
             tokenizer = build_tokenizer(hp.lowercase)
