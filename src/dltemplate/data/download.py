@@ -1,6 +1,7 @@
 """Fetch a dataset file from its public source when it is not already on disk, and check its MD5."""
 
 import contextlib
+import logging
 import shutil
 from pathlib import Path
 from urllib.error import URLError
@@ -9,8 +10,10 @@ from urllib.request import url2pathname
 
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url
 
-from dltemplate.errors import DataError, MissingFileError
+from dltemplate.errors import MissingFileError
 from dltemplate.files import locked, write_atomically, write_text_atomically
+
+log = logging.getLogger(__name__)
 
 
 def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str) -> Path:
@@ -18,8 +21,8 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
 
     The download is written beside `path` and renamed only once complete and checked, so an
     interrupted download never looks like data. A lock keeps parallel jobs and DDP ranks from
-    downloading the same file twice. A file already there is checked against `md5` too (see
-    `verify_md5`: once per version of the file, not every run).
+    downloading the same file twice. A file already there is checked against `md5` too, and named
+    in a warning if it differs (see `verify_md5`).
 
     Args:
         path: Where the file should be.
@@ -30,7 +33,6 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
     Raises:
         MissingFileError: The file is missing and could not be downloaded; says where it was looked
             for, what layout is expected and why the download failed.
-        DataError: The file is there but its MD5 is not `md5`.
     """
     path = Path(path)
     if path.is_file():
@@ -49,39 +51,58 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
         except (URLError, OSError, RuntimeError) as error:
             raise MissingFileError(f"{path} does not exist and downloading {url} failed ({error}); {hint}") from None
         if md5 is not None:
-            _remember_verified(path, md5)
+            _remember_md5(path, md5)
     return path
 
 
-def verify_md5(path: Path, md5: str) -> None:
-    """Check that `path` has the MD5 `md5`; a damaged file is a `DataError` that says to delete it.
+def verify_md5(path: Path, md5: str) -> bool:
+    """Whether `path` has the MD5 `md5`; if not, a warning names it and says what to do.
 
-    A file that passed is remembered in a small sidecar (`.<name>.md5`, by size and modification
-    time), so an archive of many megabytes is hashed once, not on every run.
+    A file whose MD5 differs is damaged (an interrupted copy: reading it then fails with an error
+    that names it) or another version of the data (a repacked archive, an edited CSV), which may
+    be what the user wants; so it is a warning, not an error.
     """
-    if _sidecar(path).is_file() and _sidecar(path).read_text() == _stamp(path, md5):
-        return
-    actual = calculate_md5(str(path))
+    actual = file_md5(path)
     if actual != md5:
-        raise DataError(
-            f"{path} is damaged: its MD5 is {actual}, not the expected {md5} (an interrupted download or copy?); "
-            "delete it to download it again"
+        log.warning(
+            "%s is not the published file: its MD5 is %s, not %s. It is damaged (an interrupted download or "
+            "copy?) or another version of it; if it is damaged, delete it to download it again",
+            path,
+            actual,
+            md5,
         )
-    _remember_verified(path, md5)
+    return actual == md5
+
+
+def file_md5(path: Path) -> str:
+    """The MD5 of `path`, hashed once per version of the file.
+
+    It is remembered in a small sidecar (`.<name>.md5`) with the file's size and modification time,
+    so an archive of many megabytes is not hashed on every run.
+    """
+    stamp = _stamp(path)
+    sidecar = _sidecar(path)
+    if sidecar.is_file():
+        md5, _, remembered = sidecar.read_text().strip().partition(" ")
+        if remembered == stamp:
+            return md5
+    md5 = calculate_md5(str(path))
+    _remember_md5(path, md5)
+    return md5
 
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.md5")
 
 
-def _stamp(path: Path, md5: str) -> str:
+def _stamp(path: Path) -> str:
     stat = path.stat()
-    return f"{md5} {stat.st_size} {stat.st_mtime_ns}\n"
+    return f"{stat.st_size} {stat.st_mtime_ns}"
 
 
-def _remember_verified(path: Path, md5: str) -> None:
-    with contextlib.suppress(OSError):  # a read-only data folder: the file is checked again next time
-        write_text_atomically(_sidecar(path), _stamp(path, md5))
+def _remember_md5(path: Path, md5: str) -> None:
+    with contextlib.suppress(OSError):  # a read-only data folder: the file is hashed again next time
+        write_text_atomically(_sidecar(path), f"{md5} {_stamp(path)}\n")
 
 
 def _fetch(url: str, destination: Path, md5: str | None) -> None:
