@@ -83,6 +83,7 @@ class SeriesDataModule(TensorDataModule):
         self.naive_scale: list[float] | None = None
         self.levels: pd.DataFrame | None = None  # the series as read, before differencing
         self.series: pd.DataFrame | None = None  # the modelled series, unscaled
+        self.columns: list[str] | None = None  # the modelled columns, in the net's order; in checkpoints
 
     def fetch_data(self) -> None:
         spec = self.hparams.download or {}
@@ -91,18 +92,21 @@ class SeriesDataModule(TensorDataModule):
     # ---- reading ---------------------------------------------------------------------------------
 
     def read(self, source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Read and check a series; return (levels as read, modelled series), both unscaled."""
+        """Read and check a series; return (levels as read, modelled series), both unscaled.
+
+        Columns are picked by name: once fitted, the modelled ones in the order the net knows them,
+        whatever their order in `source`; other columns are ignored.
+        """
         hp = self.hparams
         name = "the given DataFrame" if isinstance(source, pd.DataFrame) else str(source)
         frame = source.copy() if isinstance(source, pd.DataFrame) else read_csv(source, sep=hp.sep)
         if hp.date_column is not None:
             frame = self._index_by_date(frame, name)
-        columns = list(hp.value_columns) if hp.value_columns else list(frame.columns)
+        columns = self.columns or (list(hp.value_columns) if hp.value_columns else list(frame.columns))
         absent = [c for c in columns if c not in frame.columns]
         if absent:
-            raise MissingColumnError(
-                f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}: fix data.value_columns"
-            )
+            fix = "the model was trained on them" if self.columns else "fix data.value_columns"
+            raise MissingColumnError(f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}: {fix}")
         hint = "or leave the column out of data.value_columns"
         levels = pd.DataFrame({c: to_numeric(frame[c], name, hint) for c in columns}, index=frame.index)
         if levels.isna().any().any():
@@ -164,6 +168,7 @@ class SeriesDataModule(TensorDataModule):
             return
         hp = self.hparams
         self.levels, self.series = self.read(hp.file)
+        self.columns = list(self.series.columns)
         n, needed = len(self.series), hp.window + hp.horizon + hp.val_steps + hp.test_steps
         if n < needed:
             raise DataError(
@@ -230,8 +235,9 @@ class SeriesDataModule(TensorDataModule):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "naive_scale": self.naive_scale} if self.scale else {}
+        return {"scale": self.scale, "naive_scale": self.naive_scale, "columns": self.columns} if self.scale else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.scale, self.naive_scale = state["scale"], state["naive_scale"]
+            self.columns = state.get("columns")  # None in checkpoints from before columns were stored
