@@ -14,7 +14,7 @@ from dltemplate.config import compose_config
 from dltemplate.data import download
 from dltemplate.data import text as text_module
 from dltemplate.data.text import TextDataModule
-from dltemplate.errors import DataError
+from dltemplate.errors import DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import provide_task_data, review, write_aclimdb
@@ -225,3 +225,29 @@ def test_a_split_left_empty_by_few_texts_is_named_with_its_fraction(tmp_path):
         csv_module(tmp_path, frame).setup("fit")
     with pytest.raises(DataError, match=r"4 training texts with data\.val_fraction=0\.1 leave the validation split"):
         csv_module(tmp_path, frame, test_file=str(tmp_path / "t.csv")).setup("fit")
+
+
+@pytest.mark.parametrize("source", ["new_reviews.txt", "data/new.csv", "reviews.TSV", "data/inbox"])
+def test_a_prediction_input_that_names_a_missing_file_is_refused(tmp_path, source):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    with pytest.raises(MissingFileError, match=f"input={source} looks like a file, but .* does not exist"):
+        dm.read_predict_input(source)
+
+
+def test_a_prediction_input_that_is_a_text_stays_a_text(tmp_path):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    for text in ("a superb film", "superb!", "dull, and/or boring", "see ./the sequel instead"):
+        assert dm.read_predict_input(text) == [text]
+
+
+def test_classes_null_reads_every_class_folder_of_both_splits(tmp_path, caplog):
+    root = write_aclimdb(tmp_path / "imdb", archive=False)
+    for split in ("train", "test"):
+        shutil.copytree(root / "aclImdb" / split / "neg", root / "aclImdb" / split / "mixed")
+    dm = imdb_module(tmp_path, folder=str(root / "aclImdb"), classes=None)
+    dm.setup("fit")
+    assert dm.class_names == ["mixed", "neg", "pos"]  # sorted; train/unsup (train only) left out
+    assert len(dm.train_set) + len(dm.val_set) == 91 and len(dm.test_set) == 90
+    assert "class folder(s) ['unsup'] are not in both train and test" in caplog.text

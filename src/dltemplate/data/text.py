@@ -1,6 +1,7 @@
 """Labelled texts (aclImdb layout or CSV/TSV) → token ids, with a vocabulary built on training texts only."""
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from dltemplate.data.predictions import class_table
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
-from dltemplate.errors import ConfigError, DataError
+from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import cached, files_key
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class TextDataModule(TensorDataModule):
         folder: aclImdb folder (the one holding train/ and test/); read first when it exists.
         archive: aclImdb .tar.gz, read without extracting.
         url: Public source of the archive. md5: its checksum.
-        classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted.
+        classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted (for
+            aclimdb, the folders both splits have: train/unsup is left out).
         train_file, test_file: CSV/TSV files (csv source); without test_file, test rows are split off.
         text_column, label_column: Columns of the CSV/TSV.
         sep: CSV separator; None detects it.
@@ -138,8 +140,7 @@ class TextDataModule(TensorDataModule):
         """(train texts, train labels, test texts, test labels, classes), labels as class names."""
         hp = self.hparams
         if hp.source == "aclimdb":
-            classes = list(hp.classes) if hp.classes else ["neg", "pos"]
-            splits = read_aclimdb(self._source_path(), classes)
+            splits, classes = read_aclimdb(self._source_path(), list(hp.classes) if hp.classes else None)
             (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
             return train_x, [classes[i] for i in train_y], test_x, [classes[i] for i in test_y], classes
         if hp.train_file is None:
@@ -271,7 +272,11 @@ class TextDataModule(TensorDataModule):
     # ---- prediction ----------------------------------------------------------------------------
 
     def read_predict_input(self, source: str | Sequence[str]) -> list[str]:
-        """Texts to predict: a .txt file (one per line), a .csv/.tsv (its text column), or the strings."""
+        """Texts to predict: a .txt file (one per line), a .csv/.tsv (its text column), or the strings.
+
+        A single string that looks like a path (a .txt/.csv/.tsv name, or a path without spaces) must be
+        a file: a missing one is an error, not a text to classify.
+        """
         if isinstance(source, str):
             path = Path(source)
             if path.suffix in (".txt", ".csv", ".tsv") and path.is_file():
@@ -279,6 +284,12 @@ class TextDataModule(TensorDataModule):
                     return path.read_text(encoding="utf-8", errors="replace").splitlines()
                 return list(
                     read_text_table(path, self.hparams.text_column, None, self.hparams.sep)[self.hparams.text_column]
+                )
+            if _looks_like_path(source):
+                problem = "is a folder" if path.is_dir() else "does not exist"
+                raise MissingFileError(
+                    f"input={source} looks like a file, but {path} {problem}; "
+                    f"to classify the string itself, pass it in a list: input=['{source}']"
                 )
             return [source]
         return [str(text) for text in source]
@@ -329,3 +340,10 @@ class TextDataModule(TensorDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.tokenizer, self.classes = Tokenizer.from_str(state["tokenizer"]), state["classes"]
+
+
+def _looks_like_path(text: str) -> bool:
+    """A .txt/.csv/.tsv name, or a string with a path separator and no spaces."""
+    if text.lower().endswith((".txt", ".csv", ".tsv")):
+        return True
+    return any(sep in text for sep in {"/", os.sep}) and not any(c.isspace() for c in text)

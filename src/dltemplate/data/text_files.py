@@ -31,20 +31,22 @@ def aclimdb_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*/*/*.txt"))
 
 
-def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str], list[int]]]:
-    """{"train": (texts, labels), "test": (...)} from an aclImdb folder or .tar.gz, files in name order.
+def read_aclimdb(
+    path: Path, classes: Sequence[str] | None = None
+) -> tuple[dict[str, tuple[list[str], list[int]]], list[str]]:
+    """({"train": (texts, labels), "test": (...)}, class names) from an aclImdb folder or .tar.gz.
 
-    Bytes that are not UTF-8 are replaced (U+FFFD), and the files that had them are counted in a warning.
+    Files are in name order. `classes` None means every class folder that both splits have, sorted
+    (aclImdb's train/unsup, unlabelled, is in one split only). Bytes that are not UTF-8 are
+    replaced (U+FFFD), and the files that had them are counted in a warning.
     """
-    found: dict[str, list[tuple[str, int, str]]] = {"train": [], "test": []}
-    bad: list[str] = []
-    wanted = {name: i for i, name in enumerate(classes)}
+    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (file name, class, content)
 
     def add(parts: Sequence[str], read) -> None:
         # parts: [..., split, class, file]
         split, label, name = parts[-3], parts[-2], parts[-1]
-        if split in found and label in wanted and name.endswith(".txt"):
-            found[split].append((name, wanted[label], _decode(read(), "/".join(parts[-4:]), bad)))
+        if split in found and (classes is None or label in classes) and name.endswith(".txt"):
+            found[split].append((name, label, read()))
 
     if path.is_dir():
         for file in aclimdb_files(path):
@@ -53,18 +55,38 @@ def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str
         _read_archive(path, add)
     else:
         raise MissingFileError(f"{path} does not exist; expected layout: {ACLIMDB_LAYOUT}")
+    classes = list(classes) if classes is not None else _classes_of_both_splits(found, path)
+    wanted = {name: i for i, name in enumerate(classes)}
     for split, items in found.items():
-        counts = {c: sum(1 for _, label, _ in items if label == i) for c, i in wanted.items()}
+        items[:] = [item for item in items if item[1] in wanted]
+        counts = {c: sum(1 for _, label, _ in items if label == c) for c in classes}
         if not items or min(counts.values()) == 0:
             raise DataError(
                 f"{path} has no {split} texts for some classes ({counts}); expected layout: {ACLIMDB_LAYOUT}"
             )
+    bad: list[str] = []
+    splits = {}
+    for split, items in found.items():
+        ordered = sorted((name, wanted[label], data) for name, label, data in items)
+        texts = [_decode(data, f"{split}/{classes[label]}/{name}", bad) for name, label, data in ordered]
+        splits[split] = (texts, [label for _, label, _ in ordered])
     if bad:
         log.warning("%d file(s) were not valid UTF-8 (bad bytes replaced by U+FFFD), e.g. %s", len(bad), bad[0])
-    return {
-        split: ([t for *_, t in sorted(items)], [label for _, label, _ in sorted(items)])
-        for split, items in found.items()
-    }
+    return splits, classes
+
+
+def _classes_of_both_splits(found: dict[str, list[tuple[str, str, bytes]]], path: Path) -> list[str]:
+    """The class folders that the train and the test split both have, sorted; the others named in a warning."""
+    present = {split: {label for _, label, _ in items} for split, items in found.items()}
+    classes = sorted(present["train"] & present["test"])
+    ignored = sorted((present["train"] | present["test"]) - set(classes))
+    if ignored:
+        log.warning(
+            "%s: class folder(s) %s are not in both train and test and are left out; set data.classes to choose",
+            path,
+            ignored,
+        )
+    return classes
 
 
 def _read_archive(path: Path, add: Callable[[Sequence[str], Callable[[], bytes]], None]) -> None:
