@@ -160,6 +160,7 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
             {},
             r"'sales' .* row 2024-01-31 00:00:00 holds 'lots'.*value_columns",
         ),
+        (seasonal_frame(60), {"frequency": "daily"}, "data.frequency='daily' is not a pandas offset"),
         (seasonal_frame(20), {}, "20 modelled steps, fewer than window.* add steps, or lower data.window"),
         (
             with_row(seasonal_frame(60), 30, "sales", "inf"),
@@ -167,7 +168,7 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
             r"'sales' .* inf in row 2024-01-31",
         ),
     ],
-    ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "too-short", "infinite"],
+    ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "bad-frequency", "too-short", "infinite"],
 )
 def test_bad_series_get_one_clear_error(tmp_path, frame, kwargs, message):
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", **kwargs)

@@ -174,13 +174,28 @@ def test_titanic_without_data_or_network_fails_with_one_clear_message(make_cfg):
         ),
         (lambda f: f.assign(x2=f["x2"].where(f.index != 7, -np.inf)), {}, DataError, r"'x2' of .* -inf in row 7"),
         (
+            lambda f: f,
+            {"derived": {"y": {"_target_": "dltemplate.data.features.add_columns", "columns": ["x1", "x9"]}}},
+            KeyError,
+            r"derived column 'y' cannot be computed from .*table\.csv, which lacks a column it needs \(.*x9",
+        ),
+        (
             lambda f: f.assign(price=f["price"].where(f.index != 9, np.inf)),
             {"target": "price", "task": "regression", "drop": ["grade"]},
             DataError,
             r"'price' of .* inf in row 9",
         ),
     ],
-    ids=["missing-target", "unknown-column", "no-rows", "single-class", "non-numeric", "infinite", "infinite-target"],
+    ids=[
+        "missing-target",
+        "unknown-column",
+        "no-rows",
+        "single-class",
+        "non-numeric",
+        "infinite",
+        "derived",
+        "infinite-target",
+    ],
 )
 def test_bad_training_tables_get_one_clear_error(tmp_path, change, kwargs, error, message):
     dm = datamodule(tmp_path, change(mixed_frame(200)), **kwargs)

@@ -146,9 +146,17 @@ class SeriesDataModule(TensorDataModule):
         if not dates.is_monotonic_increasing and not hp.sort_dates:
             raise DataError(f"dates in {name} are not in order; sort the file or set data.sort_dates=true")
         frame = frame.drop(columns=hp.date_column).set_index(pd.DatetimeIndex(dates, name=hp.date_column)).sort_index()
-        step = (
-            pd.tseries.frequencies.to_offset(hp.frequency) if hp.frequency else frame.index.to_series().diff().mode()[0]
-        )
+        if hp.frequency:
+            try:
+                step = pd.tseries.frequencies.to_offset(hp.frequency)
+            except ValueError:
+                raise ConfigError(
+                    f"data.frequency={hp.frequency!r} is not a pandas offset such as D, W or MS"
+                ) from None
+        elif len(frame) < 2:
+            raise DataError(f"{name} has {len(frame)} row(s): a series needs many more")
+        else:
+            step = frame.index.to_series().diff().mode()[0]
         full = pd.date_range(frame.index[0], frame.index[-1], freq=step)
         gaps = full.difference(frame.index)
         if len(gaps):

@@ -107,7 +107,13 @@ class TabularDataModule(TensorDataModule):
             raise DataError(f"{name} has a header but no rows")
         self._check_configured_columns(frame, name)
         for column, function in self._derived_functions().items():
-            frame[column] = function(frame)
+            try:
+                frame[column] = function(frame)
+            except KeyError as error:
+                raise MissingColumnError(
+                    f"derived column {column!r} cannot be computed from {name}, which lacks a column it needs "
+                    f"({error.args[0] if error.args else error}); it has {list(frame.columns)}"
+                ) from None
         return frame, name
 
     def read_labelled(self, path: str) -> tuple[pd.DataFrame, str]:
