@@ -105,7 +105,7 @@ class SeriesDataModule(TensorDataModule):
         columns = self.columns or (list(hp.value_columns) if hp.value_columns else list(frame.columns))
         absent = [c for c in columns if c not in frame.columns]
         if absent:
-            fix = "the model was trained on them" if self.columns else "fix data.value_columns"
+            fix = "the model was trained on them, so it needs them" if self.columns else "fix data.value_columns"
             raise MissingColumnError(f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}: {fix}")
         hint = "or leave the column out of data.value_columns"
         levels = pd.DataFrame({c: to_numeric(frame[c], name, hint) for c in columns}, index=frame.index)

@@ -194,7 +194,10 @@ class TabularDataModule(TensorDataModule):
         codes = target.astype(str).map(index)
         if codes.isna().any():
             unseen = sorted(target[codes.isna()].astype(str).unique())
-            raise DataError(f"{name} has target classes {unseen} that the training rows do not have")
+            raise DataError(
+                f"{name} has target classes {unseen} that the training rows do not have; fix them, or train on "
+                "rows of those classes too"
+            )
         return torch.tensor(codes.to_numpy(), dtype=torch.long)
 
     def dataset(self, frame: pd.DataFrame, name: str) -> TensorDataset:
