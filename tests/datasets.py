@@ -215,7 +215,7 @@ def write_fake_cifar10_archive(folder: Path, per_class: int = 6) -> Path:
     return archive
 
 
-def write_fake_mnist(root: Path, per_class: int = 4) -> Path:
+def write_fake_mnist(root: Path, per_class: int = 6) -> Path:
     """MNIST's raw idx files under `root/MNIST/raw`, as torchvision reads them."""
     import struct
 

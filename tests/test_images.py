@@ -4,14 +4,18 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from torchvision import datasets
+from torchvision.io import ImageReadMode, decode_image
 
 from dltemplate.config import compose_config
 from dltemplate.data import image_files
 from dltemplate.data.images import ImageDataModule
+from dltemplate.errors import DataError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import write_fake_cifar10_archive, write_fake_mnist, write_image_folder
@@ -177,3 +181,59 @@ def test_bad_folders_get_one_clear_error(tmp_path, damage, message):
         shutil.copytree(tmp_path / "extra" / "test" / "boat", root / "test" / "boat", dirs_exist_ok=True)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         folder_module(root, tmp_path).setup("fit")
+
+
+def test_a_damaged_cache_is_decoded_again_with_a_warning(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "imgs")
+    first = folder_module(root, tmp_path)
+    first.setup("fit")
+    caches = sorted((tmp_path / "cache").glob("images-*.pt"))
+    assert len(caches) == 2  # train and test
+    for cache in caches:
+        cache.write_bytes(b"not a torch file")
+    second = folder_module(root, tmp_path)
+    second.setup("fit")
+    assert torch.equal(second.train_set.images, first.train_set.images)
+    assert caplog.text.count("is unreadable") == 2 and "checkpoint" not in caplog.text
+    assert torch.load(caches[0], weights_only=True)["images"].dtype == torch.uint8  # written again
+
+
+def write_png16(path: Path, image: torch.Tensor) -> None:
+    """A 16-bit grayscale PNG holding the uint8 (1, H, W) `image` scaled to 0..65535."""
+    Image.fromarray(image[0].numpy().astype(np.uint16) * 257).save(path)
+
+
+def test_16_bit_pngs_are_scaled_like_8_bit_ones_and_mix_with_them(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    gray = root / "train" / "airplane" / "0_gray.png"
+    eight_bit = decode_image(str(gray), mode=ImageReadMode.GRAY)
+    write_png16(root / "train" / "airplane" / "0_gray16.png", eight_bit)
+    assert decode_image(str(root / "train" / "airplane" / "0_gray16.png")).dtype == torch.uint16
+    images, _ = image_files.decode_files([gray, root / "train" / "airplane" / "0_gray16.png"], 3, None)
+    assert images.dtype == torch.uint8 and torch.equal(images[0], images[1])  # not divided by 257, not cut
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")  # 8- and 16-bit files in one training set
+    assert len(dm.train_set) + len(dm.val_set) == 25 and dm.train_set.images.dtype == torch.uint8
+
+
+def test_an_animated_gif_gives_its_first_frame_in_the_configured_channels(tmp_path):
+    colours = [(200, 40, 40), (40, 60, 200), (40, 180, 60)]
+    frames = [Image.fromarray(np.full((16, 16, 3), c, np.uint8)) for c in colours]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    rgb, _ = image_files.decode_files([tmp_path / "a.gif"], 3, None)
+    gray, _ = image_files.decode_files([tmp_path / "a.gif"], 1, None)
+    assert rgb.shape == (1, 3, 16, 16) and rgb[0, :, 0, 0].tolist() == [200, 40, 40]
+    assert gray.shape == (1, 1, 16, 16)
+
+
+def test_a_folder_with_a_single_class_is_refused(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", classes=("cat",))
+    with pytest.raises(DataError, match=r"imgs/train has a single class \['cat'\]: .*needs at least two classes"):
+        folder_module(root, tmp_path).setup("fit")
+
+
+def test_a_split_left_empty_by_few_images_is_named_with_its_fraction(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=2)
+    dm = ImageDataModule(root=str(root), val_fraction=0.1)
+    with pytest.raises(DataError, match=r"imgs/train: 4 training images with data\.val_fraction=0\.1 leave the valid"):
+        dm.setup("fit")

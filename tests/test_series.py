@@ -8,7 +8,9 @@ import torch
 
 from dltemplate.config import compose_config
 from dltemplate.data.series import SeriesDataModule
-from dltemplate.forecast import forecast
+from dltemplate.errors import ConfigError, MissingColumnError
+from dltemplate.forecast import forecast, forecast_table
+from dltemplate.modules.forecasting import ForecastingModule
 from dltemplate.train import train
 from tests.datasets import covid_like_frame, provide_task_data, seasonal_frame
 from tests.helpers import CONFIG_DIR, tensorboard_tags
@@ -19,7 +21,7 @@ def write(frame: pd.DataFrame, path: Path, sep: str = ",") -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("sep", [",", "\t"])
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|"])
 def test_separator_is_detected_and_dates_index_the_series(tmp_path, sep):
     dm = SeriesDataModule(write(seasonal_frame(60), tmp_path / "s.csv", sep), date_column="date")
     dm.setup("fit")
@@ -66,7 +68,6 @@ def test_scaling_is_fitted_on_training_steps_and_inverted_exactly(tmp_path):
     assert dm.scale[0] == pytest.approx(
         float(torch.log1p(torch.tensor(train_part["sales"].to_numpy())).std(correction=0)), rel=1e-5
     )
-    from dltemplate.modules.forecasting import ForecastingModule
 
     module = ForecastingModule(torch.nn.Identity(), scale=dm.scale, naive_scale=dm.naive_scale, transform="log1p")
     restored = module.to_units(dm.scaled(dm.series))
@@ -108,6 +109,34 @@ def test_covid_task_trains_and_forecasts_until_zero(make_cfg, tmp_path):
     levels = covid_like_frame()["confirmed_num"].iloc[-1] + table["confirmed_num"].cumsum()
     assert table["confirmed_num_level"].tolist() == pytest.approx(levels.tolist())
 
+    for steps in (0, -5):
+        cfg.steps, cfg.overwrite = steps, True
+        with pytest.raises(ConfigError, match=f"steps={steps}: the number of steps to forecast must be at least 1"):
+            forecast(cfg)
+
+
+class LastValue(torch.nn.Module):
+    """Tomorrow is today: (B, window, C) → (B, 1, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1:]
+
+
+def test_forecast_input_columns_are_matched_by_name_whatever_their_order(tmp_path):
+    frame = seasonal_frame(60)
+    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date")
+    dm.setup("fit")
+    restored = SeriesDataModule(str(tmp_path / "s.csv"), date_column="date")  # as a checkpoint restores it
+    restored.load_state_dict(dm.state_dict())
+    module = ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale)
+    shuffled = frame[["visits", "date", "sales"]].assign(notes=1.0)  # reordered, one column more
+    table = forecast_table(module, restored, write(shuffled, tmp_path / "new.csv"), steps=3)
+    assert list(table.columns) == ["sales", "visits"]
+    assert table["sales"].tolist() == pytest.approx([frame["sales"].iloc[-1]] * 3, rel=1e-5)
+    assert table["visits"].tolist() == pytest.approx([frame["visits"].iloc[-1]] * 3, rel=1e-5)
+    with pytest.raises(MissingColumnError, match=r"new\.csv lacks the value column\(s\) \['visits'\]"):
+        forecast_table(module, restored, write(frame.drop(columns="visits"), tmp_path / "new.csv"), steps=3)
+
 
 def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
     frame = frame.copy().astype({column: object})
@@ -131,9 +160,15 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
             {},
             r"'sales' .* row 2024-01-31 00:00:00 holds 'lots'.*value_columns",
         ),
-        (seasonal_frame(20), {}, "20 modelled steps, fewer than window"),
+        (seasonal_frame(60), {"frequency": "daily"}, "data.frequency='daily' is not a pandas offset"),
+        (seasonal_frame(20), {}, "20 modelled steps, fewer than window.* add steps, or lower data.window"),
+        (
+            with_row(seasonal_frame(60), 30, "sales", "inf"),
+            {"missing": "interpolate"},
+            r"'sales' .* inf in row 2024-01-31",
+        ),
     ],
-    ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "too-short"],
+    ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "bad-frequency", "too-short", "infinite"],
 )
 def test_bad_series_get_one_clear_error(tmp_path, frame, kwargs, message):
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", **kwargs)

@@ -6,13 +6,17 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dltemplate.config import compose_config
+from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import MISSING, UNKNOWN
 from dltemplate.data.tabular import TabularDataModule
+from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import mixed_frame, provide_task_data, write_titanic
@@ -168,8 +172,30 @@ def test_titanic_without_data_or_network_fails_with_one_clear_message(make_cfg):
             ValueError,
             r"'x2' .* row 7 holds 'abc'",
         ),
+        (lambda f: f.assign(x2=f["x2"].where(f.index != 7, -np.inf)), {}, DataError, r"'x2' of .* -inf in row 7"),
+        (
+            lambda f: f,
+            {"derived": {"y": {"_target_": "dltemplate.data.features.add_columns", "columns": ["x1", "x9"]}}},
+            KeyError,
+            r"derived column 'y' cannot be computed from .*table\.csv, which lacks a column it needs \(.*x9",
+        ),
+        (
+            lambda f: f.assign(price=f["price"].where(f.index != 9, np.inf)),
+            {"target": "price", "task": "regression", "drop": ["grade"]},
+            DataError,
+            r"'price' of .* inf in row 9",
+        ),
     ],
-    ids=["missing-target", "unknown-column", "no-rows", "single-class", "non-numeric"],
+    ids=[
+        "missing-target",
+        "unknown-column",
+        "no-rows",
+        "single-class",
+        "non-numeric",
+        "infinite",
+        "derived",
+        "infinite-target",
+    ],
 )
 def test_bad_training_tables_get_one_clear_error(tmp_path, change, kwargs, error, message):
     dm = datamodule(tmp_path, change(mixed_frame(200)), **kwargs)
@@ -190,3 +216,106 @@ def test_prediction_rows_missing_a_feature_column_are_refused(tmp_path):
     dm.predict_input = mixed_frame(5).drop(columns=["grade", "x2"])
     with pytest.raises(KeyError, match=r"lacks the feature column\(s\) \['x2'\]"):
         dm.setup("predict")
+
+
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|"])
+def test_the_separator_is_detected_among_the_common_ones(tmp_path, sep):
+    frame = mixed_frame(30).assign(note="a, b; c")  # other separators inside a quoted field
+    frame.to_csv(tmp_path / "t.csv", sep=sep, index=False)
+    read = read_csv(tmp_path / "t.csv")
+    assert list(read.columns) == list(frame.columns) and len(read) == 30
+
+
+def test_a_one_column_file_keeps_its_column(tmp_path):
+    (tmp_path / "t.csv").write_text("text\nthe plot\nlovely acting\n")
+    assert read_csv(tmp_path / "t.csv")["text"].tolist() == ["the plot", "lovely acting"]
+
+
+def test_bytes_that_are_not_utf8_are_replaced_and_counted_once(tmp_path, caplog):
+    frame = mixed_frame(200)
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    data = (tmp_path / "table.csv").read_bytes().replace(b"red", b"r\xe9d")  # Latin-1 é
+    (tmp_path / "table.csv").write_bytes(data)
+    dm = TabularDataModule(train_file=str(tmp_path / "table.csv"), target="grade", drop=["price"], id_column="id")
+    dm.setup("fit")
+    warnings = [r.message for r in caplog.records if "not valid UTF-8" in r.message]
+    count = data.count(b"\xe9")
+    assert len(warnings) == 1 and f"{count} byte sequence(s) were replaced" in warnings[0]
+    assert "r\ufffdd" in dm.encoder.vocab["color"]
+
+
+def test_a_missing_or_empty_csv_is_one_clear_error(tmp_path):
+    with pytest.raises(MissingFileError, match=r"nothing\.csv does not exist"):
+        read_csv(tmp_path / "nothing.csv")
+    (tmp_path / "blank.csv").write_text("\n\n")
+    with pytest.raises(DataError, match=r"blank\.csv is empty"):
+        read_csv(tmp_path / "blank.csv")
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(DataError, match=r"ragged\.csv does not read as a table separated by ','.*line 3"):
+        read_csv(tmp_path / "ragged.csv")
+
+
+def with_empty_target(frame: pd.DataFrame, rows: list[int], column: str = "grade") -> pd.DataFrame:
+    return frame.assign(**{column: frame[column].where(~frame.index.isin(rows))})
+
+
+@pytest.mark.parametrize("target", ["grade", "price"])
+def test_rows_without_a_target_are_dropped_and_counted_per_file(tmp_path, caplog, target):
+    with_empty_target(mixed_frame(200), list(range(0, 120, 10)), target).to_csv(tmp_path / "train.csv", index=False)
+    with_empty_target(mixed_frame(60, seed=1), [3, 4, 5], target).to_csv(tmp_path / "test.csv", index=False)
+    other = "price" if target == "grade" else "grade"
+    dm = TabularDataModule(
+        train_file=str(tmp_path / "train.csv"),
+        test_file=str(tmp_path / "test.csv"),
+        target=target,
+        drop=[other],
+        id_column="id",
+        task="classification" if target == "grade" else "regression",
+    )
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 188 and len(dm.test_set) == 57
+    dropped = [r.message for r in caplog.records if r.message.startswith("dropped")]
+    assert dropped == [
+        f"dropped 12 rows of {tmp_path / 'train.csv'} whose target '{target}' is empty",
+        f"dropped 3 rows of {tmp_path / 'test.csv'} whose target '{target}' is empty",
+    ]
+
+
+def test_rows_without_a_target_can_be_refused_with_the_whole_files_count(tmp_path):
+    dm = datamodule(tmp_path, with_empty_target(mixed_frame(200), list(range(0, 120, 10))), missing_target="error")
+    with pytest.raises(
+        DataError, match=r"^12 rows of .*table\.csv have an empty target 'grade' \(the first is row 0\)"
+    ):
+        dm.setup("fit")
+    with pytest.raises(ConfigError, match="missing_target must be 'drop' or 'error'"):
+        datamodule(tmp_path, mixed_frame(20), missing_target="keep")
+
+
+def test_infinite_prediction_values_are_imputed_like_missing_ones_with_one_warning(tmp_path, caplog):
+    dm = datamodule(tmp_path, mixed_frame(200))
+    dm.setup("fit")
+    rows = mixed_frame(8, seed=3).drop(columns=["grade"])
+    infinite = rows.assign(x1=rows["x1"].where(~rows.index.isin([1, 2]), np.inf))
+    infinite.loc[3, "x2"] = -np.inf
+    infinite.to_csv(tmp_path / "new.csv", index=False)
+    dm.predict_input = str(tmp_path / "new.csv")
+    dm.setup("predict")
+    encoded = dm.predict_set.tensors[0]
+    missing = infinite.replace([np.inf, -np.inf], np.nan)
+    assert torch.isfinite(encoded).all()
+    assert torch.equal(encoded, dm.encoder.transform(missing, "rows"))  # imputed, indicator set
+    warnings = [r.message for r in caplog.records if "infinite" in r.message]
+    assert len(warnings) == 1
+    assert "column 'x1', 2 row(s): 1, 2; column 'x2', 1 row(s): 3" in warnings[0] and "new.csv" in warnings[0]
+
+
+def test_a_split_left_empty_by_tiny_data_is_named_with_its_fraction(tmp_path):
+    tiny = mixed_frame(200).iloc[:3].assign(grade=["low", "mid", "low"])
+    with pytest.raises(DataError, match=r"table\.csv: 3 rows with data\.test_fraction=0\.2 leave the test split empty"):
+        datamodule(tmp_path, tiny).setup("fit")
+    mixed_frame(20).to_csv(tmp_path / "test.csv", index=False)
+    dm = datamodule(tmp_path, tiny, test_file=str(tmp_path / "test.csv"))
+    with pytest.raises(
+        DataError, match=r"3 rows with data\.val_fraction=0\.2 leave the validation split empty; add rows"
+    ):
+        dm.setup("fit")

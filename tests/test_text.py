@@ -1,19 +1,23 @@
 """Text task: aclImdb archive and folder, CSV/TSV, vocabulary from training texts, cache, predict, bad input."""
 
+import hashlib
 import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from dltemplate.config import compose_config
+from dltemplate.data import download
 from dltemplate.data import text as text_module
 from dltemplate.data.text import TextDataModule
+from dltemplate.errors import DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
-from tests.datasets import provide_task_data, write_aclimdb
+from tests.datasets import provide_task_data, review, write_aclimdb
 from tests.helpers import CONFIG_DIR, tensorboard_tags
 
 
@@ -151,3 +155,99 @@ def test_unsup_and_unknown_class_folders_are_ignored(tmp_path):
     dm = imdb_module(tmp_path, folder=str(root / "aclImdb"))
     dm.setup("fit")
     assert dm.class_names == ["neg", "pos"] and len(dm.train_set) + len(dm.val_set) == 61
+
+
+def csv_module(tmp_path: Path, frame: pd.DataFrame | None = None, **kwargs) -> TextDataModule:
+    """A TextDataModule on a small CSV of labelled reviews (written as `tmp_path/t.csv`)."""
+    if frame is None:
+        rng = np.random.default_rng(0)
+        labels = ["neg", "pos"] * 20
+        frame = pd.DataFrame({"label": labels, "text": [review(int(label == "pos"), rng) for label in labels]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    return TextDataModule(source="csv", train_file=str(tmp_path / "t.csv"), min_frequency=1, **kwargs)
+
+
+def test_a_one_column_prediction_csv_that_is_not_utf8_is_read(tmp_path, caplog):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    (tmp_path / "new.csv").write_bytes(b"text\nsuperb film\ndull caf\xe9 scene\n")
+    assert dm.read_predict_input(str(tmp_path / "new.csv")) == ["superb film", "dull caf\ufffd scene"]
+    assert "new.csv is not valid UTF-8: 1 byte sequence(s) were replaced" in caplog.text
+
+
+def test_reviews_added_to_a_class_folder_are_tokenised_again(tmp_path):
+    root = write_aclimdb(tmp_path / "imdb", archive=False)
+    first = imdb_module(tmp_path, folder=str(root / "aclImdb"))
+    first.setup("fit")
+    top = (root / "aclImdb").stat()
+    for i in range(5):
+        (root / "aclImdb" / "train" / "pos" / f"{100 + i}_9.txt").write_text("superb and moving", encoding="utf-8")
+    assert (root / "aclImdb").stat().st_mtime_ns == top.st_mtime_ns  # the top folder looks unchanged
+    second = imdb_module(tmp_path, folder=str(root / "aclImdb"))
+    second.setup("fit")
+    assert len(second.train_set) + len(second.val_set) == len(first.train_set) + len(first.val_set) + 5
+
+
+def test_a_damaged_archive_is_named_and_each_version_hashed_once(tmp_path, monkeypatch, caplog):
+    archive = write_aclimdb(tmp_path / "imdb") / "aclImdb_v1.tar.gz"
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    imdb_module(tmp_path, md5=md5).prepare_data()  # checked, and remembered
+    with monkeypatch.context() as patch:
+        patch.setattr(download, "calculate_md5", lambda path: pytest.fail("hashed again"))
+        imdb_module(tmp_path, md5=md5).prepare_data()
+    assert "MD5" not in caplog.text
+
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # an interrupted copy
+    damaged = imdb_module(tmp_path, md5=md5)
+    damaged.prepare_data()
+    assert f"{archive} is not the published file: its MD5 is" in caplog.text
+    assert "delete it to download it again" in caplog.text
+    with pytest.raises(DataError, match=r"aclImdb_v1\.tar\.gz is damaged or truncated \(EOFError.* delete it"):
+        damaged.setup("fit")
+
+
+def test_rows_with_an_empty_label_are_dropped_or_refused(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    labels = ["neg", "pos", ""] * 20
+    frame = pd.DataFrame({"label": labels, "text": [review(int(label == "pos"), rng) for label in labels]})
+    dm = csv_module(tmp_path, frame)
+    dm.setup("fit")
+    assert dm.class_names == ["neg", "pos"]
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 40
+    assert f"dropped 20 rows of {tmp_path / 't.csv'} whose target 'label' is empty" in caplog.text
+    with pytest.raises(DataError, match=r"20 rows of .*t\.csv have an empty target 'label'"):
+        csv_module(tmp_path, frame, missing_target="error").setup("fit")
+
+
+def test_a_split_left_empty_by_few_texts_is_named_with_its_fraction(tmp_path):
+    frame = pd.DataFrame({"label": ["neg", "pos"] * 2, "text": ["dull", "superb"] * 2})
+    with pytest.raises(DataError, match=r"t\.csv: 4 texts with data\.test_fraction=0\.2 leave the test split empty"):
+        csv_module(tmp_path, frame).setup("fit")
+    with pytest.raises(DataError, match=r"4 training texts with data\.val_fraction=0\.1 leave the validation split"):
+        csv_module(tmp_path, frame, test_file=str(tmp_path / "t.csv")).setup("fit")
+
+
+@pytest.mark.parametrize("source", ["new_reviews.txt", "data/new.csv", "reviews.TSV", "data/inbox"])
+def test_a_prediction_input_that_names_a_missing_file_is_refused(tmp_path, source):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    with pytest.raises(MissingFileError, match=f"input={source} looks like a file, but .* does not exist"):
+        dm.read_predict_input(source)
+
+
+def test_a_prediction_input_that_is_a_text_stays_a_text(tmp_path):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    for text in ("a superb film", "superb!", "dull, and/or boring", "see ./the sequel instead"):
+        assert dm.read_predict_input(text) == [text]
+
+
+def test_classes_null_reads_every_class_folder_of_both_splits(tmp_path, caplog):
+    root = write_aclimdb(tmp_path / "imdb", archive=False)
+    for split in ("train", "test"):
+        shutil.copytree(root / "aclImdb" / split / "neg", root / "aclImdb" / split / "mixed")
+    dm = imdb_module(tmp_path, folder=str(root / "aclImdb"), classes=None)
+    dm.setup("fit")
+    assert dm.class_names == ["mixed", "neg", "pos"]  # sorted; train/unsup (train only) left out
+    assert len(dm.train_set) + len(dm.val_set) == 91 and len(dm.test_set) == 90
+    assert "class folder(s) ['unsup'] are not in both train and test" in caplog.text

@@ -8,6 +8,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig
 
 from dltemplate.checkpoint import restore
+from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
@@ -22,16 +23,24 @@ def forecast_table(
 ) -> pd.DataFrame:
     """Forecast `steps` steps after the end of a series, feeding each forecast back as input.
 
+    The series' columns are matched to the model's by name (extra columns are ignored).
+
     Returns one row per future step with the modelled series (e.g. daily increments) and, when the
     model was trained on differences, the levels rebuilt from the last observed level
     (`<column>_level`, e.g. cumulative counts). `source` defaults to the series trained on.
     """
     if not hasattr(datamodule, "windows"):
-        raise TypeError(f"not a forecasting model ({type(datamodule).__name__})")
+        raise ConfigError(
+            f"not a forecasting model ({type(datamodule).__name__}): give the checkpoint of a time-series task "
+            "(task=series, task=covid), or use predict.py"
+        )
+    if steps < 1:
+        raise ConfigError(f"steps={steps}: the number of steps to forecast must be at least 1")
     levels, series = datamodule.read(datamodule.hparams.file if source is None else source)
     window, horizon = datamodule.hparams.window, datamodule.hparams.horizon
     if len(series) < window:
-        raise ValueError(f"the series has {len(series)} steps; the model needs the last {window}")
+        where = "the given series" if isinstance(source, pd.DataFrame) else source or datamodule.hparams.file
+        raise DataError(f"{where} has {len(series)} steps; the model needs the last {window}: give a longer one")
     module.eval()
     history = series.copy()
     with torch.no_grad():

@@ -1,19 +1,21 @@
 """Read image folders into uint8 tensors, decoding each file once and caching the result on disk."""
 
-import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from filelock import FileLock
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
+
+from dltemplate.errors import DataError, MissingFileError
+from dltemplate.files import cached, files_key
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+CACHE_FORMAT = 2  # in the cache key: 2 = every image uint8 (16-bit files were cached as they decoded before)
 
 
 def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -22,21 +24,40 @@ def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> 
     Classes are the sub-folder names in sorted order, or `classes` in the given order.
     """
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"{split_dir} does not exist; expected layout: <root>/{{train,test}}/<class>/*.jpg|png")
+        raise MissingFileError(f"{split_dir} does not exist; expected layout: <root>/{{train,test}}/<class>/*.jpg|png")
     folders = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes is None:
         classes = folders
     missing = [c for c in classes if c not in folders]
     if missing:
-        raise FileNotFoundError(f"{split_dir} has no folder for class(es) {missing}; it has {folders}")
+        raise MissingFileError(
+            f"{split_dir} has no folder for class(es) {missing}; it has {folders}: add them, or change data.classes"
+        )
     files, labels = [], []
     for index, name in enumerate(classes):
         found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not found:
-            raise ValueError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DataError(
+                f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}): "
+                "add some, or remove the folder"
+            )
         files += found
         labels += [index] * len(found)
     return files, labels, list(classes)
+
+
+def as_uint8_image(decoded: torch.Tensor, channels: int) -> torch.Tensor:
+    """A decoded file as one uint8 (channels, H, W) image, whatever the file held.
+
+    An animation (frames, C, H, W) gives its first frame; 16-bit values (PNG) are scaled to 0..255,
+    not cut; GIFs decode as RGB whatever the mode asked for, so channels are matched here too.
+    """
+    image = decoded[0] if decoded.ndim == 4 else decoded
+    if image.dtype != torch.uint8:
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    if image.shape[0] != channels:
+        image = TF.rgb_to_grayscale(image) if channels == 1 else image.expand(3, -1, -1)
+    return image
 
 
 def decode_files(
@@ -51,10 +72,10 @@ def decode_files(
     images, kept, skipped = [], [], []
     for i, path in enumerate(files):
         try:
-            image = decode_image(str(path), mode=mode)  # (C, H, W) uint8
+            image = as_uint8_image(decode_image(str(path), mode=mode), channels)
         except (RuntimeError, ValueError) as error:
             if not skip_corrupt:
-                raise ValueError(
+                raise DataError(
                     f"cannot decode image {path}: {error}; fix or remove it, or set data.skip_corrupt=true"
                 ) from None
             skipped.append(path)
@@ -66,10 +87,10 @@ def decode_files(
     if skipped:
         log.warning("skipped %d image(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
     if not images:
-        raise ValueError(f"none of the {len(files)} images could be decoded")
+        raise DataError(f"none of the {len(files)} images could be decoded, e.g. {files[0]}: are they images?")
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
-        raise ValueError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them")
+        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them")
     return torch.stack(images), kept
 
 
@@ -78,24 +99,15 @@ def cached_decode(
 ) -> tuple[torch.Tensor, list[int]]:
     """`decode_files`, loaded from `cache_dir` when these files were decoded the same way before.
 
-    The cache key covers every file's path, size and modification time and the decoding settings,
-    so a changed folder is decoded again. Writes are atomic and locked against parallel runs.
+    The cache key covers every file's path, size and modification time and the decoding settings
+    (`files_key`), so a changed folder is decoded again; see `files.cached` for the rest.
     """
-    if cache_dir is None:
-        return decode_files(files, channels, size, skip_corrupt)
-    key = hashlib.sha1(repr((channels, size, skip_corrupt)).encode())
-    for path in files:
-        stat = path.stat()
-        key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"images-{key.hexdigest()[:16]}.pt"
-    with FileLock(f"{cache}.lock"):
-        if cache.is_file():
-            stored = torch.load(cache, weights_only=True)
-            return stored["images"], stored["kept"]
+    key = files_key(files, CACHE_FORMAT, channels, size, skip_corrupt)
+    cache = cache_dir / f"images-{key}.pt" if cache_dir else None
+
+    def decode() -> dict[str, Any]:
         images, kept = decode_files(files, channels, size, skip_corrupt)
-        partial = cache.with_suffix(".part")
-        torch.save({"images": images, "kept": kept}, partial)
-        os.replace(partial, cache)
-        log.info("decoded %d images once; cached in %s", len(kept), cache)
-    return images, kept
+        return {"images": images, "kept": kept}
+
+    stored = cached(cache, decode, f"{len(files)} decoded images")
+    return stored["images"], stored["kept"]

@@ -14,7 +14,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from dltemplate.data.image_files import IMAGE_EXTENSIONS, cached_decode, decode_files, list_image_folder
 from dltemplate.data.predictions import class_table
-from dltemplate.data.tensors import TensorDataModule, whole_batch
+from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
+from dltemplate.errors import ConfigError, DataError, MissingFileError
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 
@@ -85,9 +86,9 @@ class ImageDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
         if source != "folder" and source not in TORCHVISION_SOURCES:
-            raise ValueError(f"source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
+            raise ConfigError(f"data.source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise ConfigError(f"data.channels must be 1 or 3, got {channels}")
         self.save_hyperparameters(logger=False)
         self.classes: list[str] | None = None
         self.mean: list[float] | None = None
@@ -117,7 +118,7 @@ class ImageDataModule(TensorDataModule):
         try:
             return TORCHVISION_SOURCES[hp.source](hp.root, train=train, download=hp.download)
         except (RuntimeError, OSError) as error:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{hp.source} not found under {hp.root} and not downloadable ({error}); "
                 f"put torchvision's {hp.source} files there, or set DATA_DIR to a folder that has them"
             ) from None
@@ -137,7 +138,7 @@ class ImageDataModule(TensorDataModule):
         if hp.classes is not None:
             unknown = [c for c in hp.classes if c not in names]
             if unknown:
-                raise ValueError(f"{hp.source} has no class(es) {unknown}; its classes are {names}")
+                raise ConfigError(f"{hp.source} has no class(es) {unknown}; its classes are {names}: fix data.classes")
             wanted = torch.tensor([names.index(c) for c in hp.classes])
             keep = torch.isin(labels, wanted)
             images, labels = images[keep], (labels[keep][:, None] == wanted).int().argmax(dim=1)
@@ -161,20 +162,37 @@ class ImageDataModule(TensorDataModule):
             return
         if self.train_set is not None:
             return
+        hp = self.hparams
         images, labels, names = self._read_split("train")
+        if len(names) < 2:
+            where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} with data.classes={names}"
+            raise DataError(
+                f"{where} has a single class {names}: classification needs at least two classes; "
+                "add a folder for each class"
+            )
         test_images, test_labels, test_names = self._read_split("test")
         if test_names != names:
-            raise ValueError(f"train and test splits have different classes: {names} vs {test_names}")
+            raise DataError(
+                f"train and test splits of {hp.root} have different classes: {names} vs {test_names}; "
+                "give both the same class folders, or set data.classes"
+            )
         if test_images.shape[1:] != images.shape[1:]:
-            raise ValueError(f"train images are {tuple(images.shape[1:])}, test images {tuple(test_images.shape[1:])}")
+            raise DataError(
+                f"train images of {hp.root} are {tuple(images.shape[1:])}, "
+                f"test images {tuple(test_images.shape[1:])}; "
+                "set data.image_size to resize both"
+            )
         val_mask = self._validation_mask(labels)
+        where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} under {hp.root}"
+        sizes = {"training": int((~val_mask).sum()), "validation": int(val_mask.sum())}
+        require_split(sizes, where, "training images", f"data.val_fraction={hp.val_fraction}")
         if self.mean is None:  # restored from a checkpoint otherwise
             self.classes, self.size = names, list(images.shape[-2:])
             train_float = images[~val_mask].float().div(255)
             self.mean = train_float.mean(dim=(0, 2, 3)).tolist()
             self.std = train_float.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
         elif names != self.classes:
-            raise ValueError(f"the data's classes {names} are not the checkpoint's {self.classes}")
+            raise DataError(f"the classes {names} of {hp.root} are not the checkpoint's {self.classes}")
         self.augment = self._augmentation(self.size)
         self.train_set = ImageTensors(images[~val_mask], labels[~val_mask])
         self.val_set = ImageTensors(images[val_mask], labels[val_mask])
@@ -220,9 +238,11 @@ class ImageDataModule(TensorDataModule):
             elif source.is_file():
                 files.append(source)
             else:
-                raise FileNotFoundError(f"{source} is neither an image file nor a folder")
+                raise MissingFileError(f"input={source}: {source} is neither an image file nor a folder")
         if not files:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {sources}")
+            raise DataError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {sources}: give image files or folders of them"
+            )
         images, kept = decode_files(files, self.hparams.channels, None, self.hparams.skip_corrupt)
         if list(images.shape[-2:]) != self.size:
             images = TF.resize(images, self.size, antialias=True)

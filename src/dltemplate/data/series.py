@@ -9,9 +9,11 @@ import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
+from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import to_numeric
 from dltemplate.data.tensors import TensorDataModule
+from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 
 class SeriesDataModule(TensorDataModule):
@@ -69,18 +71,19 @@ class SeriesDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed=0)
         if transform not in (None, "log1p"):
-            raise ValueError(f"transform must be null or 'log1p', got {transform!r}")
+            raise ConfigError(f"data.transform must be null or 'log1p', got {transform!r}")
         if missing not in ("error", "interpolate"):
-            raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
+            raise ConfigError(f"data.missing must be 'error' or 'interpolate', got {missing!r}")
         if min(val_steps, test_steps) < horizon:
-            raise ValueError(
-                f"val_steps ({val_steps}) and test_steps ({test_steps}) must be at least horizon ({horizon})"
+            raise ConfigError(
+                f"data.val_steps ({val_steps}) and test_steps ({test_steps}) must be at least horizon ({horizon})"
             )
         self.save_hyperparameters(logger=False)
         self.scale: list[float] | None = None
         self.naive_scale: list[float] | None = None
         self.levels: pd.DataFrame | None = None  # the series as read, before differencing
         self.series: pd.DataFrame | None = None  # the modelled series, unscaled
+        self.columns: list[str] | None = None  # the modelled columns, in the net's order; in checkpoints
 
     def fetch_data(self) -> None:
         spec = self.hparams.download or {}
@@ -89,22 +92,27 @@ class SeriesDataModule(TensorDataModule):
     # ---- reading ---------------------------------------------------------------------------------
 
     def read(self, source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Read and check a series; return (levels as read, modelled series), both unscaled."""
+        """Read and check a series; return (levels as read, modelled series), both unscaled.
+
+        Columns are picked by name: once fitted, the modelled ones in the order the net knows them,
+        whatever their order in `source`; other columns are ignored.
+        """
         hp = self.hparams
         name = "the given DataFrame" if isinstance(source, pd.DataFrame) else str(source)
-        frame = source.copy() if isinstance(source, pd.DataFrame) else self._read_csv(source)
+        frame = source.copy() if isinstance(source, pd.DataFrame) else read_csv(source, sep=hp.sep)
         if hp.date_column is not None:
             frame = self._index_by_date(frame, name)
-        columns = list(hp.value_columns) if hp.value_columns else list(frame.columns)
+        columns = self.columns or (list(hp.value_columns) if hp.value_columns else list(frame.columns))
         absent = [c for c in columns if c not in frame.columns]
         if absent:
-            raise KeyError(f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}")
+            fix = "the model was trained on them, so it needs them" if self.columns else "fix data.value_columns"
+            raise MissingColumnError(f"{name} lacks the value column(s) {absent}; it has {list(frame.columns)}: {fix}")
         hint = "or leave the column out of data.value_columns"
         levels = pd.DataFrame({c: to_numeric(frame[c], name, hint) for c in columns}, index=frame.index)
         if levels.isna().any().any():
             if hp.missing == "error":
                 column = levels.columns[levels.isna().any()][0]
-                raise ValueError(
+                raise DataError(
                     f"{name} has missing values (first in column {column!r} at {levels[column].isna().idxmax()}); "
                     "fill them, or set data.missing=interpolate"
                 )
@@ -112,42 +120,48 @@ class SeriesDataModule(TensorDataModule):
         series = levels.diff().iloc[1:] if hp.difference else levels
         if hp.transform == "log1p" and (series < 0).any().any():
             column = series.columns[(series < 0).any()][0]
-            raise ValueError(
+            raise DataError(
                 f"transform=log1p needs non-negative values, but {column!r} of {name} goes to "
                 f"{series[column].min()} at {series[column].idxmin()}; use transform=null"
             )
         return levels, series
 
-    def _read_csv(self, path: str | Path) -> pd.DataFrame:
-        sep = self.hparams.sep
-        try:
-            return pd.read_csv(path, sep=sep) if sep else pd.read_csv(path, sep=None, engine="python")
-        except pd.errors.EmptyDataError:
-            raise ValueError(f"{path} is empty: expected a CSV file with a header row") from None
-
     def _index_by_date(self, frame: pd.DataFrame, name: str) -> pd.DataFrame:
         hp = self.hparams
         if hp.date_column not in frame.columns:
-            raise KeyError(f"date column {hp.date_column!r} is not in {name}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"date column {hp.date_column!r} is not in {name}; it has {list(frame.columns)}: fix data.date_column"
+            )
         dates = pd.to_datetime(frame[hp.date_column], errors="coerce")
         if dates.isna().any():
             row = dates.isna().idxmax()
-            raise ValueError(
-                f"date column {hp.date_column!r} of {name}: row {row} holds {frame[hp.date_column][row]!r}"
+            raise DataError(
+                f"date column {hp.date_column!r} of {name}: row {row} holds {frame[hp.date_column][row]!r}, "
+                "which is not a date; fix it"
             )
         if dates.duplicated().any():
-            raise ValueError(f"{name} has duplicated dates, first {dates[dates.duplicated()].iloc[0].date()}")
+            raise DataError(
+                f"{name} has duplicated dates, first {dates[dates.duplicated()].iloc[0].date()}: keep one row per date"
+            )
         if not dates.is_monotonic_increasing and not hp.sort_dates:
-            raise ValueError(f"dates in {name} are not in order; sort the file or set data.sort_dates=true")
+            raise DataError(f"dates in {name} are not in order; sort the file or set data.sort_dates=true")
         frame = frame.drop(columns=hp.date_column).set_index(pd.DatetimeIndex(dates, name=hp.date_column)).sort_index()
-        step = (
-            pd.tseries.frequencies.to_offset(hp.frequency) if hp.frequency else frame.index.to_series().diff().mode()[0]
-        )
+        if hp.frequency:
+            try:
+                step = pd.tseries.frequencies.to_offset(hp.frequency)
+            except ValueError:
+                raise ConfigError(
+                    f"data.frequency={hp.frequency!r} is not a pandas offset such as D, W or MS"
+                ) from None
+        elif len(frame) < 2:
+            raise DataError(f"{name} has {len(frame)} row(s): a series needs many more")
+        else:
+            step = frame.index.to_series().diff().mode()[0]
         full = pd.date_range(frame.index[0], frame.index[-1], freq=step)
         gaps = full.difference(frame.index)
         if len(gaps):
             if hp.missing == "error":
-                raise ValueError(
+                raise DataError(
                     f"{name} has {len(gaps)} missing date(s), first {gaps[0].date()}; "
                     "add the rows, or set data.missing=interpolate"
                 )
@@ -162,11 +176,13 @@ class SeriesDataModule(TensorDataModule):
             return
         hp = self.hparams
         self.levels, self.series = self.read(hp.file)
+        self.columns = list(self.series.columns)
         n, needed = len(self.series), hp.window + hp.horizon + hp.val_steps + hp.test_steps
         if n < needed:
-            raise ValueError(
+            raise DataError(
                 f"{hp.file} gives {n} modelled steps{' after differencing' if hp.difference else ''}, fewer than "
-                f"window + horizon + val_steps + test_steps = {needed}"
+                f"window + horizon + val_steps + test_steps = {needed}, so a split would be empty; "
+                "add steps, or lower data.window, data.val_steps or data.test_steps"
             )
         train_end = n - hp.val_steps - hp.test_steps  # first step that is not a training target
         if self.scale is None:  # restored from a checkpoint otherwise
@@ -227,8 +243,9 @@ class SeriesDataModule(TensorDataModule):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "naive_scale": self.naive_scale} if self.scale else {}
+        return {"scale": self.scale, "naive_scale": self.naive_scale, "columns": self.columns} if self.scale else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.scale, self.naive_scale = state["scale"], state["naive_scale"]
+            self.columns = state.get("columns")  # None in checkpoints from before columns were stored

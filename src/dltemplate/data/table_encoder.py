@@ -9,28 +9,58 @@ The fitted state is plain lists and dicts, so it is saved in checkpoints that lo
 `weights_only=True`; that is why this is not a pickled scikit-learn pipeline.
 """
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
+from dltemplate.errors import DataError, MissingColumnError
+
+log = logging.getLogger(__name__)
 UNKNOWN, MISSING = 0, 1
 
 
-def to_numeric(series: pd.Series, source: str, hint: str = "or list the column under categorical") -> pd.Series:
-    """`series` as floats; a value that is present but not a number is an error naming it and its row."""
+def to_numeric(
+    series: pd.Series, source: str, hint: str = "or list the column under categorical", allow_infinite: bool = False
+) -> pd.Series:
+    """`series` as floats; a value that is present but not a number is an error naming it and its row.
+
+    So is an infinite value (inf, -inf), unless `allow_infinite`.
+    """
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        return series.astype("float64")
-    parsed = pd.to_numeric(series, errors="coerce")
-    bad = series.notna() & parsed.isna()
-    if bad.any():
-        row = bad.idxmax()
-        raise ValueError(
-            f"column {series.name!r} of {source} must be numeric, but row {row} holds {series[row]!r} "
-            f"({int(bad.sum())} non-numeric values in all); fix the data, {hint}"
+        parsed = series.astype("float64")
+    else:
+        parsed = pd.to_numeric(series, errors="coerce").astype("float64")
+        bad = series.notna() & parsed.isna()
+        if bad.any():
+            row = bad.idxmax()
+            raise DataError(
+                f"column {series.name!r} of {source} must be numeric, but row {row} holds {series[row]!r} "
+                f"({int(bad.sum())} non-numeric values in all); fix the data, {hint}"
+            )
+    infinite = np.isinf(parsed)
+    if infinite.any() and not allow_infinite:
+        row = infinite.idxmax()
+        raise DataError(
+            f"column {series.name!r} of {source} holds {parsed[row]} in row {row} ({int(infinite.sum())} infinite "
+            "values in all); replace them with finite numbers, or leave the cells empty (missing values)"
         )
-    return parsed.astype("float64")
+    return parsed
+
+
+def _infinite_as_missing(values: dict[str, pd.Series], source: str) -> dict[str, pd.Series]:
+    """`values` with inf and -inf made missing, and one warning naming their columns and (first) rows."""
+    found = {column: series.index[np.isinf(series)] for column, series in values.items()}
+    found = {column: rows for column, rows in found.items() if len(rows)}
+    if found:
+        where = "; ".join(
+            f"column {column!r}, {len(rows)} row(s): {', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}"
+            for column, rows in found.items()
+        )
+        log.warning("%s holds infinite values, treated as missing (imputed): %s", source, where)
+    return {column: series.mask(np.isinf(series)) for column, series in values.items()}
 
 
 class TableEncoder:
@@ -69,7 +99,10 @@ class TableEncoder:
         for column in self.numeric:
             values = to_numeric(frame[column], source)
             if values.isna().all():
-                raise ValueError(f"numeric column {column!r} of {source} has no values in the training rows")
+                raise DataError(
+                    f"numeric column {column!r} of {source} has no values in the training rows; "
+                    "fill it, or list it under data.drop"
+                )
             std = float(values.std(ddof=0))
             self.stats[column] = {"median": float(values.median()), "mean": float(values.mean()), "std": std or 1.0}
             if values.isna().any():
@@ -79,24 +112,37 @@ class TableEncoder:
             self.vocab[column] = [str(v) for v, n in counts.items() if n >= self.min_category_count]
         return self
 
-    def transform(self, frame: pd.DataFrame, source: str) -> torch.Tensor:
-        """Encode `frame` into a (rows, num_numeric + len(categorical)) float tensor."""
+    def transform(
+        self, frame: pd.DataFrame, source: str, infinite: Literal["error", "missing"] = "error"
+    ) -> torch.Tensor:
+        """Encode `frame` into a (rows, num_numeric + len(categorical)) float tensor.
+
+        An infinite numeric value is an error (training data), or with `infinite="missing"` (inputs to
+        predict) treated as missing and named in one warning.
+        """
         missing = [c for c in self.numeric + self.categorical if c not in frame.columns]
         if missing:
-            raise KeyError(f"{source} lacks the feature column(s) {missing}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"{source} lacks the feature column(s) {missing}; it has {list(frame.columns)}: add them"
+            )
+        allow = infinite == "missing"
+        numeric = {column: to_numeric(frame[column], source, allow_infinite=allow) for column in self.numeric}
+        if allow:
+            numeric = _infinite_as_missing(numeric, source)
         parts = []
-        for column in self.numeric:
+        for column, values in numeric.items():
             s = self.stats[column]
-            values = to_numeric(frame[column], source)
             parts.append(((values.fillna(s["median"]) - s["mean"]) / s["std"]).to_numpy())
-        parts += [frame[c].isna().to_numpy(dtype="float64") for c in self.indicators]
+        parts += [numeric[c].isna().to_numpy(dtype="float64") for c in self.indicators]
         for column in self.categorical:
             index = {v: i + 2 for i, v in enumerate(self.vocab[column])}
             values = frame[column]
             codes = values.astype(str).map(index).fillna(UNKNOWN).where(values.notna(), MISSING)
             parts.append(codes.to_numpy(dtype="float64"))
         if not parts:
-            raise ValueError(f"no feature columns are left in {source}")
+            raise DataError(
+                f"no feature columns are left in {source}: data.drop, data.id_column and the target take them all"
+            )
         return torch.tensor(np.column_stack(parts), dtype=torch.float32)
 
     def state_dict(self) -> dict[str, Any]:

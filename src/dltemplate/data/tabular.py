@@ -11,10 +11,13 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from dltemplate import registry
+from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
-from dltemplate.data.tensors import TensorDataModule
+from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
+from dltemplate.data.tensors import TensorDataModule, require_split
+from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class TabularDataModule(TensorDataModule):
         test_fraction: Share held out for testing when there is no `test_file`.
         download: Public source of missing files: {"train_file" | "test_file": {url:, md5:}}.
         sep: Column separator of the CSV files.
+        missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
+            stop with an "error".
         batch_size, num_workers, split_seed: see `TensorDataModule`.
     """
 
@@ -64,13 +69,15 @@ class TabularDataModule(TensorDataModule):
         test_fraction: float = 0.2,
         download: Mapping[str, Mapping[str, str]] | None = None,
         sep: str = ",",
+        missing_target: MissingTarget = "drop",
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
         if task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+            raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
+        check_missing_target(missing_target)
         self.save_hyperparameters(logger=False)
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
@@ -95,26 +102,33 @@ class TabularDataModule(TensorDataModule):
         if isinstance(source, pd.DataFrame):
             frame, name = source.copy(), name or "the given DataFrame"
         else:
-            name = name or str(source)
-            try:
-                frame = pd.read_csv(source, sep=self.hparams.sep)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{source} does not exist") from None
-            except pd.errors.EmptyDataError:
-                raise ValueError(f"{source} is empty: expected a CSV file with a header row") from None
+            frame, name = read_csv(source, sep=self.hparams.sep), name or str(source)
         if frame.empty:
-            raise ValueError(f"{name} has a header but no rows")
+            raise DataError(f"{name} has a header but no rows")
         self._check_configured_columns(frame, name)
         for column, function in self._derived_functions().items():
-            frame[column] = function(frame)
+            try:
+                frame[column] = function(frame)
+            except KeyError as error:
+                raise MissingColumnError(
+                    f"derived column {column!r} cannot be computed from {name}, which lacks a column it needs "
+                    f"({error.args[0] if error.args else error}); it has {list(frame.columns)}"
+                ) from None
         return frame, name
+
+    def read_labelled(self, path: str) -> tuple[pd.DataFrame, str]:
+        """`read`, then leave out (or refuse) the rows whose target is empty: `missing_target`."""
+        frame, name = self.read(path)
+        return rows_with_target(frame, self.hparams.target, name, self.hparams.missing_target), name
 
     def _check_configured_columns(self, frame: pd.DataFrame, name: str) -> None:
         hp = self.hparams
         named = {*hp.numeric, *hp.categorical, *hp.drop, *([hp.id_column] if hp.id_column else [])}
         unknown = sorted(named - set(frame.columns) - set(hp.derived or {}))
         if unknown:
-            raise KeyError(f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}"
+            )
 
     def _derived_functions(self) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
         # checkpoints store this config: only registered feature functions may be named (registry.py)
@@ -157,7 +171,7 @@ class TabularDataModule(TensorDataModule):
         if self.hparams.task == "classification":
             self.classes = sorted(target.dropna().astype(str).unique())
             if len(self.classes) < 2:
-                raise ValueError(
+                raise DataError(
                     f"target column {self.hparams.target!r} of {name} has a single class {self.classes}: "
                     "classification needs at least two"
                 )
@@ -168,17 +182,22 @@ class TabularDataModule(TensorDataModule):
     def encode_target(self, frame: pd.DataFrame, name: str) -> torch.Tensor:
         column = self.hparams.target
         if column not in frame.columns:
-            raise KeyError(f"target column {column!r} is not in {name}; it has {list(frame.columns)}")
+            raise MissingColumnError(
+                f"target column {column!r} is not in {name}; it has {list(frame.columns)}: fix data.target"
+            )
         target = frame[column]
         if target.isna().any():
-            raise ValueError(f"target column {column!r} of {name} is missing in {int(target.isna().sum())} rows")
+            raise DataError(f"target column {column!r} of {name} is missing in {int(target.isna().sum())} rows")
         if self.classes is None:
             return torch.tensor(to_numeric(target, name).to_numpy(), dtype=torch.float32)
         index = {c: i for i, c in enumerate(self.classes)}
         codes = target.astype(str).map(index)
         if codes.isna().any():
             unseen = sorted(target[codes.isna()].astype(str).unique())
-            raise ValueError(f"{name} has target classes {unseen} that the training rows do not have")
+            raise DataError(
+                f"{name} has target classes {unseen} that the training rows do not have; fix them, or train on "
+                "rows of those classes too"
+            )
         return torch.tensor(codes.to_numpy(), dtype=torch.long)
 
     def dataset(self, frame: pd.DataFrame, name: str) -> TensorDataset:
@@ -193,15 +212,18 @@ class TabularDataModule(TensorDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        frame, name = self.read(hp.train_file)
-        if hp.target not in frame.columns:
-            raise KeyError(f"target column {hp.target!r} is not in {name}; it has {list(frame.columns)}")
+        frame, name = self.read_labelled(hp.train_file)
+        note = ""
         if hp.test_file is None:
             rest, test_frame = self.split_frame(frame, hp.test_fraction)
-            test_name = f"{name} (test split)"
+            test_name, note = f"{name} (test split)", " (after the test split)"
+            sizes = {"training": len(rest), "test": len(test_frame)}
+            require_split(sizes, name, "rows", f"data.test_fraction={hp.test_fraction}")
         else:
-            rest, (test_frame, test_name) = frame, self.read(hp.test_file)
+            rest, (test_frame, test_name) = frame, self.read_labelled(hp.test_file)
         train_frame, val_frame = self.split_frame(rest, hp.val_fraction)
+        sizes = {"training": len(train_frame), "validation": len(val_frame)}
+        require_split(sizes, name, "rows", f"data.val_fraction={hp.val_fraction}", note)
         if self.encoder is None:  # restored from a checkpoint otherwise: never refit
             self.fit(train_frame, name)
         self.train_set = self.dataset(train_frame, name)
@@ -211,7 +233,7 @@ class TabularDataModule(TensorDataModule):
     def split_frame(self, frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Split rows into (kept, held out), stratified by class for classification."""
         if not 0 < fraction < 1:
-            raise ValueError(f"split fractions must be between 0 and 1, got {fraction}")
+            raise ConfigError(f"data.val_fraction and data.test_fraction must be between 0 and 1, got {fraction}")
         rng = np.random.default_rng(self.hparams.split_seed)
         if self.hparams.task == "classification":
             groups = frame.groupby(frame[self.hparams.target].astype(str), sort=True).indices.values()
@@ -229,7 +251,7 @@ class TabularDataModule(TensorDataModule):
             raise RuntimeError("the data module has no fitted encoder: restore it from a checkpoint first")
         frame, name = self.read(self.predict_input)
         self.predict_frame = frame
-        self.predict_set = TensorDataset(self.encoder.transform(frame, name))
+        self.predict_set = TensorDataset(self.encoder.transform(frame, name, infinite="missing"))
 
     def predict_dataloader(self):
         return self._loader(self.predict_set, shuffle=False)

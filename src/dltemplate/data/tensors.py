@@ -2,6 +2,7 @@
 
 import hashlib
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,26 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
 
+from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import locked
+
+
+def require_split(sizes: Mapping[str, int], source: object, unit: str, setting: str, note: str = "") -> None:
+    """Refuse a split that leaves a part empty, naming the data, its size and the fraction that did it.
+
+    Args:
+        sizes: Size of each part, e.g. {"training": 3, "validation": 0}.
+        source: The file or folder split.
+        unit: What is counted ("rows", "images", "texts").
+        setting: The fraction as configured, e.g. "data.val_fraction=0.2".
+        note: Said after the count, e.g. " (after the test split)".
+    """
+    empty = [part for part, size in sizes.items() if size == 0]
+    if empty:
+        raise DataError(
+            f"{source}: {sum(sizes.values())} {unit}{note} with {setting} leave the {' and '.join(empty)} split "
+            f"empty; add {unit}, or change {setting.split('=')[0]}"
+        )
 
 
 def whole_batch(batch):
@@ -71,7 +91,7 @@ class TensorDataModule(LightningDataModule):
     def split(self, dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
         """Randomly split `dataset` into train and validation parts, reproducibly."""
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         generator = torch.Generator().manual_seed(self.split_seed)
         train, val = random_split(dataset, [1 - val_fraction, val_fraction], generator=generator)
         return train, val

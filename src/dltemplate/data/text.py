@@ -1,6 +1,5 @@
 """Labelled texts (aclImdb layout or CSV/TSV) → token ids, with a vocabulary built on training texts only."""
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -9,15 +8,17 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from filelock import FileLock
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
-from dltemplate.data.tensors import TensorDataModule, whole_batch
-from dltemplate.data.text_files import ACLIMDB_LAYOUT, read_aclimdb, read_text_table
+from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
+from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
+from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
+from dltemplate.errors import ConfigError, DataError, MissingFileError
+from dltemplate.files import cached, files_key
 
 log = logging.getLogger(__name__)
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
@@ -65,10 +66,13 @@ class TextDataModule(TensorDataModule):
         folder: aclImdb folder (the one holding train/ and test/); read first when it exists.
         archive: aclImdb .tar.gz, read without extracting.
         url: Public source of the archive. md5: its checksum.
-        classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted.
+        classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted (for
+            aclimdb, the folders both splits have: train/unsup is left out).
         train_file, test_file: CSV/TSV files (csv source); without test_file, test rows are split off.
         text_column, label_column: Columns of the CSV/TSV.
         sep: CSV separator; None detects it.
+        missing_target: CSV rows whose label is empty: "drop" them (counted in a warning per file) or
+            stop with an "error".
         lowercase: Lowercase texts before tokenising.
         min_frequency: Words seen fewer times in training texts are unknown.
         max_vocab: Vocabulary size, [PAD] and [UNK] included.
@@ -94,6 +98,7 @@ class TextDataModule(TensorDataModule):
         text_column: str = "text",
         label_column: str = "label",
         sep: str | None = None,
+        missing_target: MissingTarget = "drop",
         lowercase: bool = True,
         min_frequency: int = 2,
         max_vocab: int = 50_000,
@@ -107,7 +112,8 @@ class TextDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
         if source not in ("aclimdb", "csv"):
-            raise ValueError(f"source must be 'aclimdb' or 'csv', got {source!r}")
+            raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
+        check_missing_target(missing_target)
         self.save_hyperparameters(logger=False)
         self.tokenizer: Tokenizer | None = None
         self.classes: list[str] | None = None
@@ -121,7 +127,7 @@ class TextDataModule(TensorDataModule):
         hp = self.hparams
         if hp.source == "aclimdb" and not (hp.folder and Path(hp.folder).is_dir()):
             if hp.archive is None:
-                raise FileNotFoundError(f"set data.folder or data.archive; expected layout: {ACLIMDB_LAYOUT}")
+                raise ConfigError(f"set data.folder or data.archive; expected layout: {ACLIMDB_LAYOUT}")
             ensure_file(hp.archive, hp.url, hp.md5, ACLIMDB_LAYOUT)
 
     def _source_path(self) -> Path:
@@ -134,19 +140,20 @@ class TextDataModule(TensorDataModule):
         """(train texts, train labels, test texts, test labels, classes), labels as class names."""
         hp = self.hparams
         if hp.source == "aclimdb":
-            classes = list(hp.classes) if hp.classes else ["neg", "pos"]
-            splits = read_aclimdb(self._source_path(), classes)
+            splits, classes = read_aclimdb(self._source_path(), list(hp.classes) if hp.classes else None)
             (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
             return train_x, [classes[i] for i in train_y], test_x, [classes[i] for i in test_y], classes
         if hp.train_file is None:
-            raise ValueError("the csv source needs data.train_file")
-        frame = read_text_table(Path(hp.train_file), hp.text_column, hp.label_column, hp.sep)
+            raise ConfigError("the csv source needs data.train_file")
+        frame = self._read_labelled(hp.train_file)
         if hp.test_file is None:
             keep, held = self._split(list(frame[hp.label_column]), hp.test_fraction)
+            sizes = {"training": len(keep), "test": len(held)}
+            require_split(sizes, hp.train_file, "texts", f"data.test_fraction={hp.test_fraction}")
             test = frame.iloc[held]
             frame = frame.iloc[keep]
         else:
-            test = read_text_table(Path(hp.test_file), hp.text_column, hp.label_column, hp.sep)
+            test = self._read_labelled(hp.test_file)
         classes = list(hp.classes) if hp.classes else sorted(frame[hp.label_column].unique())
         return (
             list(frame[hp.text_column]),
@@ -155,6 +162,12 @@ class TextDataModule(TensorDataModule):
             list(test[hp.label_column]),
             classes,
         )
+
+    def _read_labelled(self, path: str) -> pd.DataFrame:
+        """A CSV/TSV of texts and labels, without (or refusing) the rows whose label is empty."""
+        hp = self.hparams
+        frame = read_text_table(Path(path), hp.text_column, hp.label_column, hp.sep)
+        return rows_with_target(frame, hp.label_column, path, hp.missing_target)
 
     def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
         """Stratified (kept, held out) row positions."""
@@ -186,7 +199,9 @@ class TextDataModule(TensorDataModule):
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({str(label) for label in labels if label not in index})
         if unknown:
-            raise ValueError(f"{name} has labels {unknown[:5]} outside the classes {self.classes}")
+            raise DataError(
+                f"{name} has labels {unknown[:5]} outside the classes {self.classes}: fix them, or data.classes"
+            )
         return torch.tensor([index[label] for label in labels])
 
     def _tokenise_all(self, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
@@ -194,10 +209,12 @@ class TextDataModule(TensorDataModule):
         hp = self.hparams
         train_x, train_y, test_x, test_y, classes = self._read()
         if len(set(train_y)) < 2:
-            raise ValueError(
+            raise DataError(
                 f"labels of {self._source_path()} have a single class {sorted(set(train_y))}: need at least two"
             )
         keep, held = self._split(train_y, hp.val_fraction)
+        sizes = {"training": len(keep), "validation": len(held)}
+        require_split(sizes, self._source_path(), "training texts", f"data.val_fraction={hp.val_fraction}")
         fit_texts = [train_x[i] for i in keep]
         if tokenizer is None:
             tokenizer = build_tokenizer(hp.lowercase)
@@ -206,7 +223,7 @@ class TextDataModule(TensorDataModule):
             )
             tokenizer.train_from_iterator(fit_texts, trainer=trainer)
         elif classes != self.classes:
-            raise ValueError(f"the data's classes {classes} are not the checkpoint's {self.classes}")
+            raise DataError(f"the classes {classes} of {self._source_path()} are not the checkpoint's {self.classes}")
         self.tokenizer, self.classes = tokenizer, classes
         parts = {
             "train": (fit_texts, [train_y[i] for i in keep]),
@@ -224,17 +241,17 @@ class TextDataModule(TensorDataModule):
         return out
 
     def _cache_path(self) -> Path | None:
+        """The cache file of these settings and these files: every file of a folder, else the archive or CSVs."""
         hp = self.hparams
         if hp.cache_dir is None:
             return None
-        key = hashlib.sha1(
-            repr(sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))).encode()
-        )
-        for path in (self._source_path(), Path(hp.test_file) if hp.test_file else None):
-            if path is not None and path.exists():
-                stat = path.stat()
-                key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return Path(hp.cache_dir) / f"text-{key.hexdigest()[:16]}.pt"
+        source = self._source_path()
+        if source.is_dir():
+            files = aclimdb_files(source)
+        else:
+            files = [p for p in (source, Path(hp.test_file) if hp.test_file else None) if p is not None and p.is_file()]
+        settings = sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))
+        return Path(hp.cache_dir) / f"text-{files_key(files, settings)}.pt"
 
     # ---- Lightning hooks -----------------------------------------------------------------------
 
@@ -244,21 +261,10 @@ class TextDataModule(TensorDataModule):
             return
         if self.train_set is not None:
             return
-        cache = self._cache_path()
         if self.tokenizer is not None:  # restored from a checkpoint: encode with its vocabulary
             data = self._tokenise_all(self.tokenizer)
-        elif cache is None:
-            data = self._tokenise_all()
         else:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{cache}.lock"):
-                if cache.is_file():
-                    data = torch.load(cache, weights_only=True)
-                else:
-                    data = self._tokenise_all()
-                    torch.save(data, cache.with_suffix(".part"))
-                    os.replace(cache.with_suffix(".part"), cache)
-                    log.info("tokenised texts once; cached in %s", cache)
+            data = cached(self._cache_path(), self._tokenise_all, "tokenised texts")
         self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
         self.val_texts = data["val_texts"]
         self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
@@ -266,7 +272,11 @@ class TextDataModule(TensorDataModule):
     # ---- prediction ----------------------------------------------------------------------------
 
     def read_predict_input(self, source: str | Sequence[str]) -> list[str]:
-        """Texts to predict: a .txt file (one per line), a .csv/.tsv (its text column), or the strings."""
+        """Texts to predict: a .txt file (one per line), a .csv/.tsv (its text column), or the strings.
+
+        A single string that looks like a path (a .txt/.csv/.tsv name, or a path without spaces) must be
+        a file: a missing one is an error, not a text to classify.
+        """
         if isinstance(source, str):
             path = Path(source)
             if path.suffix in (".txt", ".csv", ".tsv") and path.is_file():
@@ -274,6 +284,12 @@ class TextDataModule(TensorDataModule):
                     return path.read_text(encoding="utf-8", errors="replace").splitlines()
                 return list(
                     read_text_table(path, self.hparams.text_column, None, self.hparams.sep)[self.hparams.text_column]
+                )
+            if _looks_like_path(source):
+                problem = "is a folder" if path.is_dir() else "does not exist"
+                raise MissingFileError(
+                    f"input={source} looks like a file, but {path} {problem}; "
+                    f"to classify the string itself, pass it in a list: input=['{source}']"
                 )
             return [source]
         return [str(text) for text in source]
@@ -324,3 +340,10 @@ class TextDataModule(TensorDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.tokenizer, self.classes = Tokenizer.from_str(state["tokenizer"]), state["classes"]
+
+
+def _looks_like_path(text: str) -> bool:
+    """A .txt/.csv/.tsv name, or a string with a path separator and no spaces."""
+    if text.lower().endswith((".txt", ".csv", ".tsv")):
+        return True
+    return any(sep in text for sep in {"/", os.sep}) and not any(c.isspace() for c in text)

@@ -1,11 +1,17 @@
 """Read labelled texts: the aclImdb layout (archive or folder) and CSV/TSV files."""
 
+import gzip
 import logging
+import lzma
 import tarfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from dltemplate.data.csv_files import read_csv
+from dltemplate.errors import DataError, MissingColumnError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -20,56 +26,94 @@ def _decode(data: bytes, name: str, bad: list[str]) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def read_aclimdb(path: Path, classes: Sequence[str]) -> dict[str, tuple[list[str], list[int]]]:
-    """{"train": (texts, labels), "test": (...)} from an aclImdb folder or .tar.gz, files in name order.
+def aclimdb_files(folder: Path) -> list[Path]:
+    """The text files of an aclImdb-style folder, `<split>/<class>/*.txt`, in name order."""
+    return sorted(folder.glob("*/*/*.txt"))
 
-    Bytes that are not UTF-8 are replaced (U+FFFD), and the files that had them are counted in a warning.
+
+def read_aclimdb(
+    path: Path, classes: Sequence[str] | None = None
+) -> tuple[dict[str, tuple[list[str], list[int]]], list[str]]:
+    """({"train": (texts, labels), "test": (...)}, class names) from an aclImdb folder or .tar.gz.
+
+    Files are in name order. `classes` None means every class folder that both splits have, sorted
+    (aclImdb's train/unsup, unlabelled, is in one split only). Bytes that are not UTF-8 are
+    replaced (U+FFFD), and the files that had them are counted in a warning.
     """
-    found: dict[str, list[tuple[str, int, str]]] = {"train": [], "test": []}
-    bad: list[str] = []
-    wanted = {name: i for i, name in enumerate(classes)}
+    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (file name, class, content)
 
     def add(parts: Sequence[str], read) -> None:
         # parts: [..., split, class, file]
         split, label, name = parts[-3], parts[-2], parts[-1]
-        if split in found and label in wanted and name.endswith(".txt"):
-            found[split].append((name, wanted[label], _decode(read(), "/".join(parts[-4:]), bad)))
+        if split in found and (classes is None or label in classes) and name.endswith(".txt"):
+            found[split].append((name, label, read()))
 
     if path.is_dir():
-        for file in sorted(path.glob("*/*/*.txt")):
+        for file in aclimdb_files(path):
             add(file.parts, file.read_bytes)
-    elif tarfile.is_tarfile(path):
+    elif path.is_file():
+        _read_archive(path, add)
+    else:
+        raise MissingFileError(f"{path} does not exist; expected layout: {ACLIMDB_LAYOUT}")
+    classes = list(classes) if classes is not None else _classes_of_both_splits(found, path)
+    wanted = {name: i for i, name in enumerate(classes)}
+    for split, items in found.items():
+        items[:] = [item for item in items if item[1] in wanted]
+        counts = {c: sum(1 for _, label, _ in items if label == c) for c in classes}
+        if not items or min(counts.values()) == 0:
+            raise DataError(
+                f"{path} has no {split} texts for some classes ({counts}); expected layout: {ACLIMDB_LAYOUT}"
+            )
+    bad: list[str] = []
+    splits = {}
+    for split, items in found.items():
+        ordered = sorted((name, wanted[label], data) for name, label, data in items)
+        texts = [_decode(data, f"{split}/{classes[label]}/{name}", bad) for name, label, data in ordered]
+        splits[split] = (texts, [label for _, label, _ in ordered])
+    if bad:
+        log.warning("%d file(s) were not valid UTF-8 (bad bytes replaced by U+FFFD), e.g. %s", len(bad), bad[0])
+    return splits, classes
+
+
+def _classes_of_both_splits(found: dict[str, list[tuple[str, str, bytes]]], path: Path) -> list[str]:
+    """The class folders that the train and the test split both have, sorted; the others named in a warning."""
+    present = {split: {label for _, label, _ in items} for split, items in found.items()}
+    classes = sorted(present["train"] & present["test"])
+    ignored = sorted((present["train"] | present["test"]) - set(classes))
+    if ignored:
+        log.warning(
+            "%s: class folder(s) %s are not in both train and test and are left out; set data.classes to choose",
+            path,
+            ignored,
+        )
+    return classes
+
+
+def _read_archive(path: Path, add: Callable[[Sequence[str], Callable[[], bytes]], None]) -> None:
+    """Call `add(name parts, read)` for each file of the tar archive `path`; a damaged archive is a DataError."""
+    try:
+        if not tarfile.is_tarfile(path):
+            raise DataError(f"{path} is neither a folder nor a tar archive; expected layout: {ACLIMDB_LAYOUT}")
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
                 parts = member.name.split("/")
                 if member.isfile() and len(parts) >= 4:
                     add(parts, archive.extractfile(member).read)
-    else:
-        raise ValueError(f"{path} is neither a folder nor a tar archive; expected layout: {ACLIMDB_LAYOUT}")
-    for split, items in found.items():
-        counts = {c: sum(1 for _, label, _ in items if label == i) for c, i in wanted.items()}
-        if not items or min(counts.values()) == 0:
-            raise ValueError(
-                f"{path} has no {split} texts for some classes ({counts}); expected layout: {ACLIMDB_LAYOUT}"
-            )
-    if bad:
-        log.warning("%d file(s) were not valid UTF-8 (bad bytes replaced by U+FFFD), e.g. %s", len(bad), bad[0])
-    return {
-        split: ([t for *_, t in sorted(items)], [label for _, label, _ in sorted(items)])
-        for split, items in found.items()
-    }
+    except (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as error:
+        raise DataError(
+            f"{path} is damaged or truncated ({type(error).__name__}: {error}); "
+            "delete it to download it again, or replace it with a complete copy"
+        ) from None
 
 
 def read_text_table(path: Path, text_column: str, label_column: str | None, sep: str | None) -> pd.DataFrame:
-    """A CSV/TSV of texts (and labels); the separator is detected when `sep` is None."""
-    try:
-        frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty: expected a CSV/TSV with a header row") from None
+    """A CSV/TSV of texts (and labels), every cell a string; the separator is detected when `sep` is None."""
+    frame = read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     needed = [c for c in (text_column, label_column) if c is not None]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise KeyError(f"{path} lacks the column(s) {missing}; it has {list(frame.columns)}")
+        raise MissingColumnError(
+            f"{path} lacks the column(s) {missing}; it has {list(frame.columns)}: "
+            "set data.text_column and data.label_column"
+        )
     return frame

@@ -1,0 +1,44 @@
+"""Rows whose target is empty: left out with one warning per file, or refused (`data.missing_target`)."""
+
+import logging
+from typing import Literal
+
+import pandas as pd
+
+from dltemplate.errors import ConfigError, DataError, MissingColumnError
+
+log = logging.getLogger(__name__)
+
+MissingTarget = Literal["drop", "error"]
+
+
+def check_missing_target(policy: str) -> None:
+    """Refuse a `data.missing_target` other than "drop" or "error"."""
+    if policy not in ("drop", "error"):
+        raise ConfigError(f"data.missing_target must be 'drop' or 'error', got {policy!r}")
+
+
+def rows_with_target(frame: pd.DataFrame, column: str, source: str, policy: MissingTarget) -> pd.DataFrame:
+    """The rows of `frame` (read from `source`) whose `column` is not empty (missing, or blank text).
+
+    With `policy="drop"` the others are left out and counted in one warning; with "error" they are a
+    `DataError` naming the file, their number and the first of them.
+    """
+    if column not in frame.columns:
+        raise MissingColumnError(
+            f"target column {column!r} is not in {source}; it has {list(frame.columns)}: fix the target setting"
+        )
+    target = frame[column]
+    empty = target.isna() | target.astype(str).str.strip().eq("")
+    count = int(empty.sum())
+    if count == 0:
+        return frame
+    if policy == "error":
+        raise DataError(
+            f"{count} rows of {source} have an empty target {column!r} (the first is row {empty.idxmax()}); "
+            "fill them in, or set data.missing_target=drop to leave them out"
+        )
+    if count == len(frame):
+        raise DataError(f"every row of {source} has an empty target {column!r}: fill them in")
+    log.warning("dropped %d rows of %s whose target %r is empty", count, source, column)
+    return frame[~empty]
