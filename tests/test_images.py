@@ -67,8 +67,27 @@ def test_augmentation_draws_per_image(tmp_path):
     dm = folder_module(write_image_folder(tmp_path / "imgs"), tmp_path)
     dm.setup("fit")
     same = dm.train_set.images[:1].expand(16, -1, -1, -1)
-    out = torch.stack([dm.augment(image) for image in same])
+    out = dm.augment(same)
+    assert out.shape == same.shape and out.dtype == torch.uint8
     assert len({tuple(o.flatten().tolist()) for o in out}) > 1
+
+
+def test_batched_augmentation_matches_torchvision_crop_and_flip():
+    from torchvision.transforms.v2 import functional as TF
+
+    from dltemplate.data.augment import random_crop_and_flip
+
+    images = torch.randint(0, 256, (64, 3, 6, 5), dtype=torch.uint8)
+    torch.manual_seed(0)
+    out = random_crop_and_flip(images, padding=2, flip=True)
+    padded = TF.pad(images, [2, 2, 2, 2])
+    for image, source in zip(out, padded, strict=True):  # each output is one crop of its own padded image
+        crops = [source[:, y : y + 6, x : x + 5] for y in range(5) for x in range(5)]
+        assert any(torch.equal(image, c) or torch.equal(image, c.flip(-1)) for c in crops)
+    assert torch.equal(random_crop_and_flip(images, 0, False), images)  # both off: unchanged
+    flips = random_crop_and_flip(images, padding=0, flip=True)
+    mirrored = [torch.equal(f, i.flip(-1)) for f, i in zip(flips, images, strict=True)]
+    assert 10 < sum(mirrored) < 54  # about half, drawn per image
 
 
 def test_grayscale_and_resize(tmp_path):

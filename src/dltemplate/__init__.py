@@ -17,4 +17,12 @@ def _device_count(devices: object) -> int:
     )
 
 
+def _mixed_precision() -> str:
+    """`${mixed_precision:}`: "bf16-mixed" where the GPU computes in bfloat16 (Ampere and newer), else "16-mixed"."""
+    import torch
+
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 OmegaConf.register_new_resolver("device_count", _device_count, replace=True)
+OmegaConf.register_new_resolver("mixed_precision", _mixed_precision, replace=True)

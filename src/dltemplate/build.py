@@ -11,6 +11,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
 
@@ -46,6 +47,8 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     net = _resolve_sized(cfg, "net")
     _resolve_sized(cfg, "module")
     module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
+    if cfg.get("compile", False):
+        module.net.compile()  # in place: state_dict keys stay those of the plain net
     example = getattr(datamodule, "example_input_array", None)
     if example is not None:
         module.example_input_array = example  # model graph in TensorBoard, shapes in the summary
@@ -98,6 +101,8 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
     what the interrupted run logged after it (`purge_step`), so replayed steps are not shown twice.
     """
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not cfg.trainer.get("enable_checkpointing", True):  # Lightning refuses checkpoint callbacks then
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     callbacks.append(ConfigInCheckpoint(checkpoint_config(cfg)))
     loggers = []
     for config in (cfg.get("logger") or {}).values():
@@ -105,6 +110,8 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
             continue
         is_tensorboard = config.get("_target_", "").endswith("TensorBoardLogger")
         extra = {"purge_step": resume_step} if is_tensorboard and resume_step is not None else {}
+        if is_tensorboard and cfg.get("compile", False):
+            extra["log_graph"] = False  # TorchScript cannot trace a compiled net
         loggers.append(instantiate(config, **extra))
     check_trainer_types(cfg.trainer)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

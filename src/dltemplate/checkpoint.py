@@ -108,7 +108,7 @@ def default_paths(data_dir: str | None = None) -> dict[str, str]:
 
 
 def restore(
-    ckpt_path: str | Path, paths: Mapping[str, Any] | None = None
+    ckpt_path: str | Path, paths: Mapping[str, Any] | None = None, data_overrides: Mapping[str, Any] | None = None
 ) -> tuple[LightningModule, LightningDataModule, DictConfig]:
     """Rebuild the trained module, its data module (with fitted preprocessing) and the run config.
 
@@ -116,6 +116,8 @@ def restore(
         ckpt_path: A checkpoint written by a run of this template, or a run directory (its best one).
         paths: The current run's `paths` (data_dir, cache_dir, ...), default `default_paths()`; they
             replace the checkpoint's, which name no place this process reads or writes.
+        data_overrides: Data settings that replace the checkpoint's (e.g. another `test_file`); the
+            fitted preprocessing stays the checkpoint's.
     """
     path = find_checkpoint(ckpt_path, prefer="best")
     checkpoint = load_checkpoint(path)
@@ -128,6 +130,10 @@ def restore(
         data_config = OmegaConf.to_container(cfg.data, resolve=True)
     except Exception as error:
         raise CheckpointError(f"{path}: its data config cannot be resolved ({error})") from None
+    unknown = sorted(set(data_overrides or {}) - set(data_config) - {"_target_"})
+    if unknown:
+        raise CheckpointError(f"data override(s) {unknown} are not settings of {data_config.get('_target_')}")
+    data_config.update({k: v for k, v in (data_overrides or {}).items() if k != "_target_"})
     for key in DOWNLOAD_KEYS:  # a checkpoint names no URL to fetch
         if key in data_config:
             data_config[key] = None

@@ -2,7 +2,7 @@
 
 import logging
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
@@ -11,8 +11,12 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test `cfg.ckpt_path` with the data pipeline stored in it (data read from `cfg.paths.data_dir`)."""
-    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
+    """Test `cfg.ckpt_path` with the data pipeline stored in it (data read from `cfg.paths.data_dir`).
+
+    `cfg.data` replaces data settings of the checkpoint (e.g. `test_file`) to score another labelled set.
+    """
+    data = OmegaConf.to_container(cfg.get("data") or {}, resolve=True)
+    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths, data_overrides=data)
     trainer = build_trainer(cfg)
     metrics = trainer.test(module, datamodule=datamodule)[0]
     return {k: float(v) for k, v in metrics.items()}

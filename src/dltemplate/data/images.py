@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from dltemplate.data.augment import random_crop_and_flip
 from dltemplate.data.image_files import IMAGE_EXTENSIONS, cached_decode, decode_files, list_image_folder
 from dltemplate.data.predictions import class_table
 from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
@@ -96,15 +96,10 @@ class ImageDataModule(TensorDataModule):
         self.size: list[int] | None = None  # (H, W) of the training images
         self.predict_input: str | Sequence[str] | None = None
         self.predict_files: list[Path] = []
-        self.augment: v2.Compose | None = None
 
-    def _augmentation(self, size: Sequence[int]) -> v2.Compose | None:
-        steps = []
-        if self.hparams.crop_padding > 0:
-            steps.append(v2.RandomCrop(list(size), padding=self.hparams.crop_padding))
-        if self.hparams.horizontal_flip:
-            steps.append(v2.RandomHorizontalFlip())
-        return v2.Compose(steps) if steps else None
+    def augment(self, images: Tensor) -> Tensor:
+        """Random crop with padding and horizontal flip of a uint8 (B, C, H, W) batch, drawn per image."""
+        return random_crop_and_flip(images, self.hparams.crop_padding, self.hparams.horizontal_flip)
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -193,7 +188,6 @@ class ImageDataModule(TensorDataModule):
             self.std = train_float.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
         elif names != self.classes:
             raise DataError(f"the classes {names} of {hp.root} are not the checkpoint's {self.classes}")
-        self.augment = self._augmentation(self.size)
         self.train_set = ImageTensors(images[~val_mask], labels[~val_mask])
         self.val_set = ImageTensors(images[val_mask], labels[val_mask])
         self.test_set = ImageTensors(test_images, test_labels)
@@ -210,8 +204,8 @@ class ImageDataModule(TensorDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the training device: uint8 → float, augmentation (training only), normalisation."""
         images, rest = (batch[0], batch[1:]) if isinstance(batch, (tuple, list)) else (batch, ())
-        if self.trainer is not None and self.trainer.training and self.augment is not None:
-            images = torch.stack([self.augment(image) for image in images])  # a random draw per image
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)  # batched, a random draw per image
         images = self.normalize(images)
         return (images, *rest) if rest else images
 
