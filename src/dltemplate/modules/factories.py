@@ -11,11 +11,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from dltemplate import registry
+from dltemplate.errors import ConfigError
+from dltemplate.nets.init import init_scheme
 
 NetSpec = nn.Module | Mapping[str, Any]
 OptimizerSpec = Callable[[Iterable[torch.Tensor]], Optimizer] | Mapping[str, Any]
@@ -25,10 +28,25 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 
 
 def build_net(net: NetSpec) -> nn.Module:
-    """Return `net` itself, or the `nn.Module` its config describes."""
+    """Return `net` itself, or the `nn.Module` its config describes, initialised by its `init` scheme.
+
+    `init` (see `dltemplate.nets.init`) is taken out of the config before the net is built, and the
+    scheme is resolved first, so a bad name fails before a large net is built for nothing.
+    """
     if isinstance(net, nn.Module):
         return net
-    return registry.instantiate(net, "net", where="net")
+    config = dict(OmegaConf.to_container(net, resolve=True) if OmegaConf.is_config(net) else net)
+    init = config.pop("init", None)
+    if init is not None and config.get("pretrained"):
+        raise ConfigError(
+            f"net.init={init!r} would overwrite the pretrained weights this net loads; "
+            "set net.init=null, or net.pretrained=false to train from scratch"
+        )
+    scheme = None if init is None else init_scheme(init)
+    built = registry.instantiate(config, "net", where="net")
+    if scheme is not None:
+        scheme(built)
+    return built
 
 
 def build_optimizer(optimizer: OptimizerSpec | None, params: Iterable[torch.Tensor]) -> Optimizer:
