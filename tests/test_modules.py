@@ -1,17 +1,19 @@
-"""The generic LightningModules: losses, metrics, optimizers from config, safe reload."""
+"""The generic LightningModules: metrics, optimizers and schedulers from config, safe reload."""
 
+import math
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dltemplate.modules.classification import ClassificationModule
-from dltemplate.modules.factories import build_net, build_optimizer, build_scheduler
+from dltemplate.modules.factories import build_net, build_optimizer, build_scheduler, parameter_groups
 from dltemplate.modules.regression import RegressionModule
+from tests.helpers import CONFIG_DIR, fit_family
 
 MLP_SPEC = {"_target_": "dltemplate.nets.mlp.MLP", "in_features": 4, "hidden": [16]}
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
@@ -21,13 +23,14 @@ def loader(x: torch.Tensor, y: torch.Tensor) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=32)
 
 
-def fit(module, x, y, tmp_path: Path, epochs: int = 2) -> Trainer:
+def fit(module, x, y, tmp_path: Path, epochs: int = 2, callbacks=()) -> Trainer:
     trainer = Trainer(
         max_epochs=epochs,
         default_root_dir=tmp_path,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=list(callbacks),
     )
     trainer.fit(module, loader(x, y), loader(x, y))
     return trainer
@@ -120,3 +123,109 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
 def test_bad_class_weights_are_refused():
     with pytest.raises(ValueError, match="3 entries for 2 classes"):
         ClassificationModule({**MLP_SPEC, "out_features": 1}, class_weights=[1, 2, 3])
+
+
+def test_weight_decay_applies_to_linear_conv_and_recurrent_weights_only():
+    from dltemplate.nets.tabular import TabularNet
+
+    net = nn.ModuleDict(
+        {
+            "tabular": TabularNet(4, [3, 5], 1, hidden=[8], embedding_dim=4, batch_norm=True),
+            "conv": nn.Conv1d(2, 3, 3),
+            "lstm": nn.LSTM(3, 4),
+            "norm": nn.LayerNorm(4),
+        }
+    )
+    decayed, other = parameter_groups(net, weight_decay=0.1)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert sorted(names[id(p)] for p in decayed["params"]) == [
+        "conv.weight",
+        "lstm.weight_hh_l0",
+        "lstm.weight_ih_l0",
+        "tabular.mlp.layers.0.weight",
+        "tabular.mlp.layers.3.weight",
+    ]
+    assert sorted(names[id(p)] for p in other["params"]) == [  # biases, norms' scales and shifts, embeddings
+        "conv.bias",
+        "lstm.bias_hh_l0",
+        "lstm.bias_ih_l0",
+        "norm.bias",
+        "norm.weight",
+        "tabular.embeddings.0.weight",
+        "tabular.embeddings.1.weight",
+        "tabular.mlp.layers.0.bias",
+        "tabular.mlp.layers.1.bias",
+        "tabular.mlp.layers.1.weight",
+        "tabular.mlp.layers.3.bias",
+    ]
+    assert (decayed["weight_decay"], other["weight_decay"]) == (0.1, 0.0)
+    assert len(parameter_groups(net, weight_decay=0.0)) == 1  # no decay: one group, as before
+
+    optimizer = build_optimizer({"_target_": "torch.optim.AdamW", "lr": 0.1, "weight_decay": 0.05}, net)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
+    assert [g["weight_decay"] for g in build_optimizer({"_target_": "torch.optim.AdamW"}, net).param_groups] == [
+        0.01,  # AdamW's own default, on the weights only
+        0.0,
+    ]
+
+
+class StepLRs(Callback):
+    """The learning rate each optimizer step uses."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+ONE_CYCLE = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.1, "total_steps": None}
+COSINE = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"}  # T_max omitted
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "interval", "length", "last_lr"),
+    [
+        (ONE_CYCLE, "step", 12, 0.1 / 25 / 1e4),  # OneCycleLR's initial_lr / final_div_factor
+        (COSINE, "step", 12, 0.1 * (1 + math.cos(math.pi * 11 / 12)) / 2),
+        ({**COSINE, "T_max": None}, "epoch", 3, 0.1 * (1 + math.cos(math.pi * 2 / 3)) / 2),
+    ],
+)
+def test_schedulers_take_the_run_length_from_the_trainer(tmp_path, scheduler, interval, length, last_lr):
+    x, y = torch.randn(100, 4), torch.randn(100)  # 4 steps an epoch
+    module = RegressionModule(
+        {**MLP_SPEC, "out_features": 1}, optimizer=SGD, scheduler=scheduler, scheduler_interval=interval
+    )
+    lrs = StepLRs()
+    trainer = fit(module, x, y, tmp_path, epochs=3, callbacks=[lrs])  # a OneCycleLR too short would raise
+    schedule = trainer.lr_scheduler_configs[0].scheduler
+    assert getattr(schedule, "total_steps", getattr(schedule, "T_max", None)) == length
+    assert trainer.global_step == 12
+    assert lrs.lrs[-1] == pytest.approx(last_lr, rel=1e-6)  # the last step runs at the schedule's end
+
+
+def test_cifar2_steps_one_cycle_per_step_over_the_whole_run(make_cfg):
+    cfg = make_cfg("task=cifar2", "net=simple_cnn")
+    assert cfg.module.scheduler_interval == "step" and cfg.module.scheduler.total_steps is None
+    lrs = StepLRs()
+    _, trainer = fit_family(cfg, "image", steps=4, callbacks=[lrs])  # 1 epoch: no crash past the 1st step
+    assert trainer.global_step == 4 and trainer.lr_scheduler_configs[0].scheduler.total_steps == 4
+    assert lrs.lrs[-1] == pytest.approx(cfg.module.optimizer.lr / 25 / 1e4)  # the end of the cycle
+    assert max(lrs.lrs) > cfg.module.optimizer.lr / 2  # after its peak
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONFIG_DIR / "module" / "optimizer").glob("*.yaml")))
+def test_every_optimizer_preset_trains_with_run_length_schedulers(make_cfg, preset):
+    cfg = make_cfg(
+        "task=rings", f"module/optimizer={preset}", "module.scheduler_interval=step", "module.scheduler.T_max=null"
+    )
+    module, trainer = fit_family(cfg, "binary", steps=2)  # cosine annealing over the run's 2 steps
+    assert type(trainer.optimizers[0]).__name__ == cfg.module.optimizer._target_.rsplit(".", 1)[1]
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # T_max = 2 steps
+
+    optimizer = build_optimizer(module.hparams.optimizer, module)  # cifar2's OneCycleLR cycles a momentum
+    schedule = build_scheduler(ONE_CYCLE, optimizer, run_length=lambda: 3)  # only where the preset has one
+    for _ in range(3):
+        optimizer.step()
+        schedule.step()

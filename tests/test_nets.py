@@ -1,11 +1,14 @@
-"""One forward pass through every selectable net: output shape and no NaNs."""
+"""One forward pass through every selectable net: output shape and no NaNs; every init scheme on every net."""
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
+from dltemplate.errors import ConfigError
 from dltemplate.modules.factories import build_net
-from tests.helpers import CONFIG_DIR
+from dltemplate.nets.init import SCHEMES, init_scheme
+from tests.helpers import CONFIG_DIR, FAMILIES, fit_family
 
 NETS = sorted(p.stem for p in (CONFIG_DIR / "net").glob("*.yaml"))
 DIMS = {
@@ -111,3 +114,87 @@ def test_book_text_cnn_pads_or_cuts_to_its_length():
     net = BookTextCNN(vocab_size=10_000)
     assert net.head.in_features == 6144  # the book's 200 tokens → 6144 features
     assert net(torch.randint(0, 10_000, (2, 31))).shape == net(torch.randint(0, 10_000, (2, 500))).shape == (2, 1)
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+@pytest.mark.parametrize("family", ["binary", "regression", "forecasting"])
+def test_every_init_scheme_trains_a_step_on_each_family(make_cfg, scheme, family):
+    torch.manual_seed(0)
+    module, trainer = fit_family(make_cfg(f"task={FAMILIES[family][0]}", f"net.init={scheme}"), family)
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    assert module.hparams.net["init"] == scheme  # recorded with the net's config
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_every_init_scheme_fits_every_net(name):
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "net" / f"{name}.yaml"), {"dims": DIMS})
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    spec.pop("dims")
+    make_input, out_shape = INPUTS[spec["_target_"]]
+    net = build_net(spec).eval()
+    for scheme in SCHEMES:  # every scheme applies to every layer; one forward at the end keeps this fast
+        init_scheme(scheme)(net)
+    out = net(make_input(4))
+    assert out.shape == (4, *out_shape) and torch.isfinite(out).all()
+
+
+def test_schemes_go_by_layer_type():
+    from dltemplate.nets.tabular import TabularNet
+
+    torch.manual_seed(0)
+    net = nn.ModuleDict(
+        {
+            "tabular": TabularNet(4, [3, 5], 1, hidden=[256], embedding_dim=4, batch_norm=True),
+            "lstm": nn.LSTM(3, 8, num_layers=2),
+        }
+    )
+    embedding = net["tabular"].embeddings[0].weight.detach().clone()
+    net["tabular"].mlp.layers[1].weight.data.fill_(3.0)  # a BatchNorm scale somewhere else than 1
+    init_scheme("kaiming")(net)
+    hidden = net["tabular"].mlp.layers[0]
+    assert hidden.weight.std().item() == pytest.approx((2 / hidden.in_features) ** 0.5, rel=0.15)  # He: √(2/fan_in)
+    assert (hidden.bias == 0).all()
+    assert (net["tabular"].mlp.layers[1].weight == 1).all()  # normalisation starts as the identity
+    assert torch.equal(net["tabular"].embeddings[0].weight, embedding)  # embeddings keep their own init
+    lstm = net["lstm"]
+    for block in lstm.weight_hh_l1.detach().chunk(4):  # orthogonal, gate by gate
+        torch.testing.assert_close(block @ block.T, torch.eye(8), atol=1e-5, rtol=0)
+    assert (lstm.bias_ih_l0[8:16] == 1).all() and (lstm.bias_ih_l0[:8] == 0).all() and (lstm.bias_hh_l0 == 0).all()
+
+
+def test_a_net_that_needs_its_own_start_keeps_it():
+    from dltemplate.nets.rnn_forecaster import RNNForecaster
+
+    net = build_net({"_target_": "dltemplate.nets.rnn_forecaster.RNNForecaster", "num_series": 3, "init": "xavier"})
+    x = torch.rand(4, WINDOW, 3)
+    assert isinstance(net, RNNForecaster) and torch.equal(net(x), x[:, -1:])  # still the naive forecast
+
+
+def test_init_never_overwrites_loaded_weights(tmp_path):
+    from lightning.pytorch import Trainer
+
+    from dltemplate.modules.regression import RegressionModule
+
+    torch.manual_seed(0)
+    module = RegressionModule(
+        {"_target_": "dltemplate.nets.mlp.MLP", "in_features": 2, "out_features": 1, "init": "normal"}
+    )
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    x, y = torch.randn(8, 2), torch.randn(8)
+    trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    reloaded = RegressionModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert reloaded.hparams.net["init"] == "normal"
+    assert torch.equal(reloaded(x), module.eval()(x))  # the scheme ran before the trained weights were loaded
+    with pytest.raises(ConfigError, match="would overwrite the pretrained weights"):
+        build_net(
+            {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1, "pretrained": True, "init": "xavier"}
+        )
+
+
+@pytest.mark.parametrize(
+    "init", ["he", {"_target_": "os.system", "command": "touch pwned"}, {"_target_": "torch.load"}]
+)
+def test_an_init_scheme_must_be_one_the_registry_allows(init):
+    with pytest.raises(ConfigError, match=r"not an initialisation scheme|not an allowed init"):
+        build_net({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1, "init": init})

@@ -5,8 +5,9 @@ What is guaranteed for any file given as a checkpoint:
 - it is read with `torch.load(weights_only=True)`: tensors and plain containers only, no pickled code;
   a damaged or foreign file is one `CheckpointError` naming it;
 - every `_target_` it names, at any depth, is resolved through `dltemplate.registry` before anything
-  is imported or called, so it can only build the project's own nets, modules, data modules and
-  feature functions, `torch.nn` layers and `torch.optim` optimizers and schedulers;
+  is imported or called, so it can only build the project's own nets, modules, data modules,
+  feature functions, losses and initialisation schemes, `torch.nn` layers and losses, and
+  `torch.optim` optimizers and schedulers (a loss or scheme named by a short name goes the same way);
 - it chooses no place to read from or write to beyond its data files: `paths` (data, cache and log
   folders) are the current run's, and the data module's download sources are switched off, so
   restoring never downloads anything.

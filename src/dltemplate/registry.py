@@ -12,6 +12,8 @@ against the *kind* of thing expected at that place:
     datamodule  LightningDataModule classes defined in the project's `data` package
     optimizer   `torch.optim` optimizers
     scheduler   `torch.optim.lr_scheduler` schedulers
+    loss        `torch.nn` losses, and losses registered with `@register("loss")` (`dltemplate.losses`)
+    init        weight-initialisation schemes registered with `@register("init")` (`dltemplate.nets.init`)
     feature     functions registered with `@register("feature")` (derived table columns)
 
 A name is accepted only in one of these forms: `<package>.<submodule>.<Name>` where the submodule
@@ -102,6 +104,8 @@ _SOURCES: dict[str, list[Any]] = {
     "datamodule": [Namespace("data", "lightning.pytorch:LightningDataModule"), Registered("datamodule")],
     "optimizer": [Members("torch.optim", "torch.optim:Optimizer"), Registered("optimizer")],
     "scheduler": [Members("torch.optim.lr_scheduler", "torch.optim.lr_scheduler:LRScheduler"), Registered("scheduler")],
+    "loss": [Members("torch.nn", "torch.nn.modules.loss:_Loss"), Registered("loss", (f"{PACKAGE}.losses",))],
+    "init": [Registered("init", (f"{PACKAGE}.nets.init",))],
     "feature": [Registered("feature", (f"{PACKAGE}.data.features",))],
 }
 # what may appear nested inside a config of each kind, when it is built recursively

@@ -3,12 +3,12 @@
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
+from dltemplate.losses import LossSpec, build_loss
 from dltemplate.modules.factories import (
     NetSpec,
     OptimizerSpec,
@@ -23,25 +23,30 @@ from dltemplate.modules.factories import (
 class ClassificationModule(LightningModule):
     """Trains a net that returns class logits, binary or multi-class.
 
-    With `num_classes=2` the net returns one logit per sample, (B, 1) or (B,), trained with
-    binary cross-entropy; otherwise it returns (B, num_classes) logits trained with cross-entropy.
-    Predictions are probabilities: P(class 1) of shape (B,), or (B, num_classes).
+    With `num_classes=2` the net returns one logit per sample, (B, 1) or (B,), trained by default
+    with binary cross-entropy; otherwise it returns (B, num_classes) logits trained by default with
+    cross-entropy. Predictions are probabilities: P(class 1) of shape (B,), or (B, num_classes).
 
     Args:
         net: The network, or its Hydra config (then `load_from_checkpoint` needs no net).
         num_classes: Number of classes; the data module knows it (`${dims.num_classes}`).
+        loss: "ce" (cross-entropy; for 2 classes the same as "bce"), "bce" (2 classes only), "focal",
+            or a `_target_` config of a fitting loss (see `dltemplate.losses`).
         optimizer: Partial optimizer config or callable params → optimizer; AdamW(lr=1e-3) if None.
         scheduler: Partial LR-scheduler config or callable optimizer → scheduler; none if None.
         scheduler_interval: Step the scheduler every "epoch" or every "step".
         monitor: Metric that ReduceLROnPlateau-style schedulers watch.
-        class_weights: Per-class loss weights for imbalanced data (for binary: [w0, w1]).
-        label_smoothing: Cross-entropy label smoothing (multi-class only).
+        class_weights: Per-class loss weights for imbalanced data (for binary: [w0, w1], which
+            binary cross-entropy applies as pos_weight = w1 / w0).
+        label_smoothing: Label smoothing ε: the target is the one-hot class mixed with the uniform
+            distribution (for binary cross-entropy: targets y · (1 - ε) + ε / 2).
     """
 
     def __init__(
         self,
         net: NetSpec,
         num_classes: int = 2,
+        loss: LossSpec = "ce",
         optimizer: OptimizerSpec | None = None,
         scheduler: SchedulerSpec | None = None,
         scheduler_interval: str = "epoch",
@@ -58,12 +63,11 @@ class ClassificationModule(LightningModule):
         self.net = build_net(net)
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
         self.binary = num_classes == 2
-        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        if weights is not None and len(weights) != num_classes:
-            raise ValueError(f"class_weights has {len(weights)} entries for {num_classes} classes")
-        self.register_buffer("class_weights", weights, persistent=False)
-
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
         task = "binary" if self.binary else "multiclass"
+        self.loss_fn = build_loss(loss, task, class_weights=class_weights, label_smoothing=label_smoothing)
+
         # training tracks accuracy only: AUROC keeps every prediction, too costly on every step
         self.train_metrics = MetricCollection({"acc": Accuracy(task=task, num_classes=num_classes)}, prefix="train/")
         metrics = MetricCollection(
@@ -84,18 +88,10 @@ class ClassificationModule(LightningModule):
     def predict_proba(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits) if self.binary else logits.softmax(dim=-1)
 
-    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.binary:
-            pos_weight = None
-            if self.class_weights is not None:
-                pos_weight = self.class_weights[1] / self.class_weights[0]
-            return F.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=pos_weight)
-        return F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing)
-
     def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
         x, target = batch
         logits = self(x)
-        loss = self.loss(logits, target)
+        loss = self.loss_fn(logits, target)
         probs = self.predict_proba(logits.detach())
         metrics.update(probs, target)
         self.log(

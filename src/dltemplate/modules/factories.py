@@ -7,15 +7,19 @@ can rebuild the net without being handed it again. Because a checkpoint is data 
 anything is imported or called.
 """
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR, PolynomialLR
 
 from dltemplate import registry
+from dltemplate.errors import ConfigError
+from dltemplate.nets.init import init_scheme
 
 NetSpec = nn.Module | Mapping[str, Any]
 OptimizerSpec = Callable[[Iterable[torch.Tensor]], Optimizer] | Mapping[str, Any]
@@ -24,24 +28,114 @@ SchedulerSpec = Callable[[Optimizer], LRScheduler] | Mapping[str, Any]
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
 
 
+# layers whose weights are decayed: matrices that multiply an input (a recurrent layer's too)
+DECAYED = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.RNNBase,
+)
+# the argument of each scheduler that is the run's length, filled from the Trainer when left unset
+RUN_LENGTH = {OneCycleLR: "total_steps", CosineAnnealingLR: "T_max", PolynomialLR: "total_iters"}
+
+
 def build_net(net: NetSpec) -> nn.Module:
-    """Return `net` itself, or the `nn.Module` its config describes."""
+    """Return `net` itself, or the `nn.Module` its config describes, initialised by its `init` scheme.
+
+    `init` (see `dltemplate.nets.init`) is taken out of the config before the net is built, and the
+    scheme is resolved first, so a bad name fails before a large net is built for nothing.
+    """
     if isinstance(net, nn.Module):
         return net
-    return registry.instantiate(net, "net", where="net")
+    config = dict(OmegaConf.to_container(net, resolve=True) if OmegaConf.is_config(net) else net)
+    init = config.pop("init", None)
+    if init is not None and config.get("pretrained"):
+        raise ConfigError(
+            f"net.init={init!r} would overwrite the pretrained weights this net loads; "
+            "set net.init=null, or net.pretrained=false to train from scratch"
+        )
+    scheme = None if init is None else init_scheme(init)
+    built = registry.instantiate(config, "net", where="net")
+    if scheme is not None:
+        scheme(built)
+    return built
 
 
-def build_optimizer(optimizer: OptimizerSpec | None, params: Iterable[torch.Tensor]) -> Optimizer:
-    """Create the optimizer over `params` from a partial config, a callable, or the AdamW default."""
+def parameter_groups(model: nn.Module, weight_decay: float | None = None) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups for `model`: the one place that decides per-parameter settings.
+
+    Weight decay (the optimizer's own `weight_decay`, or `weight_decay` if given) applies only to
+    the weights of linear, convolution and recurrent layers. Biases and normalisation layers' scales
+    and shifts are left alone: shrinking them toward 0 does not regularise the function, it only
+    moves the layers' operating point. Embeddings are left alone as well: decoupled decay shrinks
+    every row at every step while a row's gradient comes only from batches holding its token, so
+    rare tokens would be pulled toward 0, and sparse optimizers support no decay at all. Without
+    decay (0) there is one group. `weight_decay` None: the decayed group keeps the optimizer's default.
+    """
+    if weight_decay == 0.0:  # one group, in `model.parameters()` order, as without this function
+        return [{"params": list(model.parameters())}]
+    decayed, other, seen = [], [], set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:  # shared (tied) parameters: the first layer that holds one decides
+                continue
+            seen.add(id(param))
+            (decayed if isinstance(module, DECAYED) and name.startswith("weight") else other).append(param)
+    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+    groups = [
+        {"params": decayed, "name": "decayed", **decay},
+        {"params": other, "name": "not_decayed", "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(optimizer: OptimizerSpec | None, params: Iterable[torch.Tensor] | nn.Module) -> Optimizer:
+    """Create the optimizer from a partial config, a callable, or the AdamW default.
+
+    Given a model rather than parameters, it optimises the model's `parameter_groups` (when the
+    optimizer takes a `weight_decay`).
+    """
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if isinstance(optimizer, Mapping):
         optimizer = registry.instantiate({**optimizer, "_partial_": True}, "optimizer", where="optimizer")
+    if isinstance(params, nn.Module):
+        accepted = _parameters(getattr(optimizer, "func", optimizer))
+        if "weight_decay" in accepted:
+            default = accepted["weight_decay"].default
+            decay = getattr(optimizer, "keywords", {}).get(
+                "weight_decay", None if default is inspect.Parameter.empty else default
+            )
+            params = parameter_groups(params, decay)
+        else:
+            params = params.parameters()
     return optimizer(params)
 
 
-def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer) -> LRScheduler:
-    """Create the LR scheduler for `optimizer` from a partial config or a callable."""
+def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer, run_length: Callable[[], int] | None = None):
+    """Create the LR scheduler for `optimizer` from a partial config or a callable.
+
+    A config that leaves the run's length unset (`RUN_LENGTH`: OneCycleLR's `total_steps`,
+    CosineAnnealingLR's `T_max`, PolynomialLR's `total_iters`; null or omitted) gets `run_length()`:
+    the number of times the scheduler will be stepped. OneCycleLR cycles the momentum (or Adam's
+    beta1) unless `cycle_momentum` says otherwise, and only of an optimizer that uses one: Adagrad,
+    plain SGD or RMSprop without momentum stay without.
+    """
     if isinstance(scheduler, Mapping):
+        scheduler = dict(scheduler)
+        cls = registry.resolve(scheduler.get("_target_"), "scheduler", where="scheduler")
+        key = RUN_LENGTH.get(cls)
+        if key is not None and scheduler.get(key) is None and not (cls is OneCycleLR and scheduler.get("epochs")):
+            if run_length is None:
+                raise ConfigError(f"scheduler: {scheduler['_target_']} needs {key}, the run's length; set it")
+            scheduler[key] = run_length()
+        if cls is OneCycleLR and "cycle_momentum" not in scheduler:  # cycle a momentum only where there is one
+            defaults = optimizer.defaults
+            scheduler["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
         scheduler = registry.instantiate({**scheduler, "_partial_": True}, "scheduler", where="scheduler")
     return scheduler(optimizer)
 
@@ -51,13 +145,47 @@ def objects_to_skip(**specs: Any) -> list[str]:
     return [name for name, spec in specs.items() if spec is not None and not isinstance(spec, Mapping)]
 
 
-def configure_optimizers(module: nn.Module, optimizer, scheduler, interval: str, monitor: str) -> Any:
-    """What `LightningModule.configure_optimizers` returns for these specs."""
-    opt = build_optimizer(optimizer, module.parameters())
+def configure_optimizers(module, optimizer, scheduler, interval: str, monitor: str) -> Any:
+    """What `LightningModule.configure_optimizers` returns for these specs.
+
+    A scheduler's unset run length is the Trainer's: its optimizer steps (`estimated_stepping_batches`)
+    when stepped every "step", its `max_epochs` when stepped every "epoch".
+    """
+    if interval not in ("step", "epoch"):
+        raise ConfigError(f"module.scheduler_interval={interval!r}: choose step or epoch")
+    opt = build_optimizer(optimizer, module)
     if scheduler is None:
         return opt
-    lr_scheduler = {"scheduler": build_scheduler(scheduler, opt), "interval": interval, "monitor": monitor}
+    lr_scheduler = {
+        "scheduler": build_scheduler(scheduler, opt, lambda: run_length(module, interval)),
+        "interval": interval,
+        "monitor": monitor,
+    }
     return {"optimizer": opt, "lr_scheduler": lr_scheduler}
+
+
+def run_length(module, interval: str) -> int:
+    """How many times a scheduler stepped every `interval` is stepped in the module's Trainer run."""
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # not attached to a Trainer
+        trainer = None
+    if trainer is None:
+        raise ConfigError("the scheduler's run length comes from the Trainer; set it in the scheduler config")
+    total = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
+    if total is None or total < 1 or total == float("inf"):
+        raise ConfigError(
+            f"the scheduler needs the run's length, but the Trainer's is unbounded ({interval}s: {total}); "
+            "set trainer.max_epochs or trainer.max_steps, or the scheduler's own length"
+        )
+    return int(total)
+
+
+def _parameters(obj: Any) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def check_finite(loss: torch.Tensor, module) -> None:

@@ -4,12 +4,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
 
+from dltemplate.losses import LossSpec, build_loss
 from dltemplate.modules.factories import (
     NetSpec,
     OptimizerSpec,
@@ -24,7 +24,8 @@ from dltemplate.modules.factories import (
 class ForecastingModule(LightningModule):
     """Trains a net that maps (B, window, C) scaled history to (B, horizon, C) scaled forecasts.
 
-    The loss is computed on the scaled series; every metric is computed after undoing the scaling,
+    The loss is computed on the scaled series, what the net predicts (so a Huber `delta` of 1 is one
+    unit of the data module's scale); every metric is computed after undoing the scaling,
     on the series' own units: MAE, RMSE and sMAPE, MASE (MAE over the mean absolute one-step change
     of the training steps), and beside them the naive forecast (repeat the last value) and the
     seasonal-naive forecast (repeat the value one season back) on the same targets: `rel_mae` is
@@ -36,7 +37,9 @@ class ForecastingModule(LightningModule):
         naive_scale: Per-series mean absolute one-step change over the training steps (for MASE).
         season: Period of the seasonal-naive baseline; None skips it.
         transform: "log1p" if the data module log-transformed the series before scaling.
-        loss: "mse" or "l1" on the scaled series.
+        loss: "mse", "l1", "huber" or "smooth_l1" on the scaled series, or a `_target_` config of a
+            fitting loss (see `dltemplate.losses`). Poisson is refused: the nets predict the scaled
+            (often differenced or log-transformed) series itself, not the log-rate of counts.
         optimizer, scheduler, scheduler_interval, monitor: as in `RegressionModule`.
     """
 
@@ -47,7 +50,7 @@ class ForecastingModule(LightningModule):
         naive_scale: Sequence[float],
         season: int | None = None,
         transform: Literal["log1p"] | None = None,
-        loss: Literal["mse", "l1"] = "mse",
+        loss: LossSpec = "mse",
         optimizer: OptimizerSpec | None = None,
         scheduler: SchedulerSpec | None = None,
         scheduler_interval: str = "epoch",
@@ -59,7 +62,7 @@ class ForecastingModule(LightningModule):
         )
         self.net = build_net(net)
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
-        self.loss_fn = {"mse": F.mse_loss, "l1": F.l1_loss}[loss]
+        self.loss_fn = build_loss(loss, "forecasting")
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
         metrics = MetricCollection(
             {

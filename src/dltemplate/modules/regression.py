@@ -1,10 +1,14 @@
 """Regression of one or more continuous targets."""
 
-import torch.nn.functional as F
+import math
+
+import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
+from dltemplate.errors import ConfigError, DataError
+from dltemplate.losses import LossSpec, build_loss
 from dltemplate.modules.factories import (
     NetSpec,
     OptimizerSpec,
@@ -17,13 +21,24 @@ from dltemplate.modules.factories import (
 
 
 class RegressionModule(LightningModule):
-    """Trains a net that predicts continuous targets with a mean-squared-error loss.
+    """Trains a net that predicts continuous targets, by default with a mean-squared-error loss.
 
     Targets are (B,) for one output or (B, num_outputs); a net output of (B, 1) is matched to (B,).
+    The net predicts standardised targets, (y - target_mean) / target_std, and the loss compares
+    them on that scale: a Huber `delta` or smooth-L1 `beta` of 1 then means one standard deviation,
+    whatever the targets' units (`train/loss` is in those standardised units). Predictions and the
+    mse, mae and r2 metrics are on the targets' own scale.
+
+    With `loss="poisson"` the targets are non-negative counts and the net's output is instead the
+    log of the Poisson rate relative to the training mean: the prediction is exp(output) ·
+    target_mean, the expected count, always positive, and the loss is the Poisson negative
+    log-likelihood of the raw counts (standardising counts would break the likelihood).
 
     Args:
         net: The network, or its Hydra config (then `load_from_checkpoint` needs no net).
         num_outputs: Number of targets per sample; the data module knows it (`${dims.out_features}`).
+        loss: "mse", "l1", "huber", "smooth_l1", "poisson", or a `_target_` config of a fitting loss
+            (see `dltemplate.losses`).
         optimizer: Partial optimizer config or callable params → optimizer; AdamW(lr=1e-3) if None.
         scheduler: Partial LR-scheduler config or callable optimizer → scheduler; none if None.
         scheduler_interval: Step the scheduler every "epoch" or every "step".
@@ -37,6 +52,7 @@ class RegressionModule(LightningModule):
         self,
         net: NetSpec,
         num_outputs: int = 1,
+        loss: LossSpec = "mse",
         optimizer: OptimizerSpec | None = None,
         scheduler: SchedulerSpec | None = None,
         scheduler_interval: str = "epoch",
@@ -50,6 +66,13 @@ class RegressionModule(LightningModule):
         )
         self.net = build_net(net)
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.loss_fn = build_loss(loss, "regression")
+        self.counts = self.loss_fn.takes == "log_rate"
+        if self.counts and target_mean < 0:
+            raise ConfigError(
+                f"module.loss=poisson needs counts (targets >= 0), but the training targets' mean is {target_mean}"
+            )
+        self.log_mean = math.log(target_mean) if self.counts and target_mean > 0 else 0.0
         metrics = MetricCollection(
             {
                 # averaged over all targets, so every metric is one scalar
@@ -64,19 +87,35 @@ class RegressionModule(LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Predictions on the targets' scale: (B,) for one target, (B, num_outputs) otherwise."""
-        out = self.net(x) * self.hparams.target_std + self.hparams.target_mean
+        return self.to_units(self._outputs(x))
+
+    def _outputs(self, x: Tensor) -> Tensor:
+        """The net's outputs, shaped like the targets: standardised targets, or log-rates for poisson."""
+        out = self.net(x)
         return out.squeeze(-1) if self.hparams.num_outputs == 1 else out
+
+    def to_units(self, out: Tensor) -> Tensor:
+        """Net outputs → predictions on the targets' scale."""
+        if self.counts:
+            return torch.exp(out + self.log_mean)
+        return out * self.hparams.target_std + self.hparams.target_mean
 
     def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
         x, target = batch
-        preds = self(x)
-        loss = F.mse_loss(preds, target)
-        metrics.update(preds.detach(), target)
+        out = self._outputs(x)
+        if self.counts:
+            if bool((target < 0).any()):
+                raise DataError(f"module.loss=poisson needs counts, but a {stage} target is negative")
+            loss = self.loss_fn(out + self.log_mean, target)
+        else:
+            loss = self.loss_fn(out, (target - self.hparams.target_mean) / self.hparams.target_std)
+        preds = self.to_units(out.detach())
+        metrics.update(preds, target)
         self.log(
             f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
         )
         self.log_dict(metrics, on_step=False, on_epoch=True)
-        return {"loss": loss, "preds": preds.detach(), "target": target}
+        return {"loss": loss, "preds": preds, "target": target}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self._step(batch, self.train_metrics, "train")

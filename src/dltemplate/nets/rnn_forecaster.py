@@ -36,7 +36,11 @@ class RNNForecaster(nn.Module):
         rnn = {"LSTM": nn.LSTM, "GRU": nn.GRU}[cell]
         self.rnn = rnn(num_series, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout)
         self.head = nn.Linear(hidden_size, horizon * num_series)
-        if residual:  # start exactly at the naive forecast
+        self.after_init()
+
+    def after_init(self) -> None:
+        """With `residual`, start exactly at the naive forecast (also after a `net.init` scheme)."""
+        if self.residual:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
