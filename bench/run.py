@@ -5,12 +5,15 @@
 
 Options before the overrides: --seeds N (mean ± sd over seeds 1..N), --csv PATH (append the
 results, one line per value).
-Seconds per epoch are wall-clock, training plus validation: the median over epochs 2..N.
+Seconds per epoch are wall-clock, training plus validation: the median over epochs 2..N; train
+samples/s is the training split's size over that (so it includes the validation time).
+Works under trainer=ddp too (Lightning re-runs this script in the other processes; rank 0 prints).
 Everything else is a Hydra override, exactly as for train.py. Runs go to logs/bench/.
 """
 
 import argparse
 import csv
+import os
 import platform
 import statistics
 import time
@@ -18,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from dltemplate.callbacks.timing import EpochTimer
 from dltemplate.config import compose_config
@@ -40,8 +44,15 @@ def run_once(overrides: list[str], seed: int, stamp: str) -> dict[str, float]:
     row = {
         k: v for k, v in result.metrics.items() if (k.startswith("test/") and k != "test/loss") or k.endswith("_best")
     }
-    steady = timer.durations[1:] or timer.durations  # the first epoch includes warm-up
-    return {**row, "epochs": epochs, "s/epoch": statistics.median(steady), "data s": result.data_seconds}
+    steady = statistics.median(timer.durations[1:] or timer.durations)  # the first epoch includes warm-up
+    samples = len(result.trainer.datamodule.train_set)  # all ranks together
+    return {
+        **row,
+        "epochs": epochs,
+        "s/epoch": steady,
+        "train samples/s": samples / steady,
+        "data s": result.data_seconds,
+    }
 
 
 def main() -> None:
@@ -50,10 +61,13 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, help="also append the row to this CSV file")
     args, overrides = parser.parse_known_args()
 
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    # under trainer=ddp Lightning re-runs this script in the other processes: they inherit the stamp
+    stamp = os.environ.setdefault("DLTEMPLATE_BENCH_STAMP", datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     started = time.perf_counter()
     runs = [run_once(overrides, seed, stamp) for seed in range(1, args.seeds + 1)]
     wall = time.perf_counter() - started
+    if rank_zero_only.rank != 0:
+        return
 
     def summary(key: str) -> str:
         values = [r[key] for r in runs]
@@ -75,6 +89,7 @@ def main() -> None:
         "seeds": args.seeds,
         "epochs": summary("epochs"),
         "s/epoch": summary("s/epoch"),
+        "train samples/s": f"{statistics.fmean(r['train samples/s'] for r in runs):.0f}",
         # data preparation: the first run may fill a cache (decoding, tokenising) that later runs reuse
         "data s (1st / later)": f"{runs[0]['data s']:.1f} / "
         + (f"{statistics.fmean(r['data s'] for r in runs[1:]):.1f}" if len(runs) > 1 else "-"),
@@ -90,7 +105,7 @@ def main() -> None:
             writer = csv.writer(f)
             if new:
                 writer.writerow(["date", "machine", "config", "seeds", "key", "value"])
-            for key in ("epochs", "s/epoch", "data s (1st / later)", *metric_keys, "wall s"):
+            for key in ("epochs", "s/epoch", "train samples/s", "data s (1st / later)", *metric_keys, "wall s"):
                 writer.writerow([row["date"], row["machine"], row["config"], row["seeds"], key, row[key]])
 
 

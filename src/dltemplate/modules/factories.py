@@ -188,10 +188,30 @@ def _parameters(obj: Any) -> Mapping[str, inspect.Parameter]:
         return {}
 
 
+FINITE_CHECK_EVERY = 50  # steps between the host's looks at the loss flag (each look waits for the device)
+
+
 def check_finite(loss: torch.Tensor, module) -> None:
-    """Stop with a clear error when the training loss is NaN or infinite."""
-    if not torch.isfinite(loss):
+    """Stop with a clear error when the training loss becomes NaN or infinite.
+
+    The check runs on the device every step (the first non-finite step and value are kept there);
+    the host reads it, which waits for the device, only every `FINITE_CHECK_EVERY` steps and at
+    the last batch of each epoch, so a GPU is not held up on every step.
+    """
+    bad = ~torch.isfinite(loss.detach())
+    step = torch.tensor(module.global_step, device=loss.device)
+    first = getattr(module, "_first_nonfinite", None)
+    if first is None or first[0].device != loss.device:
+        first = (torch.full((), -1, device=loss.device), torch.zeros((), device=loss.device))
+    unseen = bad & (first[0] < 0)
+    first = (torch.where(unseen, step, first[0]), torch.where(unseen, loss.detach().float(), first[1]))
+    module._first_nonfinite = first
+    trainer = getattr(module, "_trainer", None)
+    if module.global_step % FINITE_CHECK_EVERY and not (trainer is not None and trainer.is_last_batch):
+        return
+    at = int(first[0])
+    if at >= 0:
         raise FloatingPointError(
-            f"training loss is {loss.item()} at epoch {module.current_epoch}, step {module.global_step}: "
+            f"training loss is {float(first[1])} at epoch {module.current_epoch}, step {at}: "
             "the run diverged; lower module.optimizer.lr or check the inputs for NaN/inf values"
         )
