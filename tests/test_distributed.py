@@ -119,3 +119,29 @@ def test_a_sweep_runs_as_slurm_jobs_through_the_submitit_launcher(tmp_path, slur
     lines = summary.read_text().splitlines()
     assert len(lines) == 3 and all(",ok," in line for line in lines[1:])
     assert len(list(summary.parent.glob(".submitit/*/*_log.out"))) == 2  # each job ran as its own SLURM job
+
+
+def test_processes_that_prepare_data_together_fetch_one_at_a_time(tmp_path):
+    """torchrun and SLURM start every rank themselves: each calls prepare_data before any process group exists."""
+    import threading
+    import time
+
+    from dltemplate.data.tensors import TensorDataModule
+
+    events: list[str] = []
+
+    class Fetching(TensorDataModule):
+        def fetch_data(self) -> None:
+            events.append("start")
+            time.sleep(0.2)
+            if not (tmp_path / "file").exists():
+                (tmp_path / "file").write_text("fetched")
+                events.append("fetched")
+            events.append("end")
+
+    threads = [threading.Thread(target=Fetching(batch_size=7).prepare_data) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert events == ["start", "fetched", "end", "start", "end", "start", "end"]
