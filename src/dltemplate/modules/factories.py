@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR,
 
 from dltemplate import registry
 from dltemplate.errors import ConfigError
-from dltemplate.nets.init import init_scheme
+from dltemplate.nets.init import LINEAR, init_scheme
 
 NetSpec = nn.Module | Mapping[str, Any]
 OptimizerSpec = Callable[[Iterable[torch.Tensor]], Optimizer] | Mapping[str, Any]
@@ -29,17 +29,7 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 
 
 # layers whose weights are decayed: matrices that multiply an input (a recurrent layer's too)
-DECAYED = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-    nn.RNNBase,
-)
+DECAYED = (*LINEAR, nn.RNNBase)
 # the argument of each scheduler that is the run's length, filled from the Trainer when left unset
 RUN_LENGTH = {OneCycleLR: "total_steps", CosineAnnealingLR: "T_max", PolynomialLR: "total_iters"}
 
