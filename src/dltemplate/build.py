@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
+from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
-from dltemplate.rundir import claim, hold_for_resume
+from dltemplate.rundir import CLAIM_FILE, claim, hold_for_resume
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
@@ -57,6 +58,7 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
     """
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(ConfigInCheckpoint(checkpoint_config(cfg)))
+    callbacks.append(RunSummary(cfg))  # settings at the start, summary at the end, for every logger
     loggers = []
     for config in (cfg.get("logger") or {}).values():
         if config is None:
@@ -128,7 +130,7 @@ def resolve_checkpoint(cfg: DictConfig) -> int | None:
     with open_dict(cfg):
         cfg.ckpt_path = str(path)
         run_dir = path.parent.parent
-        if resuming and path.parent.name == "checkpoints" and (run_dir / "tensorboard").is_dir():
+        if resuming and path.parent.name == "checkpoints" and (run_dir / CLAIM_FILE).exists():
             hold_for_resume(run_dir)
             cfg.paths.output_dir = str(run_dir)
     return int(checkpoint.get("global_step", 0)) if resuming else None

@@ -39,6 +39,7 @@ def claim(output_dir: str | Path) -> None:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     used = [name for name in RESULTS if _has_content(output_dir / name)]
+    used += ["TensorBoard events"] if any(output_dir.glob("events.out.tfevents.*")) else []
     try:
         if used:
             raise FileExistsError
