@@ -157,3 +157,21 @@ def test_text_tables_are_plain_readable_markdown():
     markdown = markdown_table(table, text_column="text")
     assert markdown.startswith("1. P(true class): **0.012** · true: **pos**")
     assert "<br" not in markdown and "a / b c" in markdown
+
+
+def test_a_multirun_job_names_its_sweep_as_its_group():
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from dltemplate.resolvers import sweep_group
+
+    assert sweep_group() is None  # a single run
+    hydra = OmegaConf.structured(HydraConf)
+    hydra.mode, hydra.sweep.dir = RunMode.MULTIRUN, "logs/rings/multiruns/2026-11-25_10-00-00_1"
+    HydraConfig.instance().set_config(OmegaConf.create({"hydra": hydra}))
+    try:
+        assert sweep_group() == "sweep_2026-11-25_10-00-00_1"  # MLflow experiment rings/sweep_..., W&B group
+    finally:
+        HydraConfig.instance().cfg = None

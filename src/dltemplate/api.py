@@ -96,6 +96,7 @@ _HARMLESS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"The '\w+_dataloader' does not have many workers",
     r"No (negative|positive) samples in targets",
+    r"The `srun` command is available on your system but is not used",
 )
 
 
@@ -226,13 +227,15 @@ class Model:
     def predict(self, inputs: Any) -> pd.DataFrame:
         """Predictions for raw inputs: a CSV path or DataFrame (tables), image files or a folder,
         texts or a text file; for series see `forecast`."""
-        return predict_table(self.module, self.datamodule, inputs, self._trainer())
+        with quiet_training():
+            return predict_table(self.module, self.datamodule, inputs, self._trainer())
 
     def forecast(
         self, steps: int = 30, series: str | pd.DataFrame | None = None, floor: float | None = 0.0
     ) -> pd.DataFrame:
         """The next `steps` steps after the end of `series` (default: the series trained on)."""
-        return forecast_table(self.module, self.datamodule, series, steps, floor)
+        with quiet_training():
+            return forecast_table(self.module, self.datamodule, series, steps, floor)
 
     def export(self, path: str | Path, fmt: str = "onnx") -> tuple[Path, float]:
         """Export the net to ONNX or TorchScript; returns the file and its largest difference from the checkpoint."""
