@@ -83,7 +83,13 @@ class RunSummary(Callback):
     """
 
     def __init__(self, cfg: DictConfig) -> None:
-        self.params = curated_hparams(cfg)
+        try:
+            self.params = curated_hparams(cfg)
+        except Exception:  # a config missing a part (evaluate.yaml before restoring): the columns stay, blank
+            numbers = ("params", "lr", "weight_decay", "batch_size", "epochs")  # the same types as other runs'
+            self.params = {k: float("nan") if k in numbers else "-" for k in HPARAMS} | {
+                "task": str(cfg.get("task_name"))
+            }
         try:
             self.config = OmegaConf.to_container(cfg, resolve=True)
         except Exception:  # an unresolvable value (a `???` left for later) must not stop the run
