@@ -342,7 +342,7 @@ def test_tensorboard_shows_each_step_once_after_resuming_from_an_earlier_checkpo
     train(make_cfg("task=linear_regression", "trainer.max_epochs=4", f"ckpt_path={early}", "test=false", run="tb2"))
     # events of epochs 3-4 exist; resuming from the epoch-2 checkpoint replays them
     train(make_cfg("task=linear_regression", "trainer.max_epochs=4", f"ckpt_path={early}", "test=false", run="tb3"))
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator = EventAccumulator(str(run_dir))
     accumulator.Reload()
     for tag in ("val/loss", "train/loss_step"):
         steps = [event.step for event in accumulator.Scalars(tag)]

@@ -33,7 +33,7 @@ def test_two_runs_started_together_keep_separate_outputs(tmp_path):
     assert len(run_dirs) == 2
     for run_dir in run_dirs:
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-        assert "test/mse" in tensorboard_tags(run_dir / "tensorboard")["scalars"]
+        assert "test/mse" in tensorboard_tags(run_dir)["scalars"]
 
 
 @pytest.mark.slow

@@ -42,9 +42,11 @@ def test_parallel_sweep_records_a_failing_job_and_summarises_all(tmp_path):
     assert summary["status"].tolist() == ["ok", "failed"]
     assert "val_fraction must be between 0 and 1" in summary["error"][1]
     assert summary["best"].tolist() == [True, False] and summary["test/acc"].notna()[0]
-    for job in ("0", "1"):
-        assert json.loads((sweep / job / "result.json").read_text())["overrides"][-1].startswith("data.val_fraction=")
-    assert "test/acc" in tensorboard_tags(sweep / "0" / "tensorboard")["scalars"]
+    jobs = {int(d.name.split("_")[0]): d for d in sweep.iterdir() if d.is_dir() and d.name[0].isdigit()}
+    assert [jobs[n].name for n in (0, 1)] == ["0_val_fraction=0.2", "1_val_fraction=1.5"]  # say what differs
+    for job in jobs.values():
+        assert json.loads((job / "result.json").read_text())["overrides"][-1].startswith("data.val_fraction=")
+    assert "test/acc" in tensorboard_tags(jobs[0])["scalars"]
 
 
 def test_optuna_search_records_failed_trials_and_continues_from_its_storage(tmp_path):
@@ -81,7 +83,7 @@ def test_ckpt_path_last_resumes_the_latest_run_into_its_own_directory(make_cfg, 
     assert resumed.output_dir == first.output_dir  # TensorBoard and checkpoints continue there
     assert load_checkpoint(Path(first.output_dir) / "checkpoints" / "last.ckpt")["global_step"] == 4 * 10
     assert not (tmp_path / "second" / "checkpoints").exists()
-    steps = {e.step for e in _scalar_events(Path(first.output_dir) / "tensorboard", "val/loss")}
+    steps = {e.step for e in _scalar_events(Path(first.output_dir), "val/loss")}
     assert len(steps) == 4  # one validation point per epoch, in one TensorBoard run
 
 
@@ -133,7 +135,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_end(tmp_path):
     assert checkpoint["global_step"] == reference["global_step"]
     # six validation epochs in the one TensorBoard run (Lightning's own `epoch` field is written
     # before or after its increment depending on how the run was restored, so it is not compared)
-    validation_steps = {e.step for e in _scalar_events(last.parent.parent / "tensorboard", "val/acc")}
+    validation_steps = {e.step for e in _scalar_events(last.parent.parent, "val/acc")}
     assert len(validation_steps) == 6
     resumed_acc = float(
         checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "'monitor': 'val/acc'" in k)][
@@ -169,7 +171,7 @@ def test_ddp_on_cpu_shares_one_run_directory_and_logs_whole_set_metrics(tmp_path
     (run,) = (tmp_path / "rings" / "runs").iterdir()  # the worker wrote into rank 0's run directory
     checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert checkpoint["global_step"] == 2 * 25  # each process saw half of 3200 points: 25 batches of 64
-    assert "val/acc" in tensorboard_tags(run / "tensorboard")["scalars"]
+    assert "val/acc" in tensorboard_tags(run)["scalars"]
     state = checkpoint["callbacks"][next(k for k in checkpoint["callbacks"] if "'monitor': 'val/acc'" in k)]
     module, datamodule, _ = restore(state["best_model_path"])
     single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).validate(

@@ -100,7 +100,7 @@ def test_grayscale_and_resize(tmp_path):
 def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
     write_image_folder(tmp_path / "data" / "cifar2")
     result = train(make_cfg("task=cifar2", "trainer.max_epochs=2", "net=simple_cnn", "data.batch_size=8"))
-    tags = tensorboard_tags(Path(result.output_dir) / "tensorboard")
+    tags = tensorboard_tags(Path(result.output_dir))
     assert {"train/inputs"} <= tags["images"] and "graph_def" in tags["graphs"]
     assert {"val/confusion_matrix", "val/roc"} <= tags["images"]
 
@@ -123,7 +123,7 @@ def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
 def test_misclassified_images_are_drawn_when_there_are_some(make_cfg, tmp_path):
     write_image_folder(tmp_path / "data" / "cifar2")
     result = train(make_cfg("task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "module.optimizer.lr=1e-9"))
-    assert "val/misclassified" in tensorboard_tags(Path(result.output_dir) / "tensorboard")["images"]
+    assert "val/misclassified" in tensorboard_tags(Path(result.output_dir))["images"]
 
 
 @pytest.fixture

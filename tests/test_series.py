@@ -88,7 +88,7 @@ def test_model_beats_both_naive_baselines_on_trend_plus_season(make_cfg, tmp_pat
     metrics = result.metrics
     assert metrics["test/mae"] < metrics["test/naive_mae"] and metrics["test/rel_mae"] < 1
     assert metrics["test/mae"] < metrics["test/snaive_mae"]
-    assert "val/forecast" in tensorboard_tags(Path(result.output_dir) / "tensorboard")["images"]
+    assert "val/forecast" in tensorboard_tags(Path(result.output_dir))["images"]
 
 
 def test_covid_task_trains_and_forecasts_until_zero(make_cfg, tmp_path):

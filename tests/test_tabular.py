@@ -37,7 +37,7 @@ def titanic_run(tmp_path_factory):
 def test_titanic_learns_and_draws_its_figures(titanic_run):
     result, _ = titanic_run
     assert result.metrics["test/acc"] > 0.8  # the generated survival rule is learnable; chance is ≈0.6
-    tags = tensorboard_tags(Path(result.output_dir) / "tensorboard")
+    tags = tensorboard_tags(Path(result.output_dir))
     assert {"val/confusion_matrix", "val/roc"} <= tags["images"]
 
 

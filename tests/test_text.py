@@ -82,7 +82,7 @@ def test_imdb_trains_writes_text_summaries_and_predicts_raw_strings(make_cfg, tm
     overrides = ["trainer.max_epochs=6", "data.batch_size=8", "module.optimizer.lr=0.03", "net.buckets=4096"]
     result = train(make_cfg("task=imdb", "data.min_frequency=1", *overrides))
     assert result.metrics["test/acc"] > 0.9  # sentiment words give the labels away
-    run = Path(result.output_dir) / "tensorboard"
+    run = Path(result.output_dir)
     assert "val/worst_mistakes/text_summary" in tensorboard_tags(run)["text"]
     assert (run / "projector_config.pbtxt").is_file()
 

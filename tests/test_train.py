@@ -6,6 +6,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from dltemplate.callbacks.summary import COLUMNS
 from dltemplate.checkpoint import load_checkpoint, restore
 from dltemplate.config import compose_config
 from dltemplate.evaluate import evaluate
@@ -18,7 +19,8 @@ from tests.helpers import CONFIG_DIR, TASKS, tensorboard_tags
 def test_fast_dev_run_every_task(make_cfg, tmp_path, task):
     overrides = provide_task_data(task, tmp_path / "data")
     result = train(make_cfg(f"task={task}", "debug=fast_dev_run", *overrides))
-    assert any(k.startswith("test/") for k in result.metrics)
+    tested = {k for k in result.metrics if k.startswith("test/") and "naive" not in k}
+    assert tested and tested <= set(COLUMNS)  # every test metric has its HPARAMS column
 
 
 def test_linear_regression_defaults_reach_the_noise_floor(make_cfg):
@@ -44,14 +46,19 @@ def test_rings_defaults_approach_the_bayes_accuracy(rings_run):
 
 
 def test_tensorboard_shows_every_kind_of_record(rings_run):
-    tags = tensorboard_tags(Path(rings_run.output_dir) / "tensorboard")
-    assert {"train/loss_step", "train/loss_epoch", "val/loss", "val/acc", "test/acc"} <= tags["scalars"]
+    tags = tensorboard_tags(Path(rings_run.output_dir))  # events straight in the run directory
+    assert {"train/loss", "train/loss_step", "train/lr", "train/epoch_s", "val/loss", "val/acc", "test/acc"} <= tags[
+        "scalars"
+    ]
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= tags["hparams"]
-    assert {"hp/test/acc", "hp/val/acc_best"} <= tags["scalars"]  # final metrics beside the hparams
-    assert any(t.startswith("params/net.") for t in tags["histograms"])
-    assert any(t.startswith("grads/net.") for t in tags["histograms"])
+    assert {"val/acc_best", "val/loss_best"} <= tags["scalars"]  # the tested epoch's metrics beside the hparams
+    assert not any(t.startswith("hp/") or t.startswith("lr-") or t.endswith("_epoch") for t in tags["scalars"])
+    assert any(t.startswith("weights/net.") and not t.endswith("/grad") for t in tags["histograms"])
+    assert any(t.startswith("weights/net.") and t.endswith("/grad") for t in tags["histograms"])
+    assert any(t.endswith("/grad_norm") for t in tags["scalars"])
     assert "graph_def" in tags["graphs"]
-    assert {"val/confusion_matrix", "val/roc"} <= tags["images"]
+    assert {"val/confusion_matrix", "val/roc", "val/precision_recall", "test/confusion_matrix"} <= tags["images"]
+    assert "custom_scalars__config__" in tags["custom_scalars"]
 
 
 def test_best_and_last_checkpoints_load_as_plain_data(rings_run):

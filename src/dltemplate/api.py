@@ -4,10 +4,16 @@ from dltemplate import api
 cfg = api.compose("titanic", "trainer.max_epochs=20", config_dir="../conf")
 run = api.fit(cfg)                      # metrics, best checkpoint, per-epoch history
 api.plot_metric(run.history, "acc")
+api.show_figures(run.output_dir, "test")  # confusion matrix, ROC, ... of the best checkpoint on the test set
 model = api.load(run.best_checkpoint)   # net + preprocessing, from the checkpoint alone
 model.predict("new_passengers.csv")     # raw inputs in, a table of predictions out
 """
 
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +23,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities.model_summary import ModelSummary
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from dltemplate.checkpoint import default_paths, restore
 from dltemplate.config import compose_config
@@ -54,9 +60,23 @@ class Run:
     datamodule: LightningDataModule
 
 
-def fit(cfg: DictConfig) -> Run:
-    """Train as `train.py` does (then test the best checkpoint) and collect the per-epoch history."""
-    result = train(cfg)
+def fit(cfg: DictConfig, quiet: bool = True) -> Run:
+    """Train as `train.py` does (then test the best checkpoint) and collect the per-epoch history.
+
+    `quiet` (for notebooks): no progress bar or layer table, Lightning's start-up messages and
+    known harmless warnings hidden; the test metrics are still printed.
+    """
+    if quiet:
+        with open_dict(cfg):
+            cfg.trainer.enable_progress_bar = False
+            for name in ("progress_bar", "model_summary"):
+                if cfg.get("callbacks") and name in cfg.callbacks:
+                    cfg.callbacks[name] = None
+            cfg.trainer.enable_model_summary = False
+        with quiet_training():
+            result = train(cfg)
+    else:
+        result = train(cfg)
     trainer = result.trainer
     return Run(
         result.metrics,
@@ -66,6 +86,66 @@ def fit(cfg: DictConfig) -> Run:
         trainer.lightning_module,
         trainer.datamodule,
     )
+
+
+# warnings a notebook user can do nothing about
+_HARMLESS = (
+    r"`torch\.jit\.trace",  # TensorBoard's graph tracer
+    r"install \"ipywidgets\"",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"The '\w+_dataloader' does not have many workers",
+    r"No (negative|positive) samples in targets",
+    r"The `srun` command is available on your system but is not used",
+)
+
+
+@contextmanager
+def quiet_training() -> Iterator[None]:
+    """Lightning's informational messages and known harmless warnings hidden, errors and real warnings kept."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for pattern in _HARMLESS:
+            warnings.filterwarnings("ignore", message=f".*{pattern}")
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+def figures(run_dir: str | Path, split: str = "test") -> dict[str, bytes]:
+    """The latest PNG of each figure a run wrote for `split` ("test", "val"), read from its TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict[str, tuple[int, bytes]] = {}
+    for path in sorted({p.parent for p in Path(run_dir).rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(path), size_guidance={"images": 0})
+        events.Reload()
+        for tag in events.Tags()["images"]:
+            if tag.startswith(f"{split}/"):
+                last = events.Images(tag)[-1]
+                if tag not in found or last.step >= found[tag][0]:
+                    found[tag] = (last.step, last.encoded_image_string)
+    return {tag: png for tag, (_, png) in sorted(found.items())}
+
+
+def show_figures(run_dir: str | Path, split: str = "test", columns: int = 2) -> plt.Figure:
+    """The run's figures for `split` side by side (confusion matrix, ROC, forecast, ...), as one figure."""
+    images = figures(run_dir, split)
+    if not images:
+        raise KeyError(f"{run_dir} has no {split}/ figures; is the TensorBoard logger on?")
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, png in zip(axes.flat, images.values(), strict=False):
+        ax.imshow(plt.imread(io.BytesIO(png), format="png"))
+    figure.tight_layout()
+    return figure
 
 
 def history(run_dir: str | Path) -> pd.DataFrame:
@@ -81,11 +161,14 @@ def history(run_dir: str | Path) -> pd.DataFrame:
         events = EventAccumulator(str(run), size_guidance={"scalars": 0})
         events.Reload()
         tags = events.Tags()["scalars"]
-        if "epoch" not in tags:
+        epoch_tag = next(
+            (t for t in ("train/epoch", "epoch") if t in tags), None
+        )  # "epoch": runs written before the rename
+        if epoch_tag is None:
             continue
-        epoch_at = {e.step: int(e.value) for e in events.Scalars("epoch")}
+        epoch_at = {e.step: int(e.value) for e in events.Scalars(epoch_tag)}
         for tag in tags:
-            if tag == "epoch" or tag.endswith("_step") or tag.startswith(("hp/", "test/")):
+            if tag == epoch_tag or tag.endswith(("_step", "_best")) or tag.startswith(("hp/", "test/", "weights/")):
                 continue
             for event in events.Scalars(tag):
                 if event.step in epoch_at:
@@ -144,13 +227,15 @@ class Model:
     def predict(self, inputs: Any) -> pd.DataFrame:
         """Predictions for raw inputs: a CSV path or DataFrame (tables), image files or a folder,
         texts or a text file; for series see `forecast`."""
-        return predict_table(self.module, self.datamodule, inputs, self._trainer())
+        with quiet_training():
+            return predict_table(self.module, self.datamodule, inputs, self._trainer())
 
     def forecast(
         self, steps: int = 30, series: str | pd.DataFrame | None = None, floor: float | None = 0.0
     ) -> pd.DataFrame:
         """The next `steps` steps after the end of `series` (default: the series trained on)."""
-        return forecast_table(self.module, self.datamodule, series, steps, floor)
+        with quiet_training():
+            return forecast_table(self.module, self.datamodule, series, steps, floor)
 
     def export(self, path: str | Path, fmt: str = "onnx") -> tuple[Path, float]:
         """Export the net to ONNX or TorchScript; returns the file and its largest difference from the checkpoint."""

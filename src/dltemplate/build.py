@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationKeyError
 
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
+from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.rundir import claim, hold_for_resume
@@ -104,6 +105,7 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
     if not cfg.trainer.get("enable_checkpointing", True):  # Lightning refuses checkpoint callbacks then
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     callbacks.append(ConfigInCheckpoint(checkpoint_config(cfg)))
+    callbacks.append(RunSummary(cfg))  # settings at the start, summary at the end, for every logger
     loggers = []
     for config in (cfg.get("logger") or {}).values():
         if config is None:
@@ -177,7 +179,7 @@ def resolve_checkpoint(cfg: DictConfig) -> int | None:
     with open_dict(cfg):
         cfg.ckpt_path = str(path)
         run_dir = path.parent.parent
-        if resuming and path.parent.name == "checkpoints" and (run_dir / "tensorboard").is_dir():
+        if resuming and path.parent.name == "checkpoints":  # <run>/checkpoints/x.ckpt
             hold_for_resume(run_dir)
             cfg.paths.output_dir = str(run_dir)
     return int(checkpoint.get("global_step", 0)) if resuming else None

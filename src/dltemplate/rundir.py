@@ -21,7 +21,7 @@ from dltemplate.files import write_text_atomically
 
 RESULT_FILE = "result.json"
 CLAIM_FILE = ".claimed"
-RESULTS = ("checkpoints", "tensorboard", RESULT_FILE)  # what another run leaves in its directory
+RESULTS = ("checkpoints", RESULT_FILE, "events.out.tfevents.*")  # what another run leaves in its directory
 
 _held: list[FileLock] = []  # resume locks, released when the resumed run ends
 
@@ -32,7 +32,8 @@ def claim(output_dir: str | Path) -> bool:
         return False
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    used = [name for name in RESULTS if _has_content(output_dir / name)]
+    used = [name for name in RESULTS if any(_has_content(p) for p in output_dir.glob(name))]
+    used += ["TensorBoard events"] if any(output_dir.glob("events.out.tfevents.*")) else []
     try:
         if used:
             raise FileExistsError

@@ -17,9 +17,7 @@ log = logging.getLogger(__name__)
 def summarise(sweep_dir: str | Path, objective: str | None, mode: str = "max") -> pd.DataFrame:
     """One row per job of a sweep: overrides, status, val/test metrics, run directory; best marked."""
     rows: list[dict[str, Any]] = []
-    for path in sorted(
-        Path(sweep_dir).glob(f"*/{RESULT_FILE}"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
-    ):
+    for path in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}"), key=lambda p: job_number(p.parent.name)):
         record = read_result(path.parent)
         if record is None:  # an empty or partial file (a full disk, a killed job): listed, not fatal
             log.warning("%s cannot be read; its job is listed as unreadable", path)
@@ -27,7 +25,7 @@ def summarise(sweep_dir: str | Path, objective: str | None, mode: str = "max") -
         metrics = {k: v for k, v in record["metrics"].items() if k.startswith(("val/", "test/"))}
         rows.append(
             {
-                "job": path.parent.name,
+                "job": job_number(path.parent.name),
                 "overrides": " ".join(record["overrides"]),
                 "status": record["status"],
                 **metrics,
@@ -43,6 +41,12 @@ def summarise(sweep_dir: str | Path, objective: str | None, mode: str = "max") -
         if len(valid):
             table.loc[valid.idxmax() if mode == "max" else valid.idxmin(), "best"] = True
     return table
+
+
+def job_number(directory_name: str) -> int:
+    """The job number a sweep job's directory starts with: "3" and "3_lr=0.01" are job 3."""
+    number = directory_name.split("_", 1)[0]
+    return int(number) if number.isdigit() else -1
 
 
 class SweepSummary(Callback):

@@ -8,8 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dltemplate.build import (
     build_datamodule,
@@ -18,11 +17,11 @@ from dltemplate.build import (
     claim_output_dir,
     resolve_checkpoint,
 )
+from dltemplate.callbacks.summary import RunSummary
+from dltemplate.loggers import metric_names
 from dltemplate.rundir import release_resumed, write_result
 
 log = logging.getLogger(__name__)
-
-HPARAM_KEYS = ("task_name", "seed", "data", "net", "module", "trainer")
 
 
 @dataclass
@@ -73,7 +72,7 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
     fitting = cfg.get("train", True)
     if fitting:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in metric_names(trainer.callback_metrics).items()}
 
     best = _best_checkpoint(trainer) if fitting else cfg.get("ckpt_path")
     if cfg.get("test", True):
@@ -83,7 +82,9 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
 
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
         metrics[f"{trainer.checkpoint_callback.monitor}_best"] = float(trainer.checkpoint_callback.best_model_score)
-    _log_hparams_with_metrics(trainer, cfg, metrics)
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunSummary):  # val/*_best of the tested epoch; HPARAMS; flush loggers
+            metrics.update(callback.finish(trainer, metrics))
     return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds)
 
 
@@ -113,14 +114,3 @@ def _best_checkpoint(trainer: Trainer) -> str | None:
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
     return None
-
-
-def _log_hparams_with_metrics(trainer: Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Fill TensorBoard's HPARAMS tab: this run's settings beside its final metrics."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    params = {k: resolved[k] for k in HPARAM_KEYS if k in resolved}
-    final = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/")) and not k.endswith("_step")}
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=final)
-            logger.finalize("success")  # flush: nothing else closes the writer after this

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dltemplate.errors import ConfigError
+from dltemplate.resolvers import run_label
 from dltemplate.train import train
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
     def objective(trial: optuna.Trial) -> float:
         overrides = [f"{name}={suggest(trial, name, space)}" for name, space in spaces.items()]
         trial_cfg = compose(config_name="train", overrides=[*base_overrides, *overrides])
-        trial_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / f"trial_{trial.number:03d}")
+        trial_cfg.run_group = settings.study_name  # MLflow experiment <task>/<study>, W&B group
+        name = f"trial_{trial.number:03d}{run_label(overrides)}"  # TensorBoard's run name says what differs
+        trial_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
         trial.set_user_attr("output_dir", trial_cfg.paths.output_dir)
         log.info("trial %d: %s", trial.number, " ".join(overrides))
         metrics = train(trial_cfg).metrics

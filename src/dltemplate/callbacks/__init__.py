@@ -1,1 +1,1 @@
-"""Callbacks that add what a practitioner looks at in TensorBoard beyond scalars."""
+"""Callbacks that add what a practitioner looks at beyond scalars, for every logger (see `media`)."""

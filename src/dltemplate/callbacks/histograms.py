@@ -1,44 +1,61 @@
-"""Weight and gradient histograms."""
+"""Weight and gradient histograms, and per-layer gradient norms, grouped under `weights/`."""
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.optim import Optimizer
 
-from dltemplate.callbacks.tensorboard import tensorboard_writer
+from dltemplate.callbacks.media import log_histogram, log_scalars
 
 
 class ParameterHistograms(Callback):
-    """Writes a histogram of every parameter, and of its gradient, every N epochs.
+    """Writes `weights/<parameter>` and `weights/<parameter>/grad` histograms every N epochs and
+    `weights/<layer>/grad_norm`, each layer's gradient norm averaged over the epoch's steps.
 
-    Parameters are written at the end of the epoch; gradients at the epoch's first optimizer step,
-    the only moment they are sure to exist (Lightning frees them between steps).
+    The `weights/` group sorts after `train/` and `val/` in TensorBoard, so the histograms no longer
+    crowd the top of its pages. Parameters are written at the end of the epoch; gradients at the
+    epoch's first optimizer step, the only moment they are sure to exist (Lightning frees them
+    between steps).
 
     Args:
-        every_n_epochs: Epoch interval; the last epoch is always written too.
-        gradients: Also write `grads/<name>` histograms.
+        every_n_epochs: Epoch interval of the histograms; the last epoch is always written too.
+        gradients: Also write gradient histograms and norms.
     """
 
-    def __init__(self, every_n_epochs: int = 5, gradients: bool = True) -> None:
+    def __init__(self, every_n_epochs: int = 10, gradients: bool = True) -> None:
         self.every_n_epochs = every_n_epochs
         self.gradients = gradients
         self._grads_written_epoch = -1
+        self._norms: dict[str, torch.Tensor] = {}
+        self._steps = 0
 
     def _due(self, trainer: Trainer) -> bool:
         last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
         return trainer.current_epoch % self.every_n_epochs == 0 or last
 
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._norms, self._steps = {}, 0
+
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        writer = tensorboard_writer(trainer)
-        if not self.gradients or writer is None or self._grads_written_epoch == trainer.current_epoch:
+        if not self.gradients or not trainer.is_global_zero:
             return
-        if self._due(trainer):
+        squares: dict[str, torch.Tensor] = {}
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None:
+                layer = name.rsplit(".", 1)[0]
+                squares[layer] = squares.get(layer, 0) + param.grad.detach().float().pow(2).sum()
+        for layer, square in squares.items():
+            self._norms[layer] = self._norms.get(layer, 0) + square.sqrt()
+        self._steps += 1
+        if self._due(trainer) and self._grads_written_epoch != trainer.current_epoch:
             self._grads_written_epoch = trainer.current_epoch
             for name, param in pl_module.named_parameters():
                 if param.grad is not None:
-                    writer.add_histogram(f"grads/{name}", param.grad.detach().float().cpu(), trainer.global_step)
+                    log_histogram(trainer, f"weights/{name}/grad", param.grad, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None or not self._due(trainer):
-            return
-        for name, param in pl_module.named_parameters():
-            writer.add_histogram(f"params/{name}", param.detach().float().cpu(), trainer.global_step)
+        if self._norms and self._steps:
+            norms = {f"weights/{layer}/grad_norm": float(n) / self._steps for layer, n in self._norms.items()}
+            log_scalars(trainer, norms, trainer.global_step)
+        if self._due(trainer):
+            for name, param in pl_module.named_parameters():
+                log_histogram(trainer, f"weights/{name}", param, trainer.global_step)

@@ -1,72 +1,100 @@
-"""Image grids: what the net is fed, and which validation images it gets wrong."""
+"""Image grids: what the net is fed, and which images it gets most confidently wrong."""
+
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
-from torchvision.utils import make_grid
 
-from dltemplate.callbacks.tensorboard import tensorboard_writer
+from dltemplate.callbacks.media import log_figure, log_image_grid
+from dltemplate.callbacks.schedule import EvaluationRecords, Snapshot
 
 
-class ImageGrids(Callback):
-    """Writes `train/inputs`, a grid of training inputs after augmentation, and `val/misclassified`,
-    validation images the model got wrong, titled "predicted / true".
+class ImageGrids(EvaluationRecords):
+    """Writes `train/inputs`, training inputs after augmentation (first epoch), and `<split>/misclassified`:
+    the mistakes the model is most confident about, taken in turn from each true class, titled
+    "predicted / true (confidence)", at the best and last epochs and on the test set.
 
-    Needs a data module with `mean`, `std` (to undo the normalisation) and `class_names`.
+    Needs a data module with `mean`, `std` (to undo the normalisation) and `class_names`. Under DDP
+    the grid shows rank 0's share of the images.
 
     Args:
-        every_n_epochs: Epoch interval.
         max_images: Images per grid.
+        every_n_epochs, test: see `EvaluationRecords`.
     """
 
-    def __init__(self, every_n_epochs: int = 5, max_images: int = 32) -> None:
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, every_n_epochs: int = 0, test: bool = True, max_images: int = 32) -> None:
+        super().__init__(every_n_epochs, test)
         self.max_images = max_images
-        self._wrong: list[tuple[Tensor, int, int]] = []
-
-    def _due(self, trainer: Trainer) -> bool:
-        return trainer.current_epoch % self.every_n_epochs == 0 and not trainer.sanity_checking
-
-    def _viewable(self, trainer: Trainer, images: Tensor) -> Tensor:
-        """Undo the normalisation: (B, C, H, W) floats in [0, 1] on the CPU."""
-        dm = trainer.datamodule
-        mean = torch.tensor(dm.mean, device=images.device)[:, None, None]
-        std = torch.tensor(dm.std, device=images.device)[:, None, None]
-        return (images.float() * std + mean).clamp(0, 1).cpu()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
-        writer = tensorboard_writer(trainer)
-        if batch_idx == 0 and writer is not None and self._due(trainer):
-            images = self._viewable(trainer, batch[0][: self.max_images])
-            writer.add_image("train/inputs", make_grid(images, nrow=8), trainer.global_step)
+        if batch_idx == 0 and trainer.current_epoch == 0:
+            log_image_grid(trainer, "train/inputs", viewable(trainer, batch[0][: self.max_images]), trainer.global_step)
 
-    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._wrong = []
+    def collector(self, pl_module: LightningModule) -> "Mistakes":
+        return Mistakes(self.max_images, lambda images: viewable(pl_module.trainer, images))
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not self._due(trainer) or len(self._wrong) >= self.max_images or not trainer.is_global_zero:
-            return
-        probs, target = outputs["preds"], outputs["target"]
-        predicted = (probs > 0.5).long() if probs.ndim == 1 else probs.argmax(dim=1)
-        for i in (predicted != target).nonzero().flatten().tolist()[: self.max_images - len(self._wrong)]:
-            self._wrong.append((batch[0][i], int(predicted[i]), int(target[i])))
+    def collect(self, collector: "Mistakes", outputs: Any, batch: Any) -> None:
+        collector.update(batch[0], outputs["preds"], outputs["target"])
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None or not self._wrong or not self._due(trainer):
+    def record(self, trainer: Trainer, snapshot: Snapshot) -> None:
+        mistakes = snapshot.data
+        if not mistakes:
             return
         names = trainer.datamodule.class_names
-        images = self._viewable(trainer, torch.stack([image for image, _, _ in self._wrong]))
         columns = 8
-        rows = -(-len(images) // columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.6), squeeze=False)
+        rows = -(-len(mistakes) // columns)
+        figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.6 + 0.5), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
-        for ax, image, (_, predicted, true) in zip(axes.flat, images, self._wrong, strict=False):
+        for ax, (confidence, image, predicted, true) in zip(axes.flat, mistakes, strict=False):
             ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None)
-            ax.set_title(f"{names[predicted]} / {names[true]}", fontsize=7, color="tab:red")
-        figure.suptitle("misclassified validation images: predicted / true", fontsize=9)
+            ax.set_title(f"{names[predicted]} / {names[true]}\n({confidence:.0%})", fontsize=7, color="tab:red")
+        caption = snapshot.caption(self.monitor(trainer))
+        figure.suptitle(f"most confident mistakes, each true class in turn: predicted / true\n{caption}", fontsize=9)
         figure.tight_layout()
-        writer.add_figure("val/misclassified", figure, trainer.global_step)
-        plt.close(figure)
+        log_figure(trainer, f"{snapshot.stage}/misclassified", figure, snapshot.step)
+
+
+class Mistakes:
+    """The most confident mistakes per true class, kept on the CPU as viewable images."""
+
+    def __init__(self, max_images: int, to_view) -> None:
+        self.max_images, self.to_view = max_images, to_view
+        self.by_class: dict[int, list[tuple[float, Tensor, int, int]]] = {}
+
+    def to(self, device: torch.device) -> "Mistakes":
+        return self
+
+    def update(self, images: Tensor, probs: Tensor, target: Tensor) -> None:
+        if probs.ndim == 1:  # binary: P(class 1)
+            probs = torch.stack([1 - probs, probs], dim=1)
+        confidence, predicted = probs.max(dim=1)
+        wrong = (predicted != target).nonzero().flatten()
+        if len(wrong) == 0:
+            return
+        shown = self.to_view(images[wrong])
+        for image, i in zip(shown, wrong.tolist(), strict=True):
+            kept = self.by_class.setdefault(int(target[i]), [])
+            kept.append((float(confidence[i]), image, int(predicted[i]), int(target[i])))
+        for label, kept in self.by_class.items():
+            self.by_class[label] = sorted(kept, key=lambda m: -m[0])[: self.max_images]
+
+    def compute(self) -> list[tuple[float, Tensor, int, int]]:
+        """Up to `max_images` mistakes: each class's most confident, then each class's next, ..."""
+        chosen: list[tuple[float, Tensor, int, int]] = []
+        queues = [list(kept) for _, kept in sorted(self.by_class.items())]
+        while len(chosen) < self.max_images and any(queues):
+            for queue in queues:
+                if queue and len(chosen) < self.max_images:
+                    chosen.append(queue.pop(0))
+        return chosen
+
+
+def viewable(trainer: Trainer, images: Tensor) -> Tensor:
+    """Undo the data module's normalisation: (B, C, H, W) floats in [0, 1] on the CPU."""
+    dm = trainer.datamodule
+    mean = torch.tensor(dm.mean, device=images.device)[:, None, None]
+    std = torch.tensor(dm.std, device=images.device)[:, None, None]
+    return (images.float() * std + mean).clamp(0, 1).cpu()

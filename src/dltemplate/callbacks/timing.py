@@ -6,7 +6,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 
 class EpochTimer(Callback):
-    """Logs `time/epoch_s`, the seconds each epoch took (training and its validation), and keeps them.
+    """Logs `train/epoch_s`, the seconds each epoch took (training and its validation), and keeps them.
 
     Lightning's `Timer` callback is not used for this: testing from a checkpoint restores its state
     and adds the checkpoint's elapsed time again. This callback keeps no checkpoint state.
@@ -21,4 +21,4 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.durations.append(time.perf_counter() - self._start)
-        pl_module.log("time/epoch_s", self.durations[-1], on_step=False, on_epoch=True)
+        pl_module.log("train/epoch_s", self.durations[-1], on_step=False, on_epoch=True)

@@ -1,0 +1,113 @@
+"""Lightning's TensorBoard, MLflow, W&B and CSV loggers, writing one set of metric names.
+
+Each class is Lightning's own logger with one change: metric names are made consistent before
+they are written (`metric_name`), so every logger shows the same tags:
+
+    Lightning writes          every logger here writes
+    train/loss_epoch          train/loss           (the epoch mean; the per-step value stays train/loss_step)
+    epoch                     train/epoch
+    lr-AdamW                  train/lr             (lr-AdamW/pg2 → train/lr_pg2, lr-SGD-momentum → train/momentum)
+
+Runs of one sweep or Optuna study share a `group`: the MLflow experiment `<task>/<group>`, the
+W&B group. Pick loggers with `logger=tensorboard`, `logger=mlflow`, `logger=[tensorboard,mlflow]`.
+"""
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import loggers
+
+_LR = re.compile(r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/pg(?P<group>\d+))?$")
+
+
+def metric_name(name: str) -> str:
+    """The name every logger writes for Lightning's metric `name` (see the module docstring)."""
+    if name == "epoch":
+        return "train/epoch"
+    if name.endswith("_epoch"):
+        return name.removesuffix("_epoch")
+    match = _LR.match(name)
+    if match:
+        what = match["what"] or "lr"
+        return f"train/{what}" + (f"_pg{match['group']}" if match["group"] else "")
+    return name
+
+
+def metric_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {metric_name(k): v for k, v in metrics.items()}
+
+
+class TensorBoardLogger(loggers.TensorBoardLogger):
+    """Lightning's TensorBoardLogger with consistent metric names, writing the model graph once.
+
+    Lightning traces the graph again for every stage (fit, then test); one GRAPHS entry is enough.
+    """
+
+    _graph_written = False
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        if not self._graph_written:
+            super().log_graph(model, input_array)
+            self._graph_written = True
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(metric_names(metrics), step)
+
+
+class CSVLogger(loggers.CSVLogger):
+    """Lightning's CSVLogger (metrics.csv) with consistent metric names."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(metric_names(metrics), step)
+
+
+class MLFlowLogger(loggers.MLFlowLogger):
+    """Lightning's MLFlowLogger with consistent metric names; runs of a sweep go to experiment `<name>/<group>`.
+
+    Args:
+        group: The sweep or study the run belongs to; None for a single run.
+        artifact_location: Where a new experiment keeps its artifacts (made absolute: the SQLite
+            store records it, and `mlflow ui` may run from another directory).
+        **kwargs: Lightning's MLFlowLogger arguments (`experiment_name`, `tracking_uri`, ...).
+    """
+
+    def __init__(self, group: str | None = None, artifact_location: str | None = None, **kwargs: Any) -> None:
+        if group:
+            kwargs["experiment_name"] = f"{kwargs.get('experiment_name', 'runs')}/{group}"
+        if artifact_location is not None:
+            artifact_location = Path(artifact_location).resolve().as_uri()
+        tracking_uri = kwargs.get("tracking_uri") or ""
+        if tracking_uri.startswith("sqlite:///"):  # the folder must exist before SQLite creates the file
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(artifact_location=artifact_location, **kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(metric_names(metrics), step)
+
+
+class WandbLogger(loggers.WandbLogger):
+    """Lightning's WandbLogger with consistent metric names, one W&B run per logger, quiet by default.
+
+    Lightning's logger reuses a W&B run still open in the process (an earlier training in the same
+    notebook or sweep); this one finishes it first, so every training is its own W&B run.
+
+    Args:
+        quiet: Silence W&B's console output and its system-metrics sampling.
+        **kwargs: Lightning's WandbLogger arguments (`project`, `offline`, `group`, `save_dir`, ...).
+    """
+
+    def __init__(self, quiet: bool = True, **kwargs: Any) -> None:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+        if quiet and "settings" not in kwargs:
+            kwargs["settings"] = wandb.Settings(silent=True, console="off", x_disable_stats=True)
+        if kwargs.get("save_dir"):
+            Path(kwargs["save_dir"]).mkdir(parents=True, exist_ok=True)
+        super().__init__(**kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics(metric_names(metrics), step)

@@ -1,0 +1,177 @@
+"""Experiment tracking: what TensorBoard, MLflow, W&B and CSV receive, read back from their files."""
+
+from pathlib import Path
+
+import pytest
+
+from dltemplate.callbacks.media import markdown_table, plain_text
+from dltemplate.callbacks.summary import COLUMNS, HPARAMS
+from dltemplate.checkpoint import load_checkpoint
+from dltemplate.config import compose_config
+from dltemplate.loggers import MLFlowLogger, metric_name
+from dltemplate.resolvers import run_label
+from dltemplate.train import train
+from tests.helpers import CONFIG_DIR
+
+ALL_LOGGERS = "logger=[tensorboard,mlflow,wandb,csv]"
+FEW_BATCHES = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=4", "trainer.limit_test_batches=4"]
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    """Rings for 3 epochs with lr=0, so the best epoch (0) is not the last (2), logged by all four loggers."""
+    tmp = tmp_path_factory.mktemp("tracked")
+    overrides = ["task=rings", f"paths.log_dir={tmp}", ALL_LOGGERS, "trainer.max_epochs=3", "module.optimizer.lr=0"]
+    cfg = compose_config(CONFIG_DIR, [*overrides, *FEW_BATCHES], output_dir=tmp / "run")
+    return train(cfg), tmp
+
+
+def event_steps(run_dir: Path, plugin: str) -> dict[str, set[int]]:
+    """Steps at which each tag of a TensorBoard plugin ("images", "scalars", ...) was written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps: dict[str, set[int]] = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == plugin:
+                    steps.setdefault(value.tag, set()).add(event.step)
+    return steps
+
+
+def hparams_records(run_dir: Path) -> tuple:
+    """(experiment definition, session start info) of a run's HPARAMS records."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import metadata
+
+    found = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                found[value.tag] = value.metadata.plugin_data.content
+    return (
+        metadata.parse_experiment_plugin_data(found[metadata.EXPERIMENT_TAG]),
+        metadata.parse_session_start_info_plugin_data(found[metadata.SESSION_START_INFO_TAG]),
+    )
+
+
+def test_figures_are_drawn_at_the_best_and_last_epochs_and_on_the_test_set(tracked_run):
+    result, _ = tracked_run
+    images = event_steps(Path(result.output_dir), "images")
+    assert load_checkpoint(result.best_checkpoint)["epoch"] == 0 and result.trainer.current_epoch == 3
+    val_steps = event_steps(Path(result.output_dir), "scalars")["val/acc"]
+    assert val_steps == {4, 9, 14}  # Lightning writes epoch n's validation at step 5(n + 1) - 1
+    for figure in ("confusion_matrix", "roc", "precision_recall"):
+        assert images[f"val/{figure}"] == {4, 14}  # the best epoch (0) and the last (2), beside their metrics
+        assert images[f"test/{figure}"] == {15}
+
+
+def test_hparams_columns_are_the_same_for_runs_of_different_tasks(make_cfg):
+    runs = [
+        train(make_cfg("task=rings", "debug=limit_batches", run="rings")),
+        train(make_cfg("task=linear_regression", "debug=limit_batches", "trainer.max_epochs=1", run="linear")),
+    ]
+    (rings_exp, rings_start), (linear_exp, linear_start) = (hparams_records(Path(r.output_dir)) for r in runs)
+    assert rings_exp == linear_exp  # whichever run TensorBoard takes the definition from, the columns match
+    assert [h.name for h in rings_exp.hparam_infos] == list(HPARAMS)
+    assert [m.name.tag for m in rings_exp.metric_infos] == list(COLUMNS)
+    assert rings_start.hparams["task"].string_value == "rings"
+    assert linear_start.hparams["net"].string_value == "Linear"
+    assert rings_start.hparams["size"].string_value == "hidden=32,32"
+    assert rings_start.hparams["lr"].number_value == pytest.approx(0.01)
+    assert rings_start.hparams["params"].number_value == 1185
+    # the columns read scalars the run wrote: the tested epoch's val metrics, the test metrics
+    scalars = event_steps(Path(runs[0].output_dir), "scalars")
+    assert {"val/acc_best", "val/loss_best", "test/acc"} <= set(scalars)
+    assert runs[0].metrics["val/acc_best"] == pytest.approx(runs[0].metrics["val/acc"])  # the last epoch here
+
+
+def test_mlflow_run_has_params_metrics_and_png_artifacts(tracked_run):
+    from mlflow.tracking import MlflowClient
+
+    _, tmp = tracked_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "rings"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert run.data.params["task"] == "rings" and run.data.params["optimizer"] == "AdamW"
+    assert {"train/loss", "train/lr", "val/acc", "val/acc_best", "test/acc"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [4, 9, 14]
+    artifacts = Path(experiment.artifact_location.removeprefix("file://")) / run.info.run_id / "artifacts"
+    assert (artifacts / "config.yaml").is_file()
+    pngs = sorted(p.name for p in (artifacts / "images").glob("*.png"))
+    assert any(name.startswith("test~confusion_matrix+step+15+") for name in pngs), pngs
+    assert any(name.startswith("val~roc+step+4+") for name in pngs), pngs
+
+
+def test_wandb_offline_run_holds_metrics_and_media(tracked_run):
+    result, _ = tracked_run
+    (run_dir,) = (Path(result.output_dir) / "wandb").glob("offline-run-*")
+    records = next(run_dir.glob("*.wandb")).read_bytes()  # W&B's protobuf log: keys are plain strings
+    for key in (b"train/loss", b"val/acc", b"test/acc", b"val/acc_best", b"task"):
+        assert key in records, key
+    media = {p.parent.name + "/" + p.name.rsplit("_", 2)[0] for p in (run_dir / "files" / "media").rglob("*.png")}
+    assert {"test/confusion_matrix", "val/roc", "test/precision_recall"} <= media
+
+
+def test_csv_logger_keeps_metrics_and_figure_files(tracked_run):
+    result, _ = tracked_run
+    csv = Path(result.output_dir) / "csv"
+    header = (csv / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/lr", "train/epoch", "val/acc", "test/acc"} <= set(header)
+    assert (csv / "media" / "test_confusion_matrix" / "step000015.png").is_file()
+    assert "task: rings" in (csv / "hparams.yaml").read_text()
+
+
+def test_lightning_metric_names_become_consistent_tags():
+    assert metric_name("train/loss_epoch") == "train/loss"
+    assert metric_name("train/loss_step") == "train/loss_step"
+    assert metric_name("epoch") == "train/epoch"
+    assert metric_name("lr-AdamW") == "train/lr"
+    assert metric_name("lr-SGD-momentum") == "train/momentum"
+    assert metric_name("lr-AdamW/pg2") == "train/lr_pg2"
+    assert metric_name("val/acc") == "val/acc"
+
+
+def test_run_labels_say_what_a_command_line_changes():
+    overrides = ["task=rings", "paths.log_dir=/tmp/x", "module.optimizer.lr=0.01", "net.hidden=[64,64]"]
+    assert run_label(overrides) == "_lr=0.01_hidden=64,64"
+    assert run_label(["task=titanic", "data.train_file=data/churn.csv"]) == "_train_file=churn.csv"
+    assert run_label(["task=rings"]) == ""
+    assert run_label(["module.optimizer.lr=0.0012345678"]) == "_lr=0.00123"  # an Optuna suggestion
+
+
+def test_runs_of_a_sweep_share_an_mlflow_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store: creating an SQLite store takes seconds
+    uri = (tmp_path / "mlruns").as_uri()
+    logger = MLFlowLogger(group="sweep_2026", experiment_name="rings", tracking_uri=uri)
+    assert logger._experiment_name == "rings/sweep_2026"
+    assert MLFlowLogger(experiment_name="rings", tracking_uri=uri)._experiment_name == "rings"
+
+
+def test_text_tables_are_plain_readable_markdown():
+    import pandas as pd
+
+    assert plain_text("Great film.<br /><br />Really &amp; truly") == "Great film. Really & truly"
+    table = pd.DataFrame({"P(true class)": [0.0123], "true": ["pos"], "text": ["a | b<br />c"]})
+    markdown = markdown_table(table, text_column="text")
+    assert markdown.startswith("1. P(true class): **0.012** · true: **pos**")
+    assert "<br" not in markdown and "a / b c" in markdown
+
+
+def test_a_multirun_job_names_its_sweep_as_its_group():
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from dltemplate.resolvers import sweep_group
+
+    assert sweep_group() is None  # a single run
+    hydra = OmegaConf.structured(HydraConf)
+    hydra.mode, hydra.sweep.dir = RunMode.MULTIRUN, "logs/rings/multiruns/2026-11-25_10-00-00_1"
+    HydraConfig.instance().set_config(OmegaConf.create({"hydra": hydra}))
+    try:
+        assert sweep_group() == "sweep_2026-11-25_10-00-00_1"  # MLflow experiment rings/sweep_..., W&B group
+    finally:
+        HydraConfig.instance().cfg = None
