@@ -160,9 +160,9 @@ def write_hparams(logger: TensorBoardLogger, params: Mapping[str, Any], metrics:
     for info in data.experiment.hparam_infos:
         info.differs = info.name in SHOWN  # TensorBoard shows the "differing" ones first
     experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
-    writer = logger.experiment
+    writer = logger.experiment._get_file_writer()  # reopened if a stage's teardown closed it (train=false)
     for summary in (experiment, start, end):
-        writer.file_writer.add_summary(summary)
+        writer.add_summary(summary)
     missing = sorted(k for k in metrics if k.startswith("test/") and k not in COLUMNS and "naive" not in k)
     if missing:
         import logging
