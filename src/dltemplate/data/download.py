@@ -14,6 +14,7 @@ from dltemplate.errors import MissingFileError
 from dltemplate.files import locked, write_atomically, write_text_atomically
 
 log = logging.getLogger(__name__)
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip", ".gz", ".bz2", ".xz")  # truncation shows only when unpacked
 
 
 def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str) -> Path:
@@ -21,8 +22,8 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
 
     The download is written beside `path` and renamed only once complete and checked, so an
     interrupted download never looks like data. A lock keeps parallel jobs and DDP ranks from
-    downloading the same file twice. A file already there is checked against `md5` too, and named
-    in a warning if it differs (see `verify_md5`).
+    downloading the same file twice. An archive already there is checked against `md5` too, and
+    named in a warning if it differs (see `verify_md5`); a plain file (a CSV) is checked by reading it.
 
     Args:
         path: Where the file should be.
@@ -36,7 +37,7 @@ def ensure_file(path: str | Path, url: str | None, md5: str | None, layout: str)
     """
     path = Path(path)
     if path.is_file():
-        if md5 is not None:
+        if md5 is not None and path.name.endswith(ARCHIVES):
             verify_md5(path, md5)
         return path
     hint = f"expected layout: {layout}. Point DATA_DIR (or paths.data_dir) at a folder with that layout"
