@@ -255,3 +255,25 @@ def test_imdb_finetune_trains_on_a_local_model_and_predicts_from_the_checkpoint_
     )
     path, difference = export_checkpoint(export)
     assert path.is_file() and difference < 1e-4
+
+
+@pytest.mark.slow
+def test_under_ddp_the_backbone_stays_frozen_then_trains(tmp_path):
+    from tests.helpers import run_script
+
+    overrides = provide_task_data("cifar2_finetune", tmp_path / "data")
+    weights = torch.load(next(o for o in overrides if o.startswith("net.weights=")).split("=", 1)[1])
+    run = tmp_path / "run"
+    settings = [
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        "data.batch_size=4",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    ]
+    settings += [f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run}"]
+    result = run_script(["train.py", "task=cifar2_finetune", *settings, *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    backbone = [k for k in weights if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    frozen, trained = (load_checkpoint(run / "checkpoints" / f"epoch00{i}.ckpt")["state_dict"] for i in (0, 1))
+    assert all(torch.equal(frozen[f"net.backbone.{k}"], weights[k]) for k in backbone)  # epoch 0: as loaded
+    assert all(not torch.equal(trained[f"net.backbone.{k}"], weights[k]) for k in backbone)  # epoch 1: trained
