@@ -219,9 +219,11 @@ def test_a_restored_checkpoint_never_fetches_the_weights_its_config_names(make_c
         shutil.rmtree(tmp_path / "torch_home")
         path = Path(result.best_checkpoint)
         checkpoint = torch.load(path, weights_only=True)
+        assert checkpoint["config"]["net"]["weights"] == url  # the run's record
+        assert checkpoint["hyper_parameters"]["net"]["weights"] is None  # what the module is rebuilt from
+        ClassificationModule.load_from_checkpoint(path, weights_only=True)  # Lightning's own way: no request
         for net in (checkpoint["config"]["net"], checkpoint["hyper_parameters"]["net"]):
-            assert net["weights"] == url
-            net["pretrained"] = True  # a tampered checkpoint asks for the hub's weights as well
+            net.update(weights=url, pretrained=True)  # a tampered checkpoint asks for the URL and the hub's weights
         torch.save(checkpoint, path)
         module, _, _ = restore(path, paths={**make_cfg().paths, "data_dir": str(tmp_path / "data")})
     finally:

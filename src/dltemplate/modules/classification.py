@@ -19,6 +19,7 @@ from dltemplate.modules.factories import (
     check_finite,
     configure_optimizers,
     objects_to_skip,
+    without_downloads,
 )
 
 
@@ -67,6 +68,8 @@ class ClassificationModule(LightningModule):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.net = build_net(net)
+        if "net" in self.hparams:  # rebuilding from a checkpoint fetches no weights
+            self.hparams["net"] = without_downloads(self.hparams["net"])
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
         self.finetune = finetune_policy(finetune)
         self.binary = num_classes == 2

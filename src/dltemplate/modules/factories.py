@@ -65,6 +65,18 @@ def no_downloads() -> Iterator[None]:
         _RESTORING.reset(token)
 
 
+def without_downloads(net: Any) -> Any:
+    """A net config as a checkpoint keeps it: `pretrained` and `weights` off (`DOWNLOADED`); objects as they are.
+
+    Modules save this in their hyperparameters after building the net, so that even Lightning's own
+    `load_from_checkpoint` of the module rebuilds the net without fetching anything (the run config
+    keeps the settings as given, for the record).
+    """
+    if not isinstance(net, Mapping):
+        return net
+    return {**net, **{k: v for k, v in DOWNLOADED.items() if k in net}}
+
+
 def build_net(net: NetSpec) -> nn.Module:
     """Return `net` itself, or the `nn.Module` its config describes, initialised by its `init` scheme.
 
@@ -76,7 +88,7 @@ def build_net(net: NetSpec) -> nn.Module:
         return net
     config = dict(OmegaConf.to_container(net, resolve=True) if OmegaConf.is_config(net) else net)
     if _RESTORING.get():
-        config.update({k: v for k, v in DOWNLOADED.items() if k in config})
+        config = without_downloads(config)
     init = config.pop("init", None)
     if init is not None and (config.get("pretrained") or config.get("weights")):
         raise ConfigError(
