@@ -279,3 +279,19 @@ def test_under_ddp_the_backbone_stays_frozen_then_trains(tmp_path):
     frozen, trained = (load_checkpoint(run / "checkpoints" / f"epoch00{i}.ckpt")["state_dict"] for i in (0, 1))
     assert all(torch.equal(frozen[f"net.backbone.{k}"], weights[k]) for k in backbone)  # epoch 0: as loaded
     assert all(not torch.equal(trained[f"net.backbone.{k}"], weights[k]) for k in backbone)  # epoch 1: trained
+
+
+def test_a_resumed_finetune_run_unfreezes_on_schedule(make_cfg, tmp_path):
+    overrides = provide_task_data("cifar2_finetune", tmp_path / "data")
+    weights = torch.load(next(o for o in overrides if o.startswith("net.weights=")).split("=", 1)[1])
+    overrides += ["module.scheduler=null", "data.batch_size=4"]  # a OneCycleLR is as long as the first run
+    first = train(make_cfg("task=cifar2_finetune", "trainer.max_epochs=1", "test=false", *overrides, run="first"))
+    last = Path(first.output_dir) / "checkpoints" / "last.ckpt"
+    frozen = load_checkpoint(last)["state_dict"]
+    backbone = [k for k in weights if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(frozen[f"net.backbone.{k}"], weights[k]) for k in backbone)
+    resumed = train(make_cfg("task=cifar2_finetune", "trainer.max_epochs=2", f"ckpt_path={last}", *overrides))
+    assert resumed.trainer.current_epoch == 2
+    trained = load_checkpoint(last)["state_dict"]  # the resumed run continues in the first run's directory
+    same = [k for k in backbone if torch.equal(trained[f"net.backbone.{k}"], weights[k])]
+    assert not same, same
