@@ -65,6 +65,7 @@ INPUTS = {
     "dltemplate.nets.text_cnn.BookTextCNN": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
     "dltemplate.nets.ngram_bag.NGramBag": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
     "dltemplate.nets.timm.TimmNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
+    "dltemplate.nets.torchvision.TorchvisionNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
     "dltemplate.nets.transformer.TransformerNet": (lambda b: torch.randint(1, 50, (b, 37)), VECTOR_OUT),
 }
 

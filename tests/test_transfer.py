@@ -70,6 +70,26 @@ def test_timm_weights_from_a_file_or_a_url_fill_the_backbone(tmp_path, monkeypat
     assert gray.backbone.conv1[0].weight.shape[1] == 1 and gray(torch.randn(2, 1, 32, 32)).shape == (2, 1)
 
 
+def test_torchvision_weights_come_from_a_filled_torch_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    from dltemplate.nets.torchvision import TorchvisionNet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / Path(weights.url).name
+    cached.parent.mkdir(parents=True)
+    saved = torchvision.models.mobilenet_v3_small().state_dict()  # random weights, as if downloaded
+    torch.save(saved, cached)
+    net = TorchvisionNet("mobilenet_v3_small", out_features=2, weights="DEFAULT")
+    loaded = net.backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items() if not k.startswith("classifier.3."))
+    assert net(torch.randn(2, 3, 64, 64)).shape == (2, 2)
+    settings = TorchvisionNet.data_settings({"model_name": "mobilenet_v3_small", "weights": "DEFAULT"})
+    assert settings == {"input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert TorchvisionNet.data_settings({"model_name": "resnet18", "weights": None}) == {}
+
+
 def test_a_name_timm_does_not_know_is_refused():
     with pytest.raises(ConfigError, match="not a timm model"):
         TimmNet("resnet_nonexistent")
