@@ -81,13 +81,13 @@ def test_torchvision_weights_come_from_a_filled_torch_hub_cache(tmp_path, monkey
     cached.parent.mkdir(parents=True)
     saved = torchvision.models.mobilenet_v3_small().state_dict()  # random weights, as if downloaded
     torch.save(saved, cached)
-    net = TorchvisionNet("mobilenet_v3_small", out_features=2, weights="DEFAULT")
+    net = TorchvisionNet("mobilenet_v3_small", out_features=2, pretrained=True)
     loaded = net.backbone.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in saved.items() if not k.startswith("classifier.3."))
     assert net(torch.randn(2, 3, 64, 64)).shape == (2, 2)
-    settings = TorchvisionNet.data_settings({"model_name": "mobilenet_v3_small", "weights": "DEFAULT"})
+    settings = TorchvisionNet.data_settings({"model_name": "mobilenet_v3_small", "pretrained": True})
     assert settings == {"input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    assert TorchvisionNet.data_settings({"model_name": "resnet18", "weights": None}) == {}
+    assert TorchvisionNet.data_settings({"model_name": "resnet18", "pretrained": False, "weights": None}) == {}
 
 
 def test_a_name_timm_does_not_know_is_refused():

@@ -1,10 +1,11 @@
 """Any torchvision classification model as a backbone, with a new linear head: `net=torchvision`.
 
 A second source of pretrained image backbones beside timm, needing nothing beyond torchvision:
-`net.weights=DEFAULT` (or a weights name such as `IMAGENET1K_V1`) loads torchvision's pretrained
-weights through torch's hub cache (`TORCH_HOME`, downloaded once when missing); null gives random
-weights. As for timm, pretrained weights set the data's input size, mean and std (`data_settings`),
-and a net rebuilt from a checkpoint gets no weights (`dltemplate.modules.factories.no_downloads`).
+`net.pretrained=true` (the model's DEFAULT weights) or `net.weights=IMAGENET1K_V1` (any weights name)
+loads torchvision's pretrained weights through torch's hub cache (`TORCH_HOME`, downloaded once when
+missing); neither gives random weights. As for timm, pretrained weights set the data's input size,
+mean and std (`data_settings`), and a net rebuilt from a checkpoint gets no weights
+(`dltemplate.modules.factories.no_downloads`).
 """
 
 from collections.abc import Mapping
@@ -32,7 +33,8 @@ class TorchvisionNet(nn.Module):
             efficientnet_b0, vit_b_16, ...).
         out_features: 1 for binary logits, else the number of classes (from the data).
         in_chans: Image channels; torchvision's models take 3.
-        weights: Pretrained weights: "DEFAULT" or a weights name; None: random weights.
+        pretrained: Load the model's DEFAULT weights (unless `weights` names others).
+        weights: Pretrained weights by name: "DEFAULT", "IMAGENET1K_V1", ...; None: as `pretrained` says.
         dropout: Dropout before the head.
     """
 
@@ -41,10 +43,12 @@ class TorchvisionNet(nn.Module):
         model_name: str,
         out_features: int = 1,
         in_chans: int = 3,
+        pretrained: bool = False,
         weights: str | None = None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        weights = "DEFAULT" if pretrained and weights is None else weights
         if model_name not in torchvision.models.list_models(torchvision.models):
             raise ConfigError(f"net.model_name={model_name!r} is not a torchvision classification model")
         if in_chans != 3:
@@ -64,7 +68,7 @@ class TorchvisionNet(nn.Module):
     @staticmethod
     def data_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         """The input size, mean and std of the pretrained weights' own transforms (none for random weights)."""
-        if not config.get("weights"):
+        if not (config.get("pretrained") or config.get("weights")):
             return {}
-        transforms = _weights(config["model_name"], config["weights"]).transforms()
+        transforms = _weights(config["model_name"], config.get("weights") or "DEFAULT").transforms()
         return {"input_size": int(transforms.crop_size[0]), "mean": list(transforms.mean), "std": list(transforms.std)}
