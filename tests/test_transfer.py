@@ -20,7 +20,14 @@ from dltemplate.config import compose_config
 from dltemplate.errors import ConfigError
 from dltemplate.export import export_checkpoint
 from dltemplate.modules.classification import ClassificationModule
-from dltemplate.modules.factories import build_optimizer, build_scheduler, parameter_groups
+from dltemplate.modules.factories import (
+    build_net,
+    build_optimizer,
+    build_scheduler,
+    no_downloads,
+    parameter_groups,
+    without_downloads,
+)
 from dltemplate.nets.timm import TimmNet
 from dltemplate.nets.transformer import TransformerNet
 from dltemplate.predict import predict
@@ -93,6 +100,17 @@ def test_torchvision_weights_come_from_a_filled_torch_hub_cache(tmp_path, monkey
 def test_a_name_timm_does_not_know_is_refused():
     with pytest.raises(ConfigError, match="not a timm model"):
         TimmNet("resnet_nonexistent")
+
+
+def test_nets_rebuilt_from_a_checkpoint_load_no_weights_and_read_no_architecture(tmp_path):
+    with pytest.raises(ConfigError, match="may not set"):  # weights only through pretrained / weights
+        TimmNet("test_resnet", model_kwargs={"checkpoint_path": str(tmp_path / "w.pth")})
+    timm_net = {"_target_": "dltemplate.nets.timm.TimmNet", "model_name": "test_resnet", "weights": "http://x/w"}
+    assert without_downloads(timm_net) == {**timm_net, "pretrained": False, "weights": None}
+    transformer = {"_target_": "dltemplate.nets.transformer.TransformerNet", "model_name": "distilbert-base-uncased"}
+    assert without_downloads(transformer) == {**transformer, "pretrained": False, "offline": True}
+    with no_downloads(), pytest.raises(ValueError, match="holds no architecture"):
+        build_net(transformer)  # a checkpoint without the architecture: refused, not looked up on the hub
 
 
 def test_tiny_bert_loads_from_its_folder_and_masks_the_padding(tmp_path):

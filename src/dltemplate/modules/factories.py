@@ -46,8 +46,9 @@ DECAYED = (
 RUN_LENGTH = {OneCycleLR: "total_steps", CosineAnnealingLR: "T_max", PolynomialLR: "total_iters"}
 
 
-# weights a net config may fetch when building for training: never when rebuilding from a checkpoint
-DOWNLOADED = {"pretrained": False, "weights": None}
+# what a net may fetch or read when building for training, switched off when rebuilding from a checkpoint:
+# pretrained weights, a weights file or URL, and (`offline`) an architecture read from a hub or folder
+DOWNLOADED = {"pretrained": False, "weights": None, "offline": True}
 _RESTORING = contextvars.ContextVar("restoring", default=False)
 
 
@@ -66,7 +67,8 @@ def no_downloads() -> Iterator[None]:
 
 
 def without_downloads(net: Any) -> Any:
-    """A net config as a checkpoint keeps it: `pretrained` and `weights` off (`DOWNLOADED`); objects as they are.
+    """A net config as a checkpoint keeps it: `DOWNLOADED`'s settings wherever the net takes them (even
+    when the config leaves them out); objects as they are.
 
     Modules save this in their hyperparameters after building the net, so that even Lightning's own
     `load_from_checkpoint` of the module rebuilds the net without fetching anything (the run config
@@ -74,7 +76,8 @@ def without_downloads(net: Any) -> Any:
     """
     if not isinstance(net, Mapping):
         return net
-    return {**net, **{k: v for k, v in DOWNLOADED.items() if k in net}}
+    accepted = _parameters(registry.resolve(net.get("_target_"), "net", where="net"))
+    return {**net, **{k: v for k, v in DOWNLOADED.items() if k in net or k in accepted}}
 
 
 def build_net(net: NetSpec) -> nn.Module:

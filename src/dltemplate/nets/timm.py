@@ -27,6 +27,9 @@ from torch import Tensor, nn
 
 from dltemplate.errors import ConfigError
 
+# `timm.create_model` arguments that load weights: only `pretrained` and `weights` may do that here
+WEIGHT_ARGUMENTS = {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"}
+
 
 def _timm():
     try:
@@ -64,6 +67,9 @@ class TimmNet(nn.Module):
         timm = _timm()
         if not timm.is_model(model_name.split(".")[0]):
             raise ConfigError(f"net.model_name={model_name!r} is not a timm model; see timm.list_models()")
+        refused = sorted(WEIGHT_ARGUMENTS & set(model_kwargs or {}))
+        if refused:
+            raise ConfigError(f"net.model_kwargs may not set {refused}: use net.pretrained or net.weights")
         kwargs = dict(model_kwargs or {}, num_classes=0, in_chans=in_chans)  # num_classes=0: pooled features
         if weights is not None:
             kwargs["pretrained_cfg_overlay"] = {"state_dict": read_state_dict(weights), "file": None}

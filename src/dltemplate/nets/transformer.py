@@ -42,6 +42,7 @@ class TransformerNet(nn.Module):
         config: The model's config as plain data; filled in by `complete_config` when the run starts.
         pooling: "cls" (the first token's state, as BERT's classifier) or "mean" over the real tokens.
         dropout: Dropout before the head.
+        offline: Build from `config` alone, reading no hub and no folder (how a checkpoint rebuilds it).
     """
 
     def __init__(
@@ -53,12 +54,15 @@ class TransformerNet(nn.Module):
         config: Mapping[str, Any] | None = None,
         pooling: Literal["cls", "mean"] = "cls",
         dropout: float = 0.1,
+        offline: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         transformers = _transformers()
         self.pad_token_id, self.pooling = pad_token_id, pooling
+        if offline and (pretrained or not config):
+            raise ValueError("net.config holds no architecture: a checkpoint's transformer is built from it alone")
         if pretrained:
             self.backbone = transformers.AutoModel.from_pretrained(model_name, trust_remote_code=False).train()
         else:
