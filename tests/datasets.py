@@ -152,6 +152,13 @@ def provide_task_data(task: str, data_dir: Path) -> list[str]:
     if task == "imdb":
         write_aclimdb(data_dir / "imdb")
         return []
+    if task == "cifar2_finetune":  # "pretrained" weights: a random test_resnet's, from a local file
+        write_image_folder(data_dir / "cifar2")
+        weights = write_timm_weights(data_dir / "weights" / "test_resnet.pth")
+        return ["net.model_name=test_resnet", "net.pretrained=false", f"net.weights={weights}", "data.input_size=32"]
+    if task == "imdb_finetune":  # a tiny BERT saved with save_pretrained: loaded from its folder
+        write_aclimdb(data_dir / "imdb")
+        return [f"net.model_name={write_tiny_bert(data_dir / 'tiny_bert')}", "data.max_length=64"]
     if task == "text":
         data_dir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(1)
@@ -262,3 +269,50 @@ def write_aclimdb(root: Path, per_class: int = 30, archive: bool = True) -> Path
         with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as tar:
             tar.add(base, arcname="aclImdb")
     return root
+
+
+def write_timm_weights(path: Path, model_name: str = "test_resnet", seed: int = 0) -> Path:
+    """A state dict of a randomly initialised timm model (with its 1000-class classifier), saved to `path`."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(timm.create_model(model_name, pretrained=False).state_dict(), path)
+    return path
+
+
+def write_tiny_bert(folder: Path, vocab_size: int = 200, seed: int = 0) -> Path:
+    """A 2-layer BERT (hidden 32) with random weights and a WordPiece tokenizer trained on generated
+    reviews, both saved with `save_pretrained` into `folder`: a "pretrained model" that needs no hub."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    rng = np.random.default_rng(seed)
+    texts = [review(i % 2, rng) for i in range(200)]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=128)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.token_to_id("[PAD]"),
+    )
+    BertModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder

@@ -22,6 +22,22 @@ DIMS = {
     "in_channels": 3,
     "image_size": 32,
     "vocab_size": 50,
+    "pad_token_id": 0,
+}
+# nets whose default names a download: the same net, offline (a timm test model; a tiny BERT architecture)
+OFFLINE = {
+    "timm": {"model_name": "test_resnet"},
+    "transformer": {
+        "config": {
+            "model_type": "bert",
+            "vocab_size": 50,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 64,
+        }
+    },
 }
 WINDOW = 8
 
@@ -48,14 +64,23 @@ INPUTS = {
     "dltemplate.nets.resnet.SmallResNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
     "dltemplate.nets.text_cnn.BookTextCNN": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
     "dltemplate.nets.ngram_bag.NGramBag": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
+    "dltemplate.nets.timm.TimmNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
+    "dltemplate.nets.torchvision.TorchvisionNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
+    "dltemplate.nets.transformer.TransformerNet": (lambda b: torch.randint(1, 50, (b, 37)), VECTOR_OUT),
 }
+
+
+def net_spec(name: str) -> dict:
+    """The net config `name` with the test sizes, offline."""
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "net" / f"{name}.yaml"), OFFLINE.get(name, {}), {"dims": DIMS})
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    spec.pop("dims")
+    return spec
 
 
 @pytest.mark.parametrize("name", NETS)
 def test_forward_shape_and_finite(name):
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "net" / f"{name}.yaml"), {"dims": DIMS})
-    spec = OmegaConf.to_container(cfg, resolve=True)
-    spec.pop("dims")
+    spec = net_spec(name)
     assert spec["_target_"] in INPUTS, f"add an example input for {spec['_target_']} to INPUTS"
     net = build_net(spec).eval()
     make_input, out_shape = INPUTS[spec["_target_"]]
@@ -127,9 +152,7 @@ def test_every_init_scheme_trains_a_step_on_each_family(make_cfg, scheme, family
 
 @pytest.mark.parametrize("name", NETS)
 def test_every_init_scheme_fits_every_net(name):
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "net" / f"{name}.yaml"), {"dims": DIMS})
-    spec = OmegaConf.to_container(cfg, resolve=True)
-    spec.pop("dims")
+    spec = net_spec(name)
     make_input, out_shape = INPUTS[spec["_target_"]]
     net = build_net(spec).eval()
     for scheme in SCHEMES:  # every scheme applies to every layer; one forward at the end keeps this fast

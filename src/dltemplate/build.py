@@ -3,6 +3,7 @@
 Every entry point (train, evaluate, the tests) goes through these functions, so the wiring exists once.
 """
 
+import logging
 import re
 import types
 import typing
@@ -20,15 +21,20 @@ from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
+from dltemplate.modules.factories import complete_net_config, net_data_settings
 from dltemplate.rundir import claim, hold_for_resume
+
+log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     """Instantiate `cfg.data`, prepare and set it up for fitting, and record its `dims` in `cfg.dims`.
 
     Setting up before the Trainer exists is what lets the net's sizes come from the data
-    (`${dims.in_features}` in the net configs) instead of being typed into configs.
+    (`${dims.in_features}` in the net configs) instead of being typed into configs. Before that, the
+    data settings the net's weights expect (`apply_net_data_settings`) are filled in.
     """
+    apply_net_data_settings(cfg)
     # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
     datamodule = registry.instantiate(cfg.data, "datamodule", where="data", recursive=False)
     datamodule.prepare_data()
@@ -38,6 +44,25 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     return datamodule
 
 
+def apply_net_data_settings(cfg: DictConfig) -> None:
+    """Fill in the data settings a net's pretrained weights expect (a timm model's input size, mean and
+    std; a transformer's tokenizer) where `cfg.data` leaves them null: an explicit setting wins.
+
+    They land in `cfg.data`, so the run config and every checkpoint hold them.
+    """
+    if cfg.get("net") is None or cfg.get("data") is None:
+        return
+    filled = {}
+    for key, value in net_data_settings(cfg.net).items():
+        if key in cfg.data and cfg.data[key] is None:
+            filled[key] = value
+    with open_dict(cfg):
+        for key, value in filled.items():
+            cfg.data[key] = value
+    if filled:
+        log.info("data settings from net %s: %s", cfg.net.get("_target_"), filled)
+
+
 def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None) -> LightningModule:
     """Instantiate `cfg.module` around the net of `cfg.net`.
 
@@ -45,7 +70,11 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     the module builds them itself and saves the configs in its hyperparameters, which is what lets
     `load_from_checkpoint` rebuild it without being given a net.
     """
-    net = _resolve_sized(cfg, "net")
+    net = complete_net_config(_resolve_sized(cfg, "net"))
+    extra = {k: v for k, v in net.items() if cfg.net.get(k) is None and v is not None}
+    if extra:  # what the checkpoint needs to rebuild the net offline (a transformer's architecture)
+        with open_dict(cfg):
+            cfg.net.update(extra)
     _resolve_sized(cfg, "module")
     module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
     if cfg.get("compile", False):

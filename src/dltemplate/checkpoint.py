@@ -10,7 +10,11 @@ What is guaranteed for any file given as a checkpoint:
   `torch.optim` optimizers and schedulers (a loss or scheme named by a short name goes the same way);
 - it chooses no place to read from or write to beyond its data files: `paths` (data, cache and log
   folders) are the current run's, and the data module's download sources are switched off, so
-  restoring never downloads anything.
+  restoring never downloads anything;
+- its net is built without pretrained weights or weight files (`pretrained`, `weights`), whatever
+  its config says (`dltemplate.modules.factories.no_downloads`): the trained weights are in its
+  state dict, a transformer's architecture and tokenizer in its config and data state; no
+  configuration can ask for remote code (`trust_remote_code` is not an argument of any net).
 """
 
 import logging
@@ -25,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltemplate import registry
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, UserError
+from dltemplate.modules.factories import no_downloads
 from dltemplate.rundir import read_result
 
 log = logging.getLogger(__name__)
@@ -146,7 +151,8 @@ def restore(
     if state:
         _built(lambda: datamodule.load_state_dict(state), path)
     module_cls = _built(lambda: registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module"), path)
-    module = _built(lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), path)
+    with no_downloads():
+        module = _built(lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), path)
     return module, datamodule, cfg
 
 

@@ -45,8 +45,10 @@ class ImageDataModule(TensorDataModule):
 
     Batches are sliced from the uint8 tensors in one index operation, moved to the training
     device, and only there converted to floats, augmented (random crop with padding, horizontal
-    flip; torchvision v2, per image) and normalised with the training split's channel statistics,
-    which are saved in checkpoints together with the class names and image size.
+    flip; torchvision v2, per image), resized to `input_size` when set, and normalised with the
+    training split's channel statistics, or with `mean` and `std` when given (a pretrained net's:
+    `net=timm net.pretrained=true` fills in its own input size, mean and std). Statistics, class
+    names and sizes are saved in checkpoints.
 
     Args:
         root: Folder of the images (or of the torchvision dataset files).
@@ -61,6 +63,10 @@ class ImageDataModule(TensorDataModule):
         cache_dir: Where decoded folders are cached; None decodes every run.
         download: Download torchvision datasets when missing.
         batch_size: Images per batch.
+        input_size: Resize each batch to input_size × input_size on the device, after augmentation
+            (e.g. 224 for an ImageNet backbone fed 32×32 images); None keeps the images' size.
+        mean, std: Per-channel normalisation (a pretrained net's); None: the training split's statistics.
+            Three values for a 1-channel image are averaged.
         num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
         split_seed: Seed of the validation split.
     """
@@ -81,6 +87,9 @@ class ImageDataModule(TensorDataModule):
         cache_dir: str | None = None,
         download: bool = True,
         batch_size: int = 128,
+        input_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         num_workers: int = 0,
         split_seed: int = 0,
     ) -> None:
@@ -89,11 +98,14 @@ class ImageDataModule(TensorDataModule):
             raise ConfigError(f"data.source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
         if channels not in (1, 3):
             raise ConfigError(f"data.channels must be 1 or 3, got {channels}")
+        if (mean is None) != (std is None):
+            raise ConfigError("data.mean and data.std are given together (or both null: the training statistics)")
         self.save_hyperparameters(logger=False)
         self.classes: list[str] | None = None
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
         self.size: list[int] | None = None  # (H, W) of the training images
+        self.input_size: int | None = input_size  # what the net is fed, when it differs from `size`
         self.predict_input: str | Sequence[str] | None = None
         self.predict_files: list[Path] = []
 
@@ -183,9 +195,12 @@ class ImageDataModule(TensorDataModule):
         require_split(sizes, where, "training images", f"data.val_fraction={hp.val_fraction}")
         if self.mean is None:  # restored from a checkpoint otherwise
             self.classes, self.size = names, list(images.shape[-2:])
-            train_float = images[~val_mask].float().div(255)
-            self.mean = train_float.mean(dim=(0, 2, 3)).tolist()
-            self.std = train_float.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
+            if hp.mean is not None:
+                self.mean, self.std = _per_channel(hp.mean, hp.channels), _per_channel(hp.std, hp.channels)
+            else:
+                train_float = images[~val_mask].float().div(255)
+                self.mean = train_float.mean(dim=(0, 2, 3)).tolist()
+                self.std = train_float.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
         elif names != self.classes:
             raise DataError(f"the classes {names} of {hp.root} are not the checkpoint's {self.classes}")
         self.train_set = ImageTensors(images[~val_mask], labels[~val_mask])
@@ -206,6 +221,8 @@ class ImageDataModule(TensorDataModule):
         images, rest = (batch[0], batch[1:]) if isinstance(batch, (tuple, list)) else (batch, ())
         if self.trainer is not None and self.trainer.training:
             images = self.augment(images)  # batched, a random draw per image
+        if self.input_size is not None and tuple(images.shape[-2:]) != (self.input_size, self.input_size):
+            images = TF.resize(images, [self.input_size, self.input_size], antialias=True)  # uint8 on the device
         images = self.normalize(images)
         return (images, *rest) if rest else images
 
@@ -263,7 +280,7 @@ class ImageDataModule(TensorDataModule):
         k = len(self.classes)
         return {
             "in_channels": self.hparams.channels,
-            "image_size": self.size[0],
+            "image_size": self.input_size or self.size[0],
             "num_classes": k,
             "out_features": 1 if k == 2 else k,
         }
@@ -271,8 +288,25 @@ class ImageDataModule(TensorDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None:
             return {}
-        return {"classes": self.classes, "mean": self.mean, "std": self.std, "size": self.size}
+        return {
+            "classes": self.classes,
+            "mean": self.mean,
+            "std": self.std,
+            "size": self.size,
+            "input_size": self.input_size,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.classes, self.mean, self.std, self.size = state["classes"], state["mean"], state["std"], state["size"]
+            self.input_size = state.get("input_size")
+
+
+def _per_channel(values: Sequence[float], channels: int) -> list[float]:
+    """`values` for `channels` channels: three (RGB) statistics averaged for a grayscale image."""
+    values = [float(v) for v in values]
+    if len(values) == channels:
+        return values
+    if channels == 1:
+        return [sum(values) / len(values)]
+    raise ConfigError(f"data.mean and data.std need {channels} values, got {values}")

@@ -25,7 +25,11 @@ PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
 
 
 class TokenTensors(Dataset):
-    """Padded token ids (N, max_length), their lengths and labels; batches are trimmed to their longest text."""
+    """Padded token ids (N, max_length), their lengths and labels; batches are trimmed to their longest text.
+
+    Padding is therefore per batch: a batch is as long as its longest text, and nets that attend
+    (net=transformer) mask the padding id out.
+    """
 
     def __init__(self, ids: Tensor, lengths: Tensor, labels: Tensor) -> None:
         self.ids, self.lengths, self.labels = ids, lengths, labels
@@ -59,7 +63,10 @@ class TextDataModule(TensorDataModule):
 
     The vocabulary (HF `tokenizers` WordLevel, `min_frequency`, `max_vocab`) is trained on the
     training split only, after the validation split is set aside; it travels in checkpoints as the
-    tokenizer's JSON, with the class names and `max_length`.
+    tokenizer's JSON, with the class names and `max_length`. With `tokenizer` (a pretrained model's
+    name or directory; `net=transformer` sets it), that model's own fast tokenizer is used instead,
+    with its special tokens, truncated to `max_length`; it travels in checkpoints as its JSON too
+    (not a pickled object), so a restored run needs neither transformers' hub nor the directory.
 
     Args:
         source: "aclimdb" or "csv".
@@ -76,7 +83,9 @@ class TextDataModule(TensorDataModule):
         lowercase: Lowercase texts before tokenising.
         min_frequency: Words seen fewer times in training texts are unknown.
         max_vocab: Vocabulary size, [PAD] and [UNK] included.
-        max_length: Tokens kept per text (the rest is cut).
+        max_length: Tokens kept per text (the rest is cut), at most the pretrained tokenizer's limit.
+        tokenizer: A Hugging Face model name or local directory whose fast tokenizer replaces the
+            vocabulary (`lowercase`, `min_frequency`, `max_vocab` then do not apply); needs `.[hf]`.
         val_fraction: Share of the training texts held out for validation.
         test_fraction: Share held out for testing when a CSV has no test_file.
         cache_dir: Where tokenised data is cached; None tokenises every run.
@@ -103,6 +112,7 @@ class TextDataModule(TensorDataModule):
         min_frequency: int = 2,
         max_vocab: int = 50_000,
         max_length: int = 400,
+        tokenizer: str | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         cache_dir: str | None = None,
@@ -116,6 +126,7 @@ class TextDataModule(TensorDataModule):
         check_missing_target(missing_target)
         self.save_hyperparameters(logger=False)
         self.tokenizer: Tokenizer | None = None
+        self.pad_id = 0  # the padding token's id: [PAD] of the vocabulary, or the pretrained tokenizer's
         self.classes: list[str] | None = None
         self.val_texts: list[str] = []
         self.predict_input: str | Sequence[str] | None = None
@@ -184,10 +195,10 @@ class TextDataModule(TensorDataModule):
     # ---- tokenising ----------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Token ids (N, max_length) int32, 0-padded, and lengths (N,). Empty texts get length 0."""
+        """Token ids (N, max_length) int32, padded with `pad_id`, and lengths (N,). Empty texts get length 0."""
         length = self.hparams.max_length
         encodings = self.tokenizer.encode_batch(list(texts))
-        ids = torch.zeros(len(encodings), length, dtype=torch.int32)
+        ids = torch.full((len(encodings), length), self.pad_id, dtype=torch.int32)
         lengths = torch.zeros(len(encodings), dtype=torch.long)
         for i, encoding in enumerate(encodings):
             row = encoding.ids[:length]
@@ -216,7 +227,9 @@ class TextDataModule(TensorDataModule):
         sizes = {"training": len(keep), "validation": len(held)}
         require_split(sizes, self._source_path(), "training texts", f"data.val_fraction={hp.val_fraction}")
         fit_texts = [train_x[i] for i in keep]
-        if tokenizer is None:
+        if tokenizer is None and hp.tokenizer is not None:
+            tokenizer, self.pad_id = pretrained_tokenizer(hp.tokenizer, hp.max_length)
+        elif tokenizer is None:
             tokenizer = build_tokenizer(hp.lowercase)
             trainer = trainers.WordLevelTrainer(
                 vocab_size=hp.max_vocab, min_frequency=hp.min_frequency, special_tokens=[PAD, UNK]
@@ -230,7 +243,12 @@ class TextDataModule(TensorDataModule):
             "val": ([train_x[i] for i in held], [train_y[i] for i in held]),
             "test": (test_x, test_y),
         }
-        out: dict[str, Any] = {"tokenizer": tokenizer.to_str(), "classes": classes, "val_texts": parts["val"][0]}
+        out: dict[str, Any] = {
+            "tokenizer": tokenizer.to_str(),
+            "pad_id": self.pad_id,
+            "classes": classes,
+            "val_texts": parts["val"][0],
+        }
         for name, (texts, labels) in parts.items():
             ids, lengths = self.encode(texts)
             out[name] = {
@@ -250,6 +268,8 @@ class TextDataModule(TensorDataModule):
             files = aclimdb_files(source)
         else:
             files = [p for p in (source, Path(hp.test_file) if hp.test_file else None) if p is not None and p.is_file()]
+        if hp.tokenizer is not None and Path(hp.tokenizer).is_dir():  # a local tokenizer's files are part of the key
+            files = [*files, *sorted(p for p in Path(hp.tokenizer).iterdir() if p.is_file())]
         settings = sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))
         return Path(hp.cache_dir) / f"text-{files_key(files, settings)}.pt"
 
@@ -263,9 +283,12 @@ class TextDataModule(TensorDataModule):
             return
         if self.tokenizer is not None:  # restored from a checkpoint: encode with its vocabulary
             data = self._tokenise_all(self.tokenizer)
+        elif self.hparams.tokenizer is not None and not self.fetches_data:
+            raise DataError("this checkpoint holds no tokenizer, and a restored run loads none from a name or folder")
         else:
             data = cached(self._cache_path(), self._tokenise_all, "tokenised texts")
         self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
+        self.pad_id = data.get("pad_id", 0)
         self.val_texts = data["val_texts"]
         self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
 
@@ -302,7 +325,8 @@ class TextDataModule(TensorDataModule):
         self.predict_texts = self.read_predict_input(self.predict_input)
         ids, lengths = self.encode(self.predict_texts)
         empty = int((lengths == 0).sum())
-        unknown = int(((ids == 1) | (ids == 0)).all(dim=1).sum()) - empty
+        unk_id = self.tokenizer.token_to_id(UNK)
+        unknown = int(((ids == unk_id) | (ids == self.pad_id)).all(dim=1).sum()) - empty if unk_id is not None else 0
         if empty or unknown:
             log.warning(
                 "%d empty text(s) and %d made only of unknown words: their predictions rest on no words", empty, unknown
@@ -329,17 +353,39 @@ class TextDataModule(TensorDataModule):
         k = len(self.classes)
         return {
             "vocab_size": self.tokenizer.get_vocab_size(),
+            "pad_token_id": self.pad_id,
             "num_classes": k,
             "out_features": 1 if k == 2 else k,
             "max_length": self.hparams.max_length,
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.tokenizer is None else {"tokenizer": self.tokenizer.to_str(), "classes": self.classes}
+        if self.tokenizer is None:
+            return {}
+        return {"tokenizer": self.tokenizer.to_str(), "classes": self.classes, "pad_id": self.pad_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.tokenizer, self.classes = Tokenizer.from_str(state["tokenizer"]), state["classes"]
+            self.pad_id = state.get("pad_id", 0)
+
+
+def pretrained_tokenizer(name: str, max_length: int) -> tuple[Tokenizer, int]:
+    """The fast tokenizer of a pretrained model (hub name, through its cache, or a local folder) and its
+    padding id, truncating to `max_length` (capped at the model's limit) and padding nothing (batches pad)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ImportError("data.tokenizer needs transformers: pip install -e '.[hf]'") from None
+    loaded = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False)
+    if not loaded.is_fast:
+        raise ConfigError(f"data.tokenizer={name}: the model has no fast tokenizer (tokenizer.json) to store")
+    tokenizer = Tokenizer.from_str(loaded.backend_tokenizer.to_str())
+    limit = loaded.model_max_length if 0 < loaded.model_max_length < 1_000_000 else max_length
+    tokenizer.enable_truncation(min(max_length, limit))
+    tokenizer.no_padding()
+    pad = loaded.pad_token_id if loaded.pad_token_id is not None else loaded.eos_token_id
+    return tokenizer, int(pad or 0)
 
 
 def _looks_like_path(text: str) -> bool:

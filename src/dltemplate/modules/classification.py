@@ -1,6 +1,7 @@
 """Classification of anything a net maps to class logits."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -8,6 +9,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
+from dltemplate.callbacks.finetune import BackboneFreeze, finetune_policy
 from dltemplate.losses import LossSpec, build_loss
 from dltemplate.modules.factories import (
     NetSpec,
@@ -17,6 +19,7 @@ from dltemplate.modules.factories import (
     check_finite,
     configure_optimizers,
     objects_to_skip,
+    without_downloads,
 )
 
 
@@ -40,6 +43,9 @@ class ClassificationModule(LightningModule):
             binary cross-entropy applies as pos_weight = w1 / w0).
         label_smoothing: Label smoothing ε: the target is the one-hot class mixed with the uniform
             distribution (for binary cross-entropy: targets y · (1 - ε) + ε / 2).
+        finetune: Fine-tuning policy for a net with a pretrained `backbone` (net=timm, net=transformer):
+            `freeze_epochs`, `backbone_lr_scale`, `norm_eval_while_frozen` (see
+            `dltemplate.callbacks.finetune`); None trains every parameter alike.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class ClassificationModule(LightningModule):
         monitor: str = "val/loss",
         class_weights: Sequence[float] | None = None,
         label_smoothing: float = 0.0,
+        finetune: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -61,7 +68,10 @@ class ClassificationModule(LightningModule):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.net = build_net(net)
+        if "net" in self.hparams:  # rebuilding from a checkpoint fetches no weights
+            self.hparams["net"] = without_downloads(self.hparams["net"])
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.finetune = finetune_policy(finetune)
         self.binary = num_classes == 2
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
@@ -117,4 +127,12 @@ class ClassificationModule(LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return configure_optimizers(self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor)
+        scale = None if self.finetune is None else self.finetune["backbone_lr_scale"]
+        return configure_optimizers(
+            self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor, scale
+        )
+
+    def configure_callbacks(self):
+        if self.finetune is None or self.finetune["freeze_epochs"] == 0:
+            return []
+        return [BackboneFreeze(self.finetune["freeze_epochs"], self.finetune["norm_eval_while_frozen"])]

@@ -7,8 +7,10 @@ can rebuild the net without being handed it again. Because a checkpoint is data 
 anything is imported or called.
 """
 
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -34,20 +36,57 @@ DECAYED = (*LINEAR, nn.RNNBase)
 RUN_LENGTH = {OneCycleLR: "total_steps", CosineAnnealingLR: "T_max", PolynomialLR: "total_iters"}
 
 
+# what a net may fetch or read when building for training, switched off when rebuilding from a checkpoint:
+# pretrained weights, a weights file or URL, and (`offline`) an architecture read from a hub or folder
+DOWNLOADED = {"pretrained": False, "weights": None, "offline": True}
+_RESTORING = contextvars.ContextVar("restoring", default=False)
+
+
+@contextlib.contextmanager
+def no_downloads() -> Iterator[None]:
+    """Within this block, nets are built without pretrained weights or weight files (`DOWNLOADED`).
+
+    `dltemplate.checkpoint.restore` rebuilds a checkpoint's net inside it: the trained weights come
+    from the checkpoint's state dict, and a checkpoint must not make this process fetch or read anything.
+    """
+    token = _RESTORING.set(True)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def without_downloads(net: Any) -> Any:
+    """A net config as a checkpoint keeps it: `DOWNLOADED`'s settings wherever the net takes them (even
+    when the config leaves them out); objects as they are.
+
+    Modules save this in their hyperparameters after building the net, so that even Lightning's own
+    `load_from_checkpoint` of the module rebuilds the net without fetching anything (the run config
+    keeps the settings as given, for the record).
+    """
+    if not isinstance(net, Mapping):
+        return net
+    accepted = _parameters(registry.resolve(net.get("_target_"), "net", where="net"))
+    return {**net, **{k: v for k, v in DOWNLOADED.items() if k in net or k in accepted}}
+
+
 def build_net(net: NetSpec) -> nn.Module:
     """Return `net` itself, or the `nn.Module` its config describes, initialised by its `init` scheme.
 
     `init` (see `dltemplate.nets.init`) is taken out of the config before the net is built, and the
-    scheme is resolved first, so a bad name fails before a large net is built for nothing.
+    scheme is resolved first, so a bad name fails before a large net is built for nothing. Inside
+    `no_downloads()`, `pretrained` and `weights` are switched off whatever the config says.
     """
     if isinstance(net, nn.Module):
         return net
     config = dict(OmegaConf.to_container(net, resolve=True) if OmegaConf.is_config(net) else net)
+    if _RESTORING.get():
+        config = without_downloads(config)
     init = config.pop("init", None)
-    if init is not None and config.get("pretrained"):
+    if init is not None and (config.get("pretrained") or config.get("weights")):
         raise ConfigError(
             f"net.init={init!r} would overwrite the pretrained weights this net loads; "
-            "set net.init=null, or net.pretrained=false to train from scratch"
+            "set net.init=null, or net.pretrained=false and net.weights=null to train from scratch"
         )
     scheme = None if init is None else init_scheme(init)
     built = registry.instantiate(config, "net", where="net")
@@ -56,7 +95,27 @@ def build_net(net: NetSpec) -> nn.Module:
     return built
 
 
-def parameter_groups(model: nn.Module, weight_decay: float | None = None) -> list[dict[str, Any]]:
+def net_data_settings(net: Mapping[str, Any]) -> dict[str, Any]:
+    """Data settings the net's weights expect (a pretrained model's input size, normalisation, tokenizer).
+
+    A net class declares them in a static `data_settings(config)`; `net` may hold unresolved sizes
+    (`${dims...}`): only the keys the net class reads are resolved.
+    """
+    cls = registry.resolve(net.get("_target_"), "net", where="net")
+    settings = getattr(cls, "data_settings", None)
+    return dict(settings(net)) if callable(settings) else {}
+
+
+def complete_net_config(net: Mapping[str, Any]) -> dict[str, Any]:
+    """`net` with what rebuilding it from a checkpoint needs (a transformer's architecture), when its class says."""
+    cls = registry.resolve(net.get("_target_"), "net", where="net")
+    complete = getattr(cls, "complete_config", None)
+    return complete(net) if callable(complete) else dict(net)
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float | None = None, lr: float | None = None, backbone_lr_scale: float | None = None
+) -> list[dict[str, Any]]:
     """The optimizer's parameter groups for `model`: the one place that decides per-parameter settings.
 
     Weight decay (the optimizer's own `weight_decay`, or `weight_decay` if given) applies only to
@@ -66,8 +125,20 @@ def parameter_groups(model: nn.Module, weight_decay: float | None = None) -> lis
     every row at every step while a row's gradient comes only from batches holding its token, so
     rare tokens would be pulled toward 0, and sparse optimizers support no decay at all. Without
     decay (0) there is one group. `weight_decay` None: the decayed group keeps the optimizer's default.
+
+    With `backbone_lr_scale`, the parameters of the net's `backbone` (a pretrained timm or transformer
+    model) get groups of their own ("backbone/decayed", "backbone/not_decayed") whose learning rate
+    is `lr` × `backbone_lr_scale`; each group keeps its `lr_scale` for schedulers that set a learning
+    rate of their own (OneCycleLR's `max_lr`). The groups exist from the start, frozen or not, so
+    freezing (`dltemplate.callbacks.finetune`) never changes what DDP or the optimizer hold.
     """
-    if weight_decay == 0.0:  # one group, in `model.parameters()` order, as without this function
+    backbone = set() if backbone_lr_scale is None else backbone_parameters(model)
+    if backbone_lr_scale is not None and not backbone:
+        raise ConfigError(
+            "module.finetune sets a backbone learning rate, but the net has no `backbone` "
+            "(net=timm and net=transformer have one)"
+        )
+    if weight_decay == 0.0 and not backbone:  # one group, in `model.parameters()` order, as without this function
         return [{"params": list(model.parameters())}]
     decayed, other, seen = [], [], set()
     for module in model.modules():
@@ -75,35 +146,56 @@ def parameter_groups(model: nn.Module, weight_decay: float | None = None) -> lis
             if id(param) in seen:  # shared (tied) parameters: the first layer that holds one decides
                 continue
             seen.add(id(param))
-            (decayed if isinstance(module, DECAYED) and name.startswith("weight") else other).append(param)
+            decays = weight_decay != 0.0 and isinstance(module, DECAYED) and name.startswith("weight")
+            (decayed if decays else other).append(param)
     decay = {} if weight_decay is None else {"weight_decay": weight_decay}
-    groups = [
-        {"params": decayed, "name": "decayed", **decay},
-        {"params": other, "name": "not_decayed", "weight_decay": 0.0},
-    ]
+    groups = []
+    for part, scale in (("", None), ("backbone/", backbone_lr_scale)):
+        inside = bool(part)
+        settings = {} if scale is None else {"lr_scale": scale, **({} if lr is None else {"lr": lr * scale})}
+        groups += [
+            {"params": [p for p in decayed if (id(p) in backbone) == inside], "name": f"{part}decayed", **decay},
+            {"params": [p for p in other if (id(p) in backbone) == inside], "name": f"{part}not_decayed"},
+        ]
+        groups[-1]["weight_decay"] = 0.0
+        groups[-2].update(settings)
+        groups[-1].update(settings)
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(optimizer: OptimizerSpec | None, params: Iterable[torch.Tensor] | nn.Module) -> Optimizer:
+def backbone_parameters(model: nn.Module) -> set[int]:
+    """Ids of the parameters inside a submodule named `backbone` (at any depth: `net.backbone.…`)."""
+    return {id(p) for name, p in model.named_parameters() if "backbone" in name.split(".")[:-1]}
+
+
+def build_optimizer(
+    optimizer: OptimizerSpec | None,
+    params: Iterable[torch.Tensor] | nn.Module,
+    backbone_lr_scale: float | None = None,
+) -> Optimizer:
     """Create the optimizer from a partial config, a callable, or the AdamW default.
 
-    Given a model rather than parameters, it optimises the model's `parameter_groups` (when the
-    optimizer takes a `weight_decay`).
+    Given a model rather than parameters, it optimises the model's `parameter_groups` (weight decay
+    when the optimizer takes a `weight_decay`; the backbone's learning rate × `backbone_lr_scale`).
     """
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if isinstance(optimizer, Mapping):
         optimizer = registry.instantiate({**optimizer, "_partial_": True}, "optimizer", where="optimizer")
     if isinstance(params, nn.Module):
         accepted = _parameters(getattr(optimizer, "func", optimizer))
-        if "weight_decay" in accepted:
-            default = accepted["weight_decay"].default
-            decay = getattr(optimizer, "keywords", {}).get(
-                "weight_decay", None if default is inspect.Parameter.empty else default
-            )
-            params = parameter_groups(params, decay)
+        if "weight_decay" in accepted or backbone_lr_scale is not None:
+            decay = _setting(optimizer, accepted, "weight_decay") if "weight_decay" in accepted else 0.0
+            lr = _setting(optimizer, accepted, "lr")
+            params = parameter_groups(params, decay, lr, backbone_lr_scale)
         else:
             params = params.parameters()
     return optimizer(params)
+
+
+def _setting(optimizer: Any, accepted: Mapping[str, inspect.Parameter], name: str) -> Any:
+    """The value of the optimizer's argument `name`: given in its partial, else its default (None: none)."""
+    default = accepted[name].default if name in accepted else inspect.Parameter.empty
+    return getattr(optimizer, "keywords", {}).get(name, None if default is inspect.Parameter.empty else default)
 
 
 def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer, run_length: Callable[[], int] | None = None):
@@ -113,7 +205,8 @@ def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer, run_length: 
     CosineAnnealingLR's `T_max`, PolynomialLR's `total_iters`; null or omitted) gets `run_length()`:
     the number of times the scheduler will be stepped. OneCycleLR cycles the momentum (or Adam's
     beta1) unless `cycle_momentum` says otherwise, and only of an optimizer that uses one: Adagrad,
-    plain SGD or RMSprop without momentum stay without.
+    plain SGD or RMSprop without momentum stay without. A single OneCycleLR `max_lr` is scaled for
+    each parameter group by its `lr_scale` (a backbone's lower learning rate).
     """
     if isinstance(scheduler, Mapping):
         scheduler = dict(scheduler)
@@ -123,6 +216,9 @@ def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer, run_length: 
             if run_length is None:
                 raise ConfigError(f"scheduler: {scheduler['_target_']} needs {key}, the run's length; set it")
             scheduler[key] = run_length()
+        scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+        if cls is OneCycleLR and any(s != 1.0 for s in scales) and not isinstance(scheduler.get("max_lr"), list):
+            scheduler["max_lr"] = [scheduler["max_lr"] * s for s in scales]  # a backbone's lower learning rate
         if cls is OneCycleLR and "cycle_momentum" not in scheduler:  # cycle a momentum only where there is one
             defaults = optimizer.defaults
             scheduler["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
@@ -135,7 +231,9 @@ def objects_to_skip(**specs: Any) -> list[str]:
     return [name for name, spec in specs.items() if spec is not None and not isinstance(spec, Mapping)]
 
 
-def configure_optimizers(module, optimizer, scheduler, interval: str, monitor: str) -> Any:
+def configure_optimizers(
+    module, optimizer, scheduler, interval: str, monitor: str, backbone_lr_scale: float | None = None
+) -> Any:
     """What `LightningModule.configure_optimizers` returns for these specs.
 
     A scheduler's unset run length is the Trainer's: its optimizer steps (`estimated_stepping_batches`)
@@ -143,7 +241,7 @@ def configure_optimizers(module, optimizer, scheduler, interval: str, monitor: s
     """
     if interval not in ("step", "epoch"):
         raise ConfigError(f"module.scheduler_interval={interval!r}: choose step or epoch")
-    opt = build_optimizer(optimizer, module)
+    opt = build_optimizer(optimizer, module, backbone_lr_scale)
     if scheduler is None:
         return opt
     lr_scheduler = {

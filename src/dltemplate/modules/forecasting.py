@@ -18,6 +18,7 @@ from dltemplate.modules.factories import (
     check_finite,
     configure_optimizers,
     objects_to_skip,
+    without_downloads,
 )
 
 
@@ -61,6 +62,8 @@ class ForecastingModule(LightningModule):
             ignore=objects_to_skip(net=net, optimizer=optimizer, scheduler=scheduler), logger=False
         )
         self.net = build_net(net)
+        if "net" in self.hparams:  # rebuilding from a checkpoint fetches no weights
+            self.hparams["net"] = without_downloads(self.hparams["net"])
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
         self.loss_fn = build_loss(loss, "forecasting")
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32), persistent=False)

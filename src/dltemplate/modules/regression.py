@@ -17,6 +17,7 @@ from dltemplate.modules.factories import (
     check_finite,
     configure_optimizers,
     objects_to_skip,
+    without_downloads,
 )
 
 
@@ -65,6 +66,8 @@ class RegressionModule(LightningModule):
             ignore=objects_to_skip(net=net, optimizer=optimizer, scheduler=scheduler), logger=False
         )
         self.net = build_net(net)
+        if "net" in self.hparams:  # rebuilding from a checkpoint fetches no weights
+            self.hparams["net"] = without_downloads(self.hparams["net"])
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
         self.loss_fn = build_loss(loss, "regression")
         self.counts = self.loss_fn.takes == "log_rate"
