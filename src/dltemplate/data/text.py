@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
+from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import cached, files_key
@@ -80,7 +80,7 @@ class TextDataModule(TensorDataModule):
         val_fraction: Share of the training texts held out for validation.
         test_fraction: Share held out for testing when a CSV has no test_file.
         cache_dir: Where tokenised data is cached; None tokenises every run.
-        batch_size, num_workers, split_seed: as in the other data modules.
+        batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
@@ -109,8 +109,11 @@ class TextDataModule(TensorDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed)
+        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         check_missing_target(missing_target)
@@ -171,15 +174,8 @@ class TextDataModule(TensorDataModule):
 
     def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
         """Stratified (kept, held out) row positions."""
-        generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        kept, held = [], []
-        for label in sorted(set(labels)):
-            members = [i for i, value in enumerate(labels) if value == label]
-            order = [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
-            cut = round(len(members) * fraction)
-            held += order[:cut]
-            kept += order[cut:]
-        return sorted(kept), sorted(held)
+        mask = stratified_holdout(labels, len(labels), self.hparams.split_seed, fraction=fraction)
+        return (~mask).nonzero().squeeze(1).tolist(), mask.nonzero().squeeze(1).tolist()
 
     # ---- tokenising ----------------------------------------------------------------------------
 
@@ -212,7 +208,8 @@ class TextDataModule(TensorDataModule):
             raise DataError(
                 f"labels of {self._source_path()} have a single class {sorted(set(train_y))}: need at least two"
             )
-        keep, held = self._split(train_y, hp.val_fraction)
+        mask = self.validation_mask(train_y, len(train_y), hp.val_fraction)
+        keep, held = (~mask).nonzero().squeeze(1).tolist(), mask.nonzero().squeeze(1).tolist()
         sizes = {"training": len(keep), "validation": len(held)}
         require_split(sizes, self._source_path(), "training texts", f"data.val_fraction={hp.val_fraction}")
         fit_texts = [train_x[i] for i in keep]
@@ -230,7 +227,12 @@ class TextDataModule(TensorDataModule):
             "val": ([train_x[i] for i in held], [train_y[i] for i in held]),
             "test": (test_x, test_y),
         }
-        out: dict[str, Any] = {"tokenizer": tokenizer.to_str(), "classes": classes, "val_texts": parts["val"][0]}
+        out: dict[str, Any] = {
+            "tokenizer": tokenizer.to_str(),
+            "classes": classes,
+            "val_texts": parts["val"][0],
+            "val_positions": held,
+        }
         for name, (texts, labels) in parts.items():
             ids, lengths = self.encode(texts)
             out[name] = {
@@ -267,6 +269,7 @@ class TextDataModule(TensorDataModule):
             data = cached(self._cache_path(), self._tokenise_all, "tokenised texts")
         self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
         self.val_texts = data["val_texts"]
+        self.val_positions = torch.tensor(data.get("val_positions", []), dtype=torch.long)
         self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
 
     # ---- prediction ----------------------------------------------------------------------------
