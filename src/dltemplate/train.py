@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -34,6 +34,8 @@ class RunResult:
     output_dir: str
     trainer: Trainer = field(repr=False)
     data_seconds: float = 0.0  # reading, decoding, tokenising or loading the cache
+    datamodule: LightningDataModule | None = field(default=None, repr=False)
+    module: LightningModule | None = field(default=None, repr=False)
 
 
 def train(cfg: DictConfig) -> RunResult:
@@ -84,28 +86,49 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
         metrics[f"{trainer.checkpoint_callback.monitor}_best"] = float(trainer.checkpoint_callback.best_model_score)
     _log_hparams_with_metrics(trainer, cfg, metrics)
-    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds)
+    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds, datamodule, module)
 
 
 def main(cfg: DictConfig) -> float | None:
     """Hydra task function: train, record the result, and return `cfg.optimized_metric` for sweepers.
 
     In a multirun a failing job is recorded (result.json, the sweep summary) and the sweep goes on.
+    With `cv.folds` (or `backtest.origins`) set, the run is a cross-validation (a backtest) and the
+    value returned is the mean over its folds (origins).
     """
     try:
-        result = train(cfg)
+        metrics = run_metrics(cfg)
     except Exception:
         if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise
         log.exception("job failed; the sweep goes on")
         return float("nan")
-    log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
-    objective = cfg.get("optimized_metric")
+    objective = cfg.get("optimized_metric") or (f"{cfg.monitor}_best" if _is_selection(cfg) else None)
     if objective is None:
         return None
-    if objective not in result.metrics:
-        raise KeyError(f"optimized_metric={objective!r} was not logged; logged: {sorted(result.metrics)}")
-    return result.metrics[objective]
+    if objective not in metrics:
+        raise KeyError(f"optimized_metric={objective!r} was not logged; logged: {sorted(metrics)}")
+    return metrics[objective]
+
+
+def _is_selection(cfg: DictConfig) -> bool:
+    """Whether `cfg` asks for a cross-validation or a backtest rather than one run."""
+    return bool((cfg.get("cv") or {}).get("folds") or (cfg.get("backtest") or {}).get("origins"))
+
+
+def run_metrics(cfg: DictConfig) -> dict[str, float]:
+    """Train once, or cross-validate (`cv.folds`) or backtest (`backtest.origins`); the metrics (means over folds)."""
+    if (cfg.get("cv") or {}).get("folds"):
+        from dltemplate.cv import cross_validate
+
+        return cross_validate(cfg)
+    if (cfg.get("backtest") or {}).get("origins"):
+        from dltemplate.backtest import backtest
+
+        return backtest(cfg)
+    result = train(cfg)
+    log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
+    return result.metrics
 
 
 def _best_checkpoint(trainer: Trainer) -> str | None:
