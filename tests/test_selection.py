@@ -4,6 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
+from dltemplate.backtest import origin_config
+from dltemplate.data.series import SeriesDataModule
 from dltemplate.data.tabular import TabularDataModule
 from dltemplate.data.tensors import stratified_holdout
 from dltemplate.train import run_metrics
@@ -56,3 +58,34 @@ def test_cross_validation_runs_every_fold_and_summarises_them(make_cfg, tmp_path
     assert sorted(oof["row"]) == list(range(len(oof)))  # every training row predicted once, by one fold
     assert {"fold", "target", "prediction", "prob_0", "prob_1"} <= set(oof.columns)
     assert oof["prob_0"].add(oof["prob_1"]).round(5).eq(1).all()
+
+
+def test_backtest_origins_never_see_their_targets(make_cfg, tmp_path):
+    n = 60
+    path = tmp_path / "counter.csv"
+    pd.DataFrame({"v": range(1, n + 1)}).to_csv(path, index=False)  # the value at step t is t + 1
+    cfg = make_cfg("task=series", f"data.file={path}", "backtest.origins=3", "backtest.step=5", "data.window=6")
+    for origin in range(3):
+        data = origin_config(cfg, origin).data
+        dm = SeriesDataModule(**{k: v for k, v in data.items() if k != "_target_"})
+        dm.setup("fit")
+        end = n - (2 - origin) * 5  # this origin's last test target is step end - 1
+        test_start = end - data.test_steps
+
+        def steps(*tensors: torch.Tensor, scale: float = dm.scale[0]) -> torch.Tensor:  # the steps they hold
+            return (torch.cat([t.flatten() for t in tensors]) * scale).round().long() - 1
+
+        assert steps(*dm.test_set.tensors).max() == end - 1 and steps(dm.test_set.tensors[1]).min() == test_start
+        assert steps(*dm.train_set.tensors).max() < test_start - data.val_steps  # training never reaches them
+        assert steps(*dm.val_set.tensors).max() < test_start
+        assert len(dm.series) == end  # nothing after the origin's targets is read at all
+
+
+def test_backtest_writes_each_origin_beside_the_naive_forecasts(make_cfg, tmp_path):
+    provide_task_data("covid", tmp_path / "data")
+    metrics = run_metrics(make_cfg("task=covid", "backtest.origins=2", "trainer.max_epochs=1"))
+    summary = pd.read_csv(tmp_path / "run" / "backtest_summary.csv")
+    assert summary["origin"].astype(str).tolist() == ["0", "1", "mean", "sd"]
+    assert {"test/mae", "test/rel_mae", "test/naive_mae", "test/snaive_mae", "first_target"} <= set(summary.columns)
+    assert summary["first_target"][0] < summary["first_target"][1]  # the earlier origin forecasts earlier days
+    assert metrics["test/rel_mae"] == pytest.approx(summary["test/rel_mae"][:2].mean())

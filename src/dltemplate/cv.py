@@ -86,13 +86,16 @@ def fold_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/")) and not k.endswith("_step")}
 
 
-def summarise(rows: list[dict]) -> pd.DataFrame:
-    """One row per fold, then a `mean` and an `sd` row (sample standard deviation over the folds)."""
+def summarise(rows: list[dict], key: str = "fold", labels: tuple[str, ...] = ("repeat", "run_dir")) -> pd.DataFrame:
+    """One row per fold (`key`), then a `mean` and an `sd` row (sample standard deviation over the rows).
+
+    Columns in `labels` (and `key`) describe a row; every other column is a metric.
+    """
     table = pd.DataFrame(rows)
-    metrics = [c for c in table.columns if c not in ("repeat", "fold", "run_dir")]
+    metrics = [c for c in table.columns if c != key and c not in labels]
     sd = table[metrics].std(ddof=1) if len(table) > 1 else table[metrics].iloc[0] * math.nan
-    extra = pd.DataFrame([{"fold": "mean", **table[metrics].mean()}, {"fold": "sd", **sd}])
-    return pd.concat([table.astype({"fold": object}), extra], ignore_index=True)
+    extra = pd.DataFrame([{key: "mean", **table[metrics].mean()}, {key: "sd", **sd}])
+    return pd.concat([table.astype({key: object}), extra], ignore_index=True)
 
 
 def out_of_fold(result: RunResult) -> pd.DataFrame:
