@@ -1,15 +1,21 @@
 """Honest model selection: k-fold cross-validation, rolling-origin backtests."""
 
+import json
+
+import optuna
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from dltemplate.backtest import origin_config
 from dltemplate.data.series import SeriesDataModule
 from dltemplate.data.tabular import TabularDataModule
 from dltemplate.data.tensors import stratified_holdout
 from dltemplate.train import run_metrics
+from dltemplate.tune import tune
 from tests.datasets import mixed_frame, provide_task_data
+from tests.helpers import CONFIG_DIR
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_training_row_once():
@@ -89,3 +95,38 @@ def test_backtest_writes_each_origin_beside_the_naive_forecasts(make_cfg, tmp_pa
     assert {"test/mae", "test/rel_mae", "test/naive_mae", "test/snaive_mae", "first_target"} <= set(summary.columns)
     assert summary["first_target"][0] < summary["first_target"][1]  # the earlier origin forecasts earlier days
     assert metrics["test/rel_mae"] == pytest.approx(summary["test/rel_mae"][:2].mean())
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_hopeless_trial_is_pruned_and_recorded_as_pruned(tmp_path, n_jobs):
+    provide_task_data("titanic", tmp_path / "data")
+    base = [
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "task=titanic",
+        "hparams_search=titanic_optuna",
+        "trainer.max_epochs=4",
+        "callbacks.histograms=null",
+        "optuna.pruner.n_startup_trials=1",
+        "optuna.pruner.n_warmup_steps=0",
+        f"optuna.n_jobs={n_jobs}",
+    ]
+    storage = f"sqlite:///{tmp_path / 'logs' / 'titanic' / 'optuna.db'}"
+    (tmp_path / "logs" / "titanic").mkdir(parents=True)
+    seeded = optuna.create_study(study_name="titanic_search", storage=storage, direction="minimize")
+    good = {"module.optimizer.weight_decay": 1e-4, "net.dropout": 0.0, "net.hidden": "[64,32]"}
+    if n_jobs == 1:  # (enqueued trials race between threads: optuna hands one to two threads)
+        seeded.enqueue_trial({**good, "module.optimizer.lr": 3e-2})
+        seeded.enqueue_trial({**good, "module.optimizer.lr": 1e-7})  # learns nothing: pruned after its first epoch
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*base, f"optuna.n_trials={2 if n_jobs == 1 else 3}"])
+        cfg.paths.output_dir = str(tmp_path / "search")
+        study = tune(cfg, base_overrides=base)
+    trials = pd.read_csv(tmp_path / "search" / "trials.csv")
+    if n_jobs == 1:
+        assert trials["state"].tolist() == ["COMPLETE", "PRUNED"]
+        pruned = json.loads((tmp_path / "search" / "trial_001" / "result.json").read_text())
+        assert pruned["status"] == "pruned" and "test/acc" in pruned["metrics"]  # stopped, yet tested and recorded
+        assert len(study.trials[1].intermediate_values) < 4
+    else:
+        assert len(trials) == 3 and "FAIL" not in trials["state"].tolist()  # two trials at a time, in threads

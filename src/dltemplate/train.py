@@ -2,12 +2,13 @@
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,12 +39,13 @@ class RunResult:
     module: LightningModule | None = field(default=None, repr=False)
 
 
-def train(cfg: DictConfig) -> RunResult:
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Fit the task described by `cfg`, test its best checkpoint on the test split, record the result.
 
     With `train=false`, test `cfg.ckpt_path` itself (its weights, not fresh ones). The record
     (result.json) goes to the run's directory; a failure is recorded only in a directory this call
     claimed, never in one it was refused or in the run a failed resume tried to continue.
+    `callbacks` join those the config lists (a search's pruning).
     """
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
@@ -52,7 +54,7 @@ def train(cfg: DictConfig) -> RunResult:
     try:
         claimed = claim_output_dir(cfg, own_dir)
         try:
-            result = _fit_and_test(cfg, resume_step)
+            result = _fit_and_test(cfg, resume_step, callbacks)
         except Exception as error:
             if claimed:  # a failed resume leaves the record of the run it continued as it was
                 write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
@@ -63,14 +65,14 @@ def train(cfg: DictConfig) -> RunResult:
     return result
 
 
-def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
+def _fit_and_test(cfg: DictConfig, resume_step: int | None, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Build data, module and trainer; fit (unless `train=false`); test the best (or given) checkpoint."""
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
     data_seconds = time.perf_counter() - started
     log.info("data ready in %.1f s", data_seconds)
     module = build_module(cfg, datamodule)
-    trainer = build_trainer(cfg, resume_step)
+    trainer = build_trainer(cfg, resume_step, callbacks)
 
     fitting = cfg.get("train", True)
     if fitting:
