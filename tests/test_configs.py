@@ -11,7 +11,7 @@ from dltemplate.build import build_datamodule, build_module
 from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, TASKS
 
-GROUPS = ("trainer", "logger", "callbacks", "debug", "experiment", "module/optimizer")
+GROUPS = ("trainer", "logger", "callbacks", "debug", "experiment", "module/optimizer", "tuner")
 
 
 def choices(group: str) -> list[str]:

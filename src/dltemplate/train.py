@@ -20,6 +20,7 @@ from dltemplate.build import (
     resolve_checkpoint,
 )
 from dltemplate.rundir import release_resumed, write_result
+from dltemplate.tuner import run_tuner
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class RunResult:
     data_seconds: float = 0.0  # reading, decoding, tokenising or loading the cache
     datamodule: LightningDataModule | None = field(default=None, repr=False)
     module: LightningModule | None = field(default=None, repr=False)
+    tuned: dict[str, float] = field(default_factory=dict)  # what a tuner preset chose (tuner=lr_find, ...)
 
 
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
@@ -61,7 +63,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
             raise
     finally:
         release_resumed()
-    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint)
+    extra = {"tuned": result.tuned} if result.tuned else {}
+    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint, **extra)
     return result
 
 
@@ -75,6 +78,7 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None, callbacks: Sequence[
     trainer = build_trainer(cfg, resume_step, callbacks)
 
     fitting = cfg.get("train", True)
+    tuned = run_tuner(cfg, trainer, module, datamodule) if fitting and cfg.get("ckpt_path") is None else {}
     if fitting:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -88,7 +92,7 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None, callbacks: Sequence[
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
         metrics[f"{trainer.checkpoint_callback.monitor}_best"] = float(trainer.checkpoint_callback.best_model_score)
     _log_hparams_with_metrics(trainer, cfg, metrics)
-    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds, datamodule, module)
+    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds, datamodule, module, tuned)
 
 
 def main(cfg: DictConfig) -> float | None:
