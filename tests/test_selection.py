@@ -12,6 +12,7 @@ from dltemplate.backtest import origin_config
 from dltemplate.data.series import SeriesDataModule
 from dltemplate.data.tabular import TabularDataModule
 from dltemplate.data.tensors import stratified_holdout
+from dltemplate.errors import ConfigError
 from dltemplate.train import run_metrics
 from dltemplate.tune import tune
 from tests.datasets import mixed_frame, provide_task_data
@@ -130,3 +131,15 @@ def test_a_hopeless_trial_is_pruned_and_recorded_as_pruned(tmp_path, n_jobs):
         assert len(study.trials[1].intermediate_values) < 4
     else:
         assert len(trials) == 3 and "FAIL" not in trials["state"].tolist()  # two trials at a time, in threads
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("task=covid", "cv.folds=3"), "cv.folds needs a data module with data.folds"),
+        (("task=titanic", "backtest.origins=3"), "backtest.origins needs a data module with data.cutoff"),
+    ],
+)
+def test_model_selection_refuses_a_family_it_does_not_fit(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_metrics(make_cfg(*overrides))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dltemplate.cv import fold_metrics, summarise
+from dltemplate.cv import fold_metrics, require_setting, summarise
 from dltemplate.errors import ConfigError
 from dltemplate.files import write_text_atomically
 from dltemplate.rundir import claim, write_result
@@ -47,6 +47,7 @@ def backtest(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(
             f"backtest.origins and backtest.step must be at least 1, got {settings.origins}, {settings.step}"
         )
+    require_setting(cfg, "cutoff", "backtest.origins", "series")
     parent = Path(cfg.paths.output_dir)
     claim(parent)
     rows = []

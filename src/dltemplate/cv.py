@@ -10,12 +10,14 @@ means, which is what sweeps and Optuna read.
 """
 
 import copy
+import inspect
 import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, open_dict
 
 from dltemplate.checkpoint import load_checkpoint
@@ -52,6 +54,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(
             f"cv.folds must be at least 2 and cv.repeats at least 1, got {settings.folds}, {settings.repeats}"
         )
+    require_setting(cfg, "folds", "cv.folds", "tables, images and texts; for a series use backtest.origins")
     parent = Path(cfg.paths.output_dir)
     claim(parent)
     rows, predictions = [], []
@@ -79,6 +82,14 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     shown = [c for c in table.columns if c != "run_dir"]
     log.info("cross-validation summary (%s):\n%s", parent / SUMMARY_FILE, table[shown].to_string(index=False))
     return means
+
+
+def require_setting(cfg: DictConfig, name: str, option: str, families: str) -> None:
+    """Refuse `option` for a data module that has no `name` setting, and a resumed run (`ckpt_path`)."""
+    if name not in inspect.signature(get_class(cfg.data._target_)).parameters:
+        raise ConfigError(f"{option} needs a data module with data.{name} ({families}); {cfg.data._target_} has none")
+    if cfg.get("ckpt_path"):
+        raise ConfigError(f"{option} trains new models: it cannot resume ckpt_path={cfg.ckpt_path}")
 
 
 def fold_metrics(metrics: dict[str, float]) -> dict[str, float]:
