@@ -12,7 +12,7 @@ from dltemplate.backtest import origin_config
 from dltemplate.data.series import SeriesDataModule
 from dltemplate.data.tabular import TabularDataModule
 from dltemplate.data.tensors import stratified_holdout
-from dltemplate.errors import ConfigError
+from dltemplate.errors import ConfigError, DataError
 from dltemplate.train import run_metrics
 from dltemplate.tune import tune
 from tests.datasets import mixed_frame, provide_task_data
@@ -86,6 +86,12 @@ def test_backtest_origins_never_see_their_targets(make_cfg, tmp_path):
         assert steps(*dm.train_set.tensors).max() < test_start - data.val_steps  # training never reaches them
         assert steps(*dm.val_set.tensors).max() < test_start
         assert len(dm.series) == end  # nothing after the origin's targets is read at all
+
+
+def test_a_backtest_longer_than_the_series_says_which_origin_ran_out(make_cfg, tmp_path):
+    provide_task_data("covid", tmp_path / "data")
+    with pytest.raises(DataError, match=r"backtest origin 0 \(the last 28 steps cut off\).*lower backtest.origins"):
+        run_metrics(make_cfg("task=covid", "backtest.origins=5"))  # 46 days: 4 x 7 cut off leave too few
 
 
 def test_backtest_writes_each_origin_beside_the_naive_forecasts(make_cfg, tmp_path):

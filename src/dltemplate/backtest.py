@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from dltemplate.cv import fold_metrics, require_setting, summarise
-from dltemplate.errors import ConfigError
+from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import write_text_atomically
 from dltemplate.rundir import claim, write_result
 from dltemplate.train import train
@@ -57,7 +57,13 @@ def backtest(cfg: DictConfig) -> dict[str, float]:
             log.info(
                 "backtest: origin %d of %d (last %d steps cut off)", origin, settings.origins, origin_cfg.data.cutoff
             )
-            result = train(origin_cfg)
+            try:
+                result = train(origin_cfg)
+            except DataError as error:  # the earliest origins are the first to run out of steps
+                raise DataError(
+                    f"backtest origin {origin} (the last {origin_cfg.data.cutoff} steps cut off): {error}; "
+                    "or lower backtest.origins or backtest.step"
+                ) from None
             first = result.datamodule.step_index("test")[0]
             metrics = {k: v for k, v in fold_metrics(result.metrics).items() if k.startswith("test/")}
             rows.append({"origin": origin, "first_target": str(first), **metrics, "run_dir": result.output_dir})
