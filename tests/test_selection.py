@@ -149,3 +149,13 @@ def test_a_hopeless_trial_is_pruned_and_recorded_as_pruned(tmp_path, n_jobs):
 def test_model_selection_refuses_a_family_it_does_not_fit(make_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         run_metrics(make_cfg(*overrides))
+
+
+@pytest.mark.parametrize("task", ["images", "text"])
+def test_images_and_texts_cross_validate_too(make_cfg, tmp_path, task):
+    overrides = provide_task_data(task, tmp_path / "data")
+    run_metrics(make_cfg(f"task={task}", *overrides, "cv.folds=2", "trainer.max_epochs=1", "callbacks.histograms=null"))
+    summary = pd.read_csv(tmp_path / "run" / "cv_summary.csv")
+    oof = pd.read_csv(tmp_path / "run" / "oof_predictions.csv")
+    assert summary["fold"].astype(str).tolist() == ["0", "1", "mean", "sd"] and "test/acc" in summary
+    assert sorted(oof["row"]) == list(range(len(oof))) and set(oof["fold"]) == {0, 1}

@@ -15,7 +15,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     `cfg.data` replaces data settings of the checkpoint (e.g. `test_file`) to score another labelled set.
     """
-    data = OmegaConf.to_container(cfg.get("data") or {}, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}  # {} is falsy
     module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths, data_overrides=data)
     trainer = build_trainer(cfg)
     metrics = trainer.test(module, datamodule=datamodule)[0]
