@@ -100,6 +100,11 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
         raise ConfigError("no search configured: pick one with hparams_search=<name> (conf/hparams_search/)")
     settings = cfg.optuna
     objective_name = cfg.optimized_metric
+    if settings.get("pruner") and not settings.direction.startswith(cfg.monitor_mode):
+        raise ConfigError(
+            f"pruning reports monitor={cfg.monitor} ({cfg.monitor_mode}) to a study that is to "
+            f"{settings.direction}: pick a monitor in the study's direction, or optuna.pruner=null"
+        )
     Path(cfg.paths.log_dir, cfg.task_name).mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=settings.study_name,
