@@ -32,6 +32,12 @@ def test_lr_find_uses_and_records_its_suggestion(titanic, tmp_path):
     assert load_checkpoint(result.best_checkpoint)["config"]["module"]["optimizer"]["lr"] == suggested
 
 
+def test_lr_find_suggestion_reaches_a_schedule_that_interpolates_the_rate(titanic):
+    schedule = "+module.scheduler={_target_: torch.optim.lr_scheduler.OneCycleLR, max_lr: ${module.optimizer.lr}}"
+    result = train(titanic("tuner=lr_find", "tuner.num_training=30", schedule, "module.scheduler_interval=step"))
+    assert result.module.scheduler_spec["max_lr"] == result.tuned["lr"] == result.module.hparams.scheduler["max_lr"]
+
+
 def test_batch_size_finder_sets_and_records_the_batch_size(titanic, tmp_path):
     result = train(titanic("tuner=batch_size", "tuner.max_trials=3", "tuner.steps_per_trial=1"))
     chosen = json.loads((tmp_path / "run" / "result.json").read_text())["tuned"]["batch_size"]

@@ -6,13 +6,14 @@ module's hyperparameters, and `tuned` in result.json.
 """
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.tuner import Tuner
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dltemplate.build import checkpoint_config
 from dltemplate.callbacks.config import ConfigInCheckpoint
@@ -55,7 +56,9 @@ def find_lr(
     TensorBoard's Images tab (`tuner/lr_find`).
     """
     max_epochs = trainer.fit_loop.max_epochs
-    trainer.fit_loop.max_epochs = -1  # the range test's steps, even where the run itself is shorter (max_epochs=1)
+    # room for the range test's steps, even where the run itself is shorter (max_epochs=1)
+    epochs_needed = math.ceil(settings.get("num_training", 100) / max(len(datamodule.train_dataloader()), 1)) + 1
+    trainer.fit_loop.max_epochs = max(max_epochs, epochs_needed) if max_epochs not in (None, -1) else max_epochs
     try:
         finder = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False, **settings)
     finally:
@@ -70,11 +73,14 @@ def find_lr(
     if writer is not None:
         writer.add_figure("tuner/lr_find", figure, 0)
     plt.close(figure)
-    module.optimizer_spec = {**module.optimizer_spec, "lr": suggestion}
-    if "optimizer" in module.hparams:
-        module.hparams.optimizer = module.optimizer_spec
     with open_dict(cfg):
         cfg.module.optimizer.lr = suggestion
+    # re-resolved, so a schedule that interpolates the rate (OneCycleLR's max_lr) follows it too
+    resolved = OmegaConf.to_container(cfg.module, resolve=True)
+    module.optimizer_spec, module.scheduler_spec = resolved["optimizer"], resolved.get("scheduler")
+    for key in ("optimizer", "scheduler"):
+        if key in module.hparams:
+            module.hparams[key] = resolved.get(key)
     log.info("learning-rate finder: %.3g suggested (configured: %s); training with it", suggestion, configured)
     return float(suggestion)
 
