@@ -6,7 +6,8 @@ the series back by `step` steps (`data.cutoff`), so its test targets are earlier
 after them is read, let alone trained on. Training always starts at the first step (an expanding
 window). Each origin is an ordinary run in `<run>/origin_<k>/`; the parent directory gets
 `backtest_summary.csv`: per origin the model's test errors beside the naive and seasonal-naive
-forecasts' on the same targets, then their mean and sd, and a result.json of the means.
+forecasts' on the same targets (and its validation metrics), then their mean and sd, and a
+result.json of the means, whose `val/mae_best` (the monitored metric's best) sweeps optimise.
 """
 
 import copy
@@ -65,7 +66,7 @@ def backtest(cfg: DictConfig) -> dict[str, float]:
                     "or lower backtest.origins or backtest.step"
                 ) from None
             first = result.datamodule.step_index("test")[0]
-            metrics = {k: v for k, v in fold_metrics(result.metrics).items() if k.startswith("test/")}
+            metrics = fold_metrics(result.metrics)
             rows.append({"origin": origin, "first_target": str(first), **metrics, "run_dir": result.output_dir})
     except Exception as error:
         write_result(parent, "failed", {}, f"{type(error).__name__}: {error}")
