@@ -7,12 +7,13 @@ import logging
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
 
@@ -124,7 +125,7 @@ def _net_needs() -> dict[str, set[str]]:
     return needs
 
 
-def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
+def build_trainer(cfg: DictConfig, resume_step: int | None = None, extra_callbacks: Sequence[Callback] = ()) -> Trainer:
     """Instantiate `cfg.trainer` with the callbacks and loggers the config lists (null entries off).
 
     `resume_step`: the global step of the checkpoint a fit resumes from. TensorBoard then hides
@@ -133,7 +134,7 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None) -> Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not cfg.trainer.get("enable_checkpointing", True):  # Lightning refuses checkpoint callbacks then
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-    callbacks.append(ConfigInCheckpoint(checkpoint_config(cfg)))
+    callbacks += [*extra_callbacks, ConfigInCheckpoint(checkpoint_config(cfg))]
     callbacks.append(RunSummary(cfg))  # settings at the start, summary at the end, for every logger
     loggers = []
     for config in (cfg.get("logger") or {}).values():

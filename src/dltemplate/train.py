@@ -2,12 +2,13 @@
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig
 
 from dltemplate.build import (
@@ -20,6 +21,7 @@ from dltemplate.build import (
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.loggers import metric_names
 from dltemplate.rundir import release_resumed, write_result
+from dltemplate.tuner import run_tuner
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,18 @@ class RunResult:
     output_dir: str
     trainer: Trainer = field(repr=False)
     data_seconds: float = 0.0  # reading, decoding, tokenising or loading the cache
+    datamodule: LightningDataModule | None = field(default=None, repr=False)
+    module: LightningModule | None = field(default=None, repr=False)
+    tuned: dict[str, float] = field(default_factory=dict)  # what a tuner preset chose (tuner=lr_find, ...)
 
 
-def train(cfg: DictConfig) -> RunResult:
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Fit the task described by `cfg`, test its best checkpoint on the test split, record the result.
 
     With `train=false`, test `cfg.ckpt_path` itself (its weights, not fresh ones). The record
     (result.json) goes to the run's directory; a failure is recorded only in a directory this call
     claimed, never in one it was refused or in the run a failed resume tried to continue.
+    `callbacks` join those the config lists (a search's pruning).
     """
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
@@ -49,27 +55,29 @@ def train(cfg: DictConfig) -> RunResult:
     try:
         claimed = claim_output_dir(cfg, own_dir)
         try:
-            result = _fit_and_test(cfg, resume_step)
+            result = _fit_and_test(cfg, resume_step, callbacks)
         except Exception as error:
             if claimed:  # a failed resume leaves the record of the run it continued as it was
                 write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
             raise
     finally:
         release_resumed()
-    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint)
+    extra = {"tuned": result.tuned} if result.tuned else {}
+    write_result(result.output_dir, "ok", result.metrics, best_checkpoint=result.best_checkpoint, **extra)
     return result
 
 
-def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
+def _fit_and_test(cfg: DictConfig, resume_step: int | None, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Build data, module and trainer; fit (unless `train=false`); test the best (or given) checkpoint."""
     started = time.perf_counter()
     datamodule = build_datamodule(cfg)
     data_seconds = time.perf_counter() - started
     log.info("data ready in %.1f s", data_seconds)
     module = build_module(cfg, datamodule)
-    trainer = build_trainer(cfg, resume_step)
+    trainer = build_trainer(cfg, resume_step, callbacks)
 
     fitting = cfg.get("train", True)
+    tuned = run_tuner(cfg, trainer, module, datamodule) if fitting and cfg.get("ckpt_path") is None else {}
     if fitting:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in metric_names(trainer.callback_metrics).items()}
@@ -85,28 +93,49 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None) -> RunResult:
     for callback in trainer.callbacks:
         if isinstance(callback, RunSummary):  # val/*_best of the tested epoch; HPARAMS; flush loggers
             metrics.update(callback.finish(trainer, metrics))
-    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds)
+    return RunResult(metrics, best, str(cfg.paths.output_dir), trainer, data_seconds, datamodule, module, tuned)
 
 
 def main(cfg: DictConfig) -> float | None:
     """Hydra task function: train, record the result, and return `cfg.optimized_metric` for sweepers.
 
     In a multirun a failing job is recorded (result.json, the sweep summary) and the sweep goes on.
+    With `cv.folds` (or `backtest.origins`) set, the run is a cross-validation (a backtest) and the
+    value returned is the mean over its folds (origins).
     """
     try:
-        result = train(cfg)
+        metrics = run_metrics(cfg)
     except Exception:
         if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise
         log.exception("job failed; the sweep goes on")
         return float("nan")
-    log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
-    objective = cfg.get("optimized_metric")
+    objective = cfg.get("optimized_metric") or (f"{cfg.monitor}_best" if _is_selection(cfg) else None)
     if objective is None:
         return None
-    if objective not in result.metrics:
-        raise KeyError(f"optimized_metric={objective!r} was not logged; logged: {sorted(result.metrics)}")
-    return result.metrics[objective]
+    if objective not in metrics:
+        raise KeyError(f"optimized_metric={objective!r} was not logged; logged: {sorted(metrics)}")
+    return metrics[objective]
+
+
+def _is_selection(cfg: DictConfig) -> bool:
+    """Whether `cfg` asks for a cross-validation or a backtest rather than one run."""
+    return bool((cfg.get("cv") or {}).get("folds") or (cfg.get("backtest") or {}).get("origins"))
+
+
+def run_metrics(cfg: DictConfig) -> dict[str, float]:
+    """Train once, or cross-validate (`cv.folds`) or backtest (`backtest.origins`); the metrics (means over folds)."""
+    if (cfg.get("cv") or {}).get("folds"):
+        from dltemplate.cv import cross_validate
+
+        return cross_validate(cfg)
+    if (cfg.get("backtest") or {}).get("origins"):
+        from dltemplate.backtest import backtest
+
+        return backtest(cfg)
+    result = train(cfg)
+    log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
+    return result.metrics
 
 
 def _best_checkpoint(trainer: Trainer) -> str | None:

@@ -1,5 +1,13 @@
 """Hyperparameter search with Optuna: each trial is a training run composed from the same configs.
 
+Pruning: every trial reports the monitored metric (`monitor`) after each validation, and the
+study's pruner (`optuna.pruner`, MedianPruner in the search configs) stops the unpromising ones;
+they are recorded as PRUNED. `OptunaPruning` is a small callback rather than optuna-integration's
+`PyTorchLightningPruningCallback` (which imports `lightning.pytorch` and would work with Lightning
+2.6) because that one raises `TrialPruned` inside `fit`: the run would end as a failure, untested
+and without its result.json, where this one stops the fit at the epoch's end, so a pruned trial is
+still a complete, recorded run.
+
 Why not hydra-optuna-sweeper: its last release (1.3.0) pins optuna < 3, and optuna 2.10's SQLite
 storage no longer works with the SQLAlchemy 2 and alembic that pip installs today (checked), so a
 search could not be resumed. Optuna itself is maintained; this driver is the little glue needed.
@@ -7,18 +15,49 @@ search could not be resumed. Optuna itself is maintained; this driver is the lit
 
 import logging
 import math
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dltemplate.errors import ConfigError
 from dltemplate.resolvers import run_label
-from dltemplate.train import train
+from dltemplate.rundir import write_result
+from dltemplate.train import run_metrics, train
+
+_compose_lock = threading.Lock()  # trials in threads (optuna.n_jobs) share Hydra's global state
+
+
+class OptunaPruning(Callback):
+    """Report `monitor` to an Optuna trial after every validation; stop the fit when the pruner says so.
+
+    Args:
+        trial: The trial this run is.
+        monitor: The metric reported, e.g. "val/loss" (in the study's direction).
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.pruned_epoch: int | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            self.pruned_epoch = trainer.current_epoch
+            trainer.should_stop = True  # ends after this epoch: the run is still tested and recorded
+
 
 log = logging.getLogger(__name__)
 
@@ -62,35 +101,60 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
         raise ConfigError("no search configured: pick one with hparams_search=<name> (conf/hparams_search/)")
     settings = cfg.optuna
     objective_name = cfg.optimized_metric
+    if settings.get("pruner") and not settings.direction.startswith(cfg.monitor_mode):
+        raise ConfigError(
+            f"pruning reports monitor={cfg.monitor} ({cfg.monitor_mode}) to a study that is to "
+            f"{settings.direction}: pick a monitor in the study's direction, or optuna.pruner=null"
+        )
     Path(cfg.paths.log_dir, cfg.task_name).mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=settings.study_name,
         storage=settings.storage,
         direction=settings.direction,
         sampler=instantiate(settings.sampler) if settings.get("sampler") else None,
+        pruner=instantiate(settings.pruner) if settings.get("pruner") else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
     if base_overrides is None:
         base_overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     spaces = search_spaces(OmegaConf.to_container(settings.params, resolve=True))
 
+    n_jobs = settings.get("n_jobs", 1)
+    if n_jobs != 1 and torch.cuda.device_count():
+        n_jobs = min(n_jobs, torch.cuda.device_count()) if n_jobs > 0 else torch.cuda.device_count()
+    gpus: queue.Queue[int] = queue.Queue()  # one GPU per trial running at once
+    for index in range(torch.cuda.device_count()):
+        gpus.put(index)
+
     def objective(trial: optuna.Trial) -> float:
         overrides = [f"{name}={suggest(trial, name, space)}" for name, space in spaces.items()]
-        trial_cfg = compose(config_name="train", overrides=[*base_overrides, *overrides])
+        with _compose_lock:
+            trial_cfg = compose(config_name="train", overrides=[*base_overrides, *overrides])
         trial_cfg.run_group = settings.study_name  # MLflow experiment <task>/<study>, W&B group
         name = f"trial_{trial.number:03d}{run_label(overrides)}"  # TensorBoard's run name says what differs
         trial_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
         trial.set_user_attr("output_dir", trial_cfg.paths.output_dir)
         log.info("trial %d: %s", trial.number, " ".join(overrides))
-        metrics = train(trial_cfg).metrics
+        gpu = gpus.get() if torch.cuda.device_count() else None  # n_jobs ≤ GPUs: one is free
+        if n_jobs != 1:
+            _for_threads(trial_cfg)
+        try:
+            if gpu is not None and trial_cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto"):
+                with open_dict(trial_cfg):
+                    trial_cfg.trainer.devices = [gpu]
+            metrics = _trial_metrics(trial, trial_cfg)
+        finally:
+            if gpu is not None:
+                gpus.put(gpu)
         if objective_name not in metrics:
             raise KeyError(f"optimized_metric={objective_name!r} was not logged; logged: {sorted(metrics)}")
         return metrics[objective_name]  # NaN marks the trial failed
 
-    done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in study.trials)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    done = sum(t.state in finished for t in study.trials)
     remaining = max(settings.n_trials - done, 0)
     log.info("study %s in %s: %d trials done, %d to run", settings.study_name, settings.storage, done, remaining)
-    study.optimize(objective, n_trials=remaining, catch=(Exception,))
+    study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,))
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     study.trials_dataframe().to_csv(Path(cfg.paths.output_dir) / "trials.csv", index=False)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and not math.isnan(t.value)]
@@ -103,6 +167,31 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
             study.best_params,
         )
     return study
+
+
+def _for_threads(cfg: DictConfig) -> None:
+    """Leave out what cannot run in several threads at once: TorchScript's tracing of the model graph
+    and rich's live progress display (one per console)."""
+    for logger in (cfg.get("logger") or {}).values():
+        if logger is not None and "log_graph" in logger:
+            logger.log_graph = False
+    with open_dict(cfg):
+        if "progress_bar" in (cfg.get("callbacks") or {}):
+            cfg.callbacks.progress_bar = None
+        cfg.trainer.enable_progress_bar = False
+
+
+def _trial_metrics(trial: optuna.Trial, cfg: DictConfig) -> dict[str, float]:
+    """Run one trial: a training run pruned by epoch, or a cross-validation / backtest (not pruned: its
+    value is the mean over folds or origins). A pruned run is recorded as such and raises `TrialPruned`."""
+    if (cfg.get("cv") or {}).get("folds") or (cfg.get("backtest") or {}).get("origins"):
+        return run_metrics(cfg)
+    pruning = OptunaPruning(trial, cfg.monitor)
+    result = train(cfg, callbacks=[pruning])
+    if pruning.pruned_epoch is not None:
+        write_result(result.output_dir, "pruned", result.metrics, best_checkpoint=result.best_checkpoint)
+        raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_epoch}")
+    return result.metrics
 
 
 def main(cfg: DictConfig) -> None:

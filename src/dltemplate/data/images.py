@@ -69,6 +69,7 @@ class ImageDataModule(TensorDataModule):
             Three values for a 1-channel image are averaged.
         num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
         split_seed: Seed of the validation split.
+        folds, fold, fold_seed: cross-validation folds, see `TensorDataModule`.
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
@@ -92,8 +93,11 @@ class ImageDataModule(TensorDataModule):
         std: Sequence[float] | None = None,
         num_workers: int = 0,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed)
+        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
         if source != "folder" and source not in TORCHVISION_SOURCES:
             raise ConfigError(f"data.source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
         if channels not in (1, 3):
@@ -189,7 +193,7 @@ class ImageDataModule(TensorDataModule):
                 f"test images {tuple(test_images.shape[1:])}; "
                 "set data.image_size to resize both"
             )
-        val_mask = self._validation_mask(labels)
+        val_mask = self.validation_mask(labels.tolist(), len(labels), hp.val_fraction)
         where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} under {hp.root}"
         sizes = {"training": int((~val_mask).sum()), "validation": int(val_mask.sum())}
         require_split(sizes, where, "training images", f"data.val_fraction={hp.val_fraction}")
@@ -206,15 +210,6 @@ class ImageDataModule(TensorDataModule):
         self.train_set = ImageTensors(images[~val_mask], labels[~val_mask])
         self.val_set = ImageTensors(images[val_mask], labels[val_mask])
         self.test_set = ImageTensors(test_images, test_labels)
-
-    def _validation_mask(self, labels: Tensor) -> Tensor:
-        generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        mask = torch.zeros(len(labels), dtype=torch.bool)
-        for label in labels.unique():
-            members = (labels == label).nonzero().squeeze(1)
-            chosen = members[torch.randperm(len(members), generator=generator)]
-            mask[chosen[: round(len(members) * self.hparams.val_fraction)]] = True
-        return mask
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the training device: uint8 → float, augmentation (training only), normalisation."""

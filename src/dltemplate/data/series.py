@@ -45,6 +45,8 @@ class SeriesDataModule(TensorDataModule):
         val_steps: Validation target steps, just before the test steps.
         test_steps: Test target steps at the end of the series.
         season: Period for the seasonal-naive baseline (7 for daily data); None for none.
+        cutoff: Steps left off the end of the series before anything else (a backtest's earlier
+            forecast origins): nothing after them is read into any split or statistic.
         download: Public source of a missing file: {url:, md5:}.
         batch_size, num_workers: see `TensorDataModule`.
     """
@@ -65,6 +67,7 @@ class SeriesDataModule(TensorDataModule):
         val_steps: int = 7,
         test_steps: int = 7,
         season: int | None = 7,
+        cutoff: int = 0,
         download: dict[str, str] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -74,6 +77,8 @@ class SeriesDataModule(TensorDataModule):
             raise ConfigError(f"data.transform must be null or 'log1p', got {transform!r}")
         if missing not in ("error", "interpolate"):
             raise ConfigError(f"data.missing must be 'error' or 'interpolate', got {missing!r}")
+        if cutoff < 0:
+            raise ConfigError(f"data.cutoff must be 0 or more steps, got {cutoff}")
         if min(val_steps, test_steps) < horizon:
             raise ConfigError(
                 f"data.val_steps ({val_steps}) and test_steps ({test_steps}) must be at least horizon ({horizon})"
@@ -176,6 +181,8 @@ class SeriesDataModule(TensorDataModule):
             return
         hp = self.hparams
         self.levels, self.series = self.read(hp.file)
+        if hp.cutoff:  # an earlier forecast origin: the steps after it do not exist for this run
+            self.levels, self.series = self.levels.iloc[: len(self.levels) - hp.cutoff], self.series.iloc[: -hp.cutoff]
         self.columns = list(self.series.columns)
         n, needed = len(self.series), hp.window + hp.horizon + hp.val_steps + hp.test_steps
         if n < needed:

@@ -5,7 +5,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -16,7 +15,7 @@ from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule, require_split
+from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class TabularDataModule(TensorDataModule):
         sep: Column separator of the CSV files.
         missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
-        batch_size, num_workers, split_seed: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
     """
 
     def __init__(
@@ -73,8 +72,11 @@ class TabularDataModule(TensorDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed)
+        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
         if task not in ("classification", "regression"):
             raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
         check_missing_target(missing_target)
@@ -221,7 +223,8 @@ class TabularDataModule(TensorDataModule):
             require_split(sizes, name, "rows", f"data.test_fraction={hp.test_fraction}")
         else:
             rest, (test_frame, test_name) = frame, self.read_labelled(hp.test_file)
-        train_frame, val_frame = self.split_frame(rest, hp.val_fraction)
+        val_mask = self.validation_mask(self._strata(rest), len(rest), hp.val_fraction).numpy()
+        train_frame, val_frame = rest[~val_mask], rest[val_mask]
         sizes = {"training": len(train_frame), "validation": len(val_frame)}
         require_split(sizes, name, "rows", f"data.val_fraction={hp.val_fraction}", note)
         if self.encoder is None:  # restored from a checkpoint otherwise: never refit
@@ -234,15 +237,12 @@ class TabularDataModule(TensorDataModule):
         """Split rows into (kept, held out), stratified by class for classification."""
         if not 0 < fraction < 1:
             raise ConfigError(f"data.val_fraction and data.test_fraction must be between 0 and 1, got {fraction}")
-        rng = np.random.default_rng(self.hparams.split_seed)
-        if self.hparams.task == "classification":
-            groups = frame.groupby(frame[self.hparams.target].astype(str), sort=True).indices.values()
-        else:
-            groups = [np.arange(len(frame))]
-        held = np.concatenate([rng.permutation(g)[: round(len(g) * fraction)] for g in groups])
-        mask = np.zeros(len(frame), dtype=bool)
-        mask[held] = True
+        mask = stratified_holdout(self._strata(frame), len(frame), self.hparams.split_seed, fraction=fraction).numpy()
         return frame[~mask], frame[mask]
+
+    def _strata(self, frame: pd.DataFrame) -> list[str] | None:
+        """What splits are stratified by: the class of each row (classification), else nothing."""
+        return list(frame[self.hparams.target].astype(str)) if self.hparams.task == "classification" else None
 
     def _setup_predict(self) -> None:
         if self.predict_input is None:

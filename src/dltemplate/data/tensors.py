@@ -2,7 +2,7 @@
 
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,42 @@ def require_split(sizes: Mapping[str, int], source: object, unit: str, setting: 
         )
 
 
+def stratified_holdout(
+    labels: Sequence[Any] | None,
+    size: int,
+    seed: int,
+    fraction: float | None = None,
+    fold: int | None = None,
+    folds: int | None = None,
+) -> Tensor:
+    """Boolean mask (size,) of the held-out rows: a `fraction` of each class, or fold `fold` of `folds`.
+
+    The one stratified splitter of the data modules. Each class (in sorted order; one group when
+    `labels` is None, e.g. regression) is shuffled with a generator seeded by `seed`. A fraction
+    holds out the first round(n * fraction) of each class. Folds deal the shuffled rows, class after
+    class, to folds 0, 1, ..., folds - 1 in turn, so every row lands in exactly one fold and every
+    fold gets each class in proportion (sizes differ by at most one).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if labels is None:
+        groups = [torch.arange(size)]
+    else:
+        values = list(labels)
+        groups = [
+            torch.tensor([i for i, v in enumerate(values) if v == label], dtype=torch.long)
+            for label in sorted(set(values))
+        ]
+    shuffled = [g[torch.randperm(len(g), generator=generator)] for g in groups]
+    mask = torch.zeros(size, dtype=torch.bool)
+    if folds is None:
+        for members in shuffled:
+            mask[members[: round(len(members) * fraction)]] = True
+        return mask
+    order = torch.cat(shuffled)
+    mask[order[torch.arange(len(order)) % folds == fold]] = True
+    return mask
+
+
 def whole_batch(batch):
     """Collate for datasets whose `__getitems__` already returns a whole batch of tensors."""
     return batch
@@ -46,6 +82,10 @@ class TensorDataModule(LightningDataModule):
         batch_size: Samples per batch, for every split.
         num_workers: DataLoader worker processes; 0 is fastest for tensors already in memory.
         split_seed: Seed of the train/val/test split, independent of the training seed.
+        folds: Cross-validation: the training rows are dealt into this many stratified folds and
+            fold `fold` validates (instead of `val_fraction`); the test split is untouched.
+        fold: Which fold validates, 0 .. folds - 1.
+        fold_seed: Seed of the fold assignment (one per repeat of repeated k-fold).
     """
 
     collate_fn = None  # None: PyTorch's default; `whole_batch` for datasets that serve whole batches
@@ -53,11 +93,25 @@ class TensorDataModule(LightningDataModule):
     # are, and never fetches what a checkpoint names (see dltemplate.checkpoint)
     fetches_data = True
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
+    ) -> None:
         super().__init__()
+        if folds is not None and not (folds >= 2 and 0 <= fold < folds):
+            raise ConfigError(
+                f"cross-validation needs folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}"
+            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.split_seed = split_seed
+        self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
+        self.val_positions: Tensor | None = None  # positions of the validation rows among the training rows
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -87,6 +141,23 @@ class TensorDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.train_set is None:  # idempotent: the entry point and the Trainer both call it
             self.train_set, self.val_set, self.test_set = self.make_datasets()
+
+    def validation_mask(self, labels: Sequence[Any] | None, size: int, val_fraction: float) -> Tensor:
+        """Which training rows validate: fold `fold` of `folds` when cross-validating, else `val_fraction`.
+
+        Stratified by `labels` (None: not stratified). Records their positions in `val_positions`
+        (out-of-fold predictions name rows by them).
+        """
+        if self.folds is None:
+            if not 0 < val_fraction < 1:
+                raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+            mask = stratified_holdout(labels, size, self.split_seed, fraction=val_fraction)
+        else:
+            if size < self.folds:
+                raise DataError(f"{size} training rows cannot be dealt into data.folds={self.folds} folds")
+            mask = stratified_holdout(labels, size, self.fold_seed, fold=self.fold, folds=self.folds)
+        self.val_positions = mask.nonzero().squeeze(1)
+        return mask
 
     def split(self, dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
         """Randomly split `dataset` into train and validation parts, reproducibly."""

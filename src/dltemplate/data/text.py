@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
+from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import cached, files_key
@@ -89,7 +89,7 @@ class TextDataModule(TensorDataModule):
         val_fraction: Share of the training texts held out for validation.
         test_fraction: Share held out for testing when a CSV has no test_file.
         cache_dir: Where tokenised data is cached; None tokenises every run.
-        batch_size, num_workers, split_seed: as in the other data modules.
+        batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
@@ -119,8 +119,11 @@ class TextDataModule(TensorDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed)
+        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         check_missing_target(missing_target)
@@ -182,15 +185,8 @@ class TextDataModule(TensorDataModule):
 
     def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
         """Stratified (kept, held out) row positions."""
-        generator = torch.Generator().manual_seed(self.hparams.split_seed)
-        kept, held = [], []
-        for label in sorted(set(labels)):
-            members = [i for i, value in enumerate(labels) if value == label]
-            order = [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
-            cut = round(len(members) * fraction)
-            held += order[:cut]
-            kept += order[cut:]
-        return sorted(kept), sorted(held)
+        mask = stratified_holdout(labels, len(labels), self.hparams.split_seed, fraction=fraction)
+        return (~mask).nonzero().squeeze(1).tolist(), mask.nonzero().squeeze(1).tolist()
 
     # ---- tokenising ----------------------------------------------------------------------------
 
@@ -223,7 +219,8 @@ class TextDataModule(TensorDataModule):
             raise DataError(
                 f"labels of {self._source_path()} have a single class {sorted(set(train_y))}: need at least two"
             )
-        keep, held = self._split(train_y, hp.val_fraction)
+        mask = self.validation_mask(train_y, len(train_y), hp.val_fraction)
+        keep, held = (~mask).nonzero().squeeze(1).tolist(), mask.nonzero().squeeze(1).tolist()
         sizes = {"training": len(keep), "validation": len(held)}
         require_split(sizes, self._source_path(), "training texts", f"data.val_fraction={hp.val_fraction}")
         fit_texts = [train_x[i] for i in keep]
@@ -248,6 +245,7 @@ class TextDataModule(TensorDataModule):
             "pad_id": self.pad_id,
             "classes": classes,
             "val_texts": parts["val"][0],
+            "val_positions": held,
         }
         for name, (texts, labels) in parts.items():
             ids, lengths = self.encode(texts)
@@ -290,6 +288,7 @@ class TextDataModule(TensorDataModule):
         self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
         self.pad_id = data.get("pad_id", 0)
         self.val_texts = data["val_texts"]
+        self.val_positions = torch.tensor(data.get("val_positions", []), dtype=torch.long)
         self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
 
     # ---- prediction ----------------------------------------------------------------------------
