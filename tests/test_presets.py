@@ -24,9 +24,7 @@ def test_lr_find_uses_and_records_its_suggestion(titanic, tmp_path):
     run = tmp_path / "run"
     suggested = json.loads((run / "result.json").read_text())["tuned"]["lr"]
     assert result.tuned["lr"] == suggested and suggested != 3e-3  # not the configured rate
-    assert (run / "lr_find.png").stat().st_size > 0 and "tuner/lr_find" in tensorboard_tags(run / "tensorboard")[
-        "images"
-    ]
+    assert (run / "lr_find.png").stat().st_size > 0 and "tuner/lr_find" in tensorboard_tags(run)["images"]
     assert result.module.optimizer_spec["lr"] == suggested and result.trainer.current_epoch == 2  # then the full fit
     assert result.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(suggested)
     assert load_checkpoint(result.best_checkpoint)["config"]["module"]["optimizer"]["lr"] == suggested
@@ -53,10 +51,10 @@ def test_weight_averaging_is_a_callback_choice(titanic, choice, kind):
 @pytest.mark.parametrize("preset", ["overfit", "profile", "anomaly"])
 def test_debug_presets_run(titanic, tmp_path, preset):
     result = train(titanic(f"debug={preset}", "trainer.max_epochs=2"))
-    assert "train/loss_epoch" in result.metrics
+    assert "train/loss" in result.metrics
     if preset == "overfit":
         assert result.trainer.overfit_batches == 2
     if preset == "profile":
-        assert list((tmp_path / "run" / "tensorboard" / "profiler").glob("*.pt.trace.json"))
+        assert list((tmp_path / "run" / "profiler" / "traces").glob("*.pt.trace.json"))
     if preset == "anomaly":
         assert result.trainer._detect_anomaly

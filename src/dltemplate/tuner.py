@@ -10,14 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dltemplate.build import checkpoint_config
 from dltemplate.callbacks.config import ConfigInCheckpoint
-from dltemplate.callbacks.tensorboard import tensorboard_writer
+from dltemplate.callbacks.media import log_figure
 from dltemplate.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,10 +68,7 @@ def find_lr(
     configured = module.optimizer_spec.get("lr")
     figure = finder.plot(suggest=True)
     figure.savefig(Path(cfg.paths.output_dir) / LR_PLOT, dpi=100)
-    writer = tensorboard_writer(trainer)
-    if writer is not None:
-        writer.add_figure("tuner/lr_find", figure, 0)
-    plt.close(figure)
+    log_figure(trainer, "tuner/lr_find", figure, 0)  # every active logger; closes the figure
     with open_dict(cfg):
         cfg.module.optimizer.lr = suggestion
     # re-resolved, so a schedule that interpolates the rate (OneCycleLR's max_lr) follows it too
