@@ -20,7 +20,7 @@ TASKS = {
 
 
 def test_every_notebook_is_listed():
-    assert sorted(p.stem for p in NOTEBOOKS) == sorted(TASKS)
+    assert NOTEBOOKS and {p.stem for p in NOTEBOOKS} <= set(TASKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
