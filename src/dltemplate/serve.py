@@ -114,6 +114,8 @@ class CheckpointAPI(litserve.LitAPI):
         self.module, self.datamodule, _ = restore(self.ckpt_path, paths=cfg.paths)
         self.module.eval()
         self.kind = input_kind(self.datamodule)
+        if str(device).startswith("cuda"):  # the device LitServe gave this worker (accelerator=auto|cuda)
+            cfg.trainer.accelerator, cfg.trainer.devices = "gpu", [int(str(device).partition(":")[2] or 0)]
         self.trainer = build_trainer(cfg)
         self.max_items, self.max_horizon = cfg.max_items, cfg.max_horizon
 
