@@ -79,8 +79,9 @@ def test_readme_sections_of_parts_not_kept_are_dropped():
     assert trimmed == "# t\n| b | <!-- family:text -->\n<!-- family:text -->\ntexts\n<!-- /family:text -->\nend\n"
     assert finish.trim_markdown(trimmed, {"text", "bench"}) == trimmed
     readme = (ROOT / "README.md").read_text()
-    kept = set(COPIER["families"]["choices"].values()) | {"notebooks", "bench", "csv"}
+    kept = set(COPIER["families"]["choices"].values()) | {"notebooks", "bench", "csv", "template"}
     assert finish.trim_markdown(readme, kept) == readme  # every section closes; all kept: nothing dropped
+    assert "copier copy" not in finish.trim_markdown(readme, kept - {"template"})  # a project is no template
 
 
 # ---- generated projects ---------------------------------------------------------------------------
