@@ -19,7 +19,7 @@ from dltemplate.config import compose_config
 from dltemplate.serve import CheckpointAPI, free_port, local_server
 from dltemplate.train import train
 from tests.datasets import covid_like_frame, provide_task_data, titanic_frame
-from tests.helpers import CONFIG_DIR, ROOT, TASKS
+from tests.helpers import CONFIG_DIR, ROOT, TASKS, run_script
 
 FAMILIES = {  # one task per family, trained for a few batches
     "linear_regression": [],
@@ -156,6 +156,12 @@ def test_feature_vectors_get_class_probabilities(make_cfg, tmp_path):
     assert all(abs(r["prob_inner"] + r["prob_outer"] - 1) < 1e-6 for r in rows)
     too_many = served.decode_request({"features": [[0.0, 0.0]] * 1001})
     assert too_many.status == 413 and "max_items" in too_many.detail
+
+
+@pytest.mark.slow
+def test_a_missing_checkpoint_is_one_message_before_any_worker_starts(tmp_path):
+    result = run_script(["serve.py", f"ckpt_path={tmp_path / 'nowhere.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 2 and "nowhere.ckpt" in result.stderr and "Traceback" not in result.stderr
 
 
 # ---- over HTTP -----------------------------------------------------------------------------------
