@@ -13,7 +13,11 @@ copy and update, in the new project's folder:
 4. makes the first kept family's reference task the default task when the current one is gone;
 5. removes folders left empty.
 
-Every step leaves a finished project as it is, so running it again changes nothing.
+Every step leaves a finished project as it is, so running it again changes nothing. That matters
+for `copier update`: copier renders the project's old template version and the new one in
+temporary folders, and the new one over the project itself, running this script after each; the
+three then agree on file names and contents, and copier re-applies the project's own changes (the
+difference between the old rendering and the project) on top.
 """
 
 import argparse
