@@ -1,4 +1,4 @@
-"""Export a trained net:  python export.py ckpt_path=<ckpt> format=onnx|torchscript [output=<file>]"""
+"""Export a trained net:  python export.py ckpt_path=<ckpt> format=onnx|pt2|torchscript [output=<file>]"""
 
 import hydra
 from omegaconf import DictConfig

@@ -20,7 +20,7 @@ from dltemplate.config import compose_config
 from dltemplate.train import train
 from dltemplate.tune import tune
 from tests.datasets import provide_task_data
-from tests.helpers import CONFIG_DIR, ROOT, run_script, tensorboard_tags
+from tests.helpers import CONFIG_DIR, ROOT, TASKS, run_script, tensorboard_tags
 
 
 @pytest.mark.slow
@@ -49,6 +49,7 @@ def test_parallel_sweep_records_a_failing_job_and_summarises_all(tmp_path):
     assert "test/acc" in tensorboard_tags(jobs[0])["scalars"]
 
 
+@pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
 def test_optuna_search_records_failed_trials_and_continues_from_its_storage(tmp_path):
     provide_task_data("titanic", tmp_path / "data")
     base = [

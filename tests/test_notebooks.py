@@ -21,7 +21,7 @@ TASKS = {
 
 
 def test_every_notebook_is_listed():
-    assert sorted(p.stem for p in NOTEBOOKS) == sorted(TASKS)
+    assert NOTEBOOKS and {p.stem for p in NOTEBOOKS} <= set(TASKS)
 
 
 IN_KERNEL = "2_tabular"  # run by test_notebook_renders_its_figures_in_a_jupyter_kernel instead

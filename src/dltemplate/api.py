@@ -238,7 +238,10 @@ class Model:
             return forecast_table(self.module, self.datamodule, series, steps, floor)
 
     def export(self, path: str | Path, fmt: str = "onnx") -> tuple[Path, float]:
-        """Export the net to ONNX or TorchScript; returns the file and its largest difference from the checkpoint."""
+        """Export the net to ONNX, pt2 (torch.export) or TorchScript.
+
+        Returns the file and its largest difference from the checkpoint's outputs.
+        """
         if self.module.example_input_array is None:
             raise ValueError(f"{self.ckpt_path} stores no example input to trace the net with")
         return export(self.module, self.module.example_input_array, path, fmt)

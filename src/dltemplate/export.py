@@ -1,4 +1,4 @@
-"""Export entry point: a trained net to ONNX or TorchScript, checked against the checkpoint."""
+"""Export entry point: a trained net to ONNX, torch.export (pt2) or TorchScript, checked against the checkpoint."""
 
 import logging
 from pathlib import Path
@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from dltemplate.checkpoint import find_checkpoint, load_checkpoint, restore
-from dltemplate.errors import CheckpointError
+from dltemplate.errors import CheckpointError, ConfigError
 from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,16 @@ def net_input(datamodule: LightningDataModule, raw: Tensor) -> Tensor:
     return datamodule.on_after_batch_transfer(raw, 0)
 
 
+FORMATS = ("onnx", "pt2", "torchscript")
+
+
+def dynamic_dims(example: Tensor) -> dict[int, object]:
+    """Dimensions of `example` that may vary: the batch (and, for token ids, the length); the net fixes the others."""
+    return {0: torch.export.Dim.AUTO} | ({1: torch.export.Dim.AUTO} if example.dtype == torch.long else {})
+
+
 def export(
-    module: LightningModule, example: Tensor, path: str | Path, fmt: Literal["onnx", "torchscript"]
+    module: LightningModule, example: Tensor, path: str | Path, fmt: Literal["onnx", "pt2", "torchscript"]
 ) -> tuple[Path, float]:
     """Write `module` (its forward: net and output shaping) to `path`; return it and the largest
     difference between the exported model's outputs and the module's on `example`."""
@@ -40,25 +48,29 @@ def export(
             raise ImportError(
                 "ONNX export needs onnx, onnxscript and onnxruntime: pip install -e '.[export]'"
             ) from None
-        # batch (and, for token ids, length) may vary; the other dimensions are fixed by the net
-        dims = {0: torch.export.Dim.AUTO} | ({1: torch.export.Dim.AUTO} if example.dtype == torch.long else {})
         torch.onnx.export(
             module,
             (example,),
             str(path),
             dynamo=True,
-            dynamic_shapes=(dims,),
+            dynamic_shapes=(dynamic_dims(example),),
             input_names=["input"],
             output_names=["output"],
         )
         session = onnxruntime.InferenceSession(str(path))
         got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
-    elif fmt == "torchscript":
+    elif fmt == "pt2":
+        # torch.export: the graph PyTorch itself maintains (TorchScript's successor); AOTInductor and
+        # ExecuTorch compile from it. Loading needs torch only, not this package.
+        program = torch.export.export(module, (example,), dynamic_shapes=(dynamic_dims(example),))
+        torch.export.save(program, str(path))
+        got = torch.export.load(str(path)).module()(example)
+    elif fmt == "torchscript":  # deprecated by PyTorch in favour of torch.export; kept while it works
         traced = module.to_torchscript(method="trace", example_inputs=example)  # Lightning guards its properties
         traced.save(str(path))
         got = torch.jit.load(str(path))(example)
     else:
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     return path, float((got.reshape(expected.shape) - expected).abs().max())
 
 
