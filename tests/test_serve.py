@@ -89,7 +89,7 @@ def requests_for(
             (
                 {"horizon": 2, "series": [{"date": f"2020-01-{d:02}", "other": 1} for d in range(1, 13)]},
                 400,
-                "forecasts 3 series",
+                "lacks the value column(s)",
             ),
         ]
     else:

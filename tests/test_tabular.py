@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
+from dltemplate.checkpoint import restore
 from dltemplate.config import compose_config
 from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import MISSING, UNKNOWN
 from dltemplate.data.tabular import TabularDataModule
 from dltemplate.errors import ConfigError, DataError, MissingFileError
+from dltemplate.evaluate import evaluate
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import mixed_frame, provide_task_data, write_titanic
@@ -319,3 +322,25 @@ def test_a_split_left_empty_by_tiny_data_is_named_with_its_fraction(tmp_path):
         DataError, match=r"3 rows with data\.val_fraction=0\.2 leave the validation split empty; add rows"
     ):
         dm.setup("fit")
+
+
+def test_evaluate_scores_a_checkpoint_on_another_labelled_file(make_cfg, tmp_path):
+    from tests.datasets import titanic_frame
+
+    write_titanic(tmp_path / "data" / "titanic", n_train=120, n_test=40)
+    result = train(make_cfg("task=titanic", "debug=limit_batches"))
+    other = tmp_path / "other.csv"
+    titanic_frame(30, seed=7).to_csv(other, index=False)
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={result.output_dir}", f"paths.data_dir={tmp_path / 'data'}", f"+data.test_file={other}"],
+        output_dir=tmp_path / "eval",
+        config_name="evaluate",
+    )
+    trainer_metrics = evaluate(cfg)
+    module, datamodule, _ = restore(result.best_checkpoint, paths={"data_dir": str(tmp_path / "data")})
+    datamodule.hparams.test_file = str(other)
+    datamodule.setup("test")
+    assert len(datamodule.test_set) == 30
+    expected = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(module, datamodule)[0]
+    assert trainer_metrics["test/acc"] == pytest.approx(expected["test/acc"])

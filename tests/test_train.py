@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 
 from dltemplate.callbacks.summary import COLUMNS
 from dltemplate.checkpoint import load_checkpoint, restore
@@ -117,28 +116,6 @@ def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(make_
     checkpoints = Path(result.output_dir) / "checkpoints"
     assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 3 * 50  # 3200 points / 64
     assert Path(result.best_checkpoint).name == "epoch000.ckpt"
-
-
-def test_evaluate_scores_a_checkpoint_on_another_labelled_file(make_cfg, tmp_path):
-    from tests.datasets import titanic_frame, write_titanic
-
-    write_titanic(tmp_path / "data" / "titanic", n_train=120, n_test=40)
-    result = train(make_cfg("task=titanic", "debug=limit_batches"))
-    other = tmp_path / "other.csv"
-    titanic_frame(30, seed=7).to_csv(other, index=False)
-    cfg = compose_config(
-        CONFIG_DIR,
-        [f"ckpt_path={result.output_dir}", f"paths.data_dir={tmp_path / 'data'}", f"+data.test_file={other}"],
-        output_dir=tmp_path / "eval",
-        config_name="evaluate",
-    )
-    trainer_metrics = evaluate(cfg)
-    module, datamodule, _ = restore(result.best_checkpoint, paths={"data_dir": str(tmp_path / "data")})
-    datamodule.hparams.test_file = str(other)
-    datamodule.setup("test")
-    assert len(datamodule.test_set) == 30
-    expected = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(module, datamodule)[0]
-    assert trainer_metrics["test/acc"] == pytest.approx(expected["test/acc"])
 
 
 def test_a_run_without_checkpoints(make_cfg):
