@@ -196,6 +196,7 @@ def test_schemes_go_by_layer_type():
     assert (lstm.bias_ih_l0[8:16] == 1).all() and (lstm.bias_ih_l0[:8] == 0).all() and (lstm.bias_hh_l0 == 0).all()
 
 
+@needs("rnn_forecaster")
 def test_a_net_that_needs_its_own_start_keeps_it():
     from dltemplate.nets.rnn_forecaster import RNNForecaster
 
