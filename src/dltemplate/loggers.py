@@ -22,8 +22,16 @@ from lightning.pytorch import loggers
 _LR = re.compile(r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/pg(?P<group>\d+))?$")
 
 
+# names of earlier versions, still accepted where a user names a metric (monitor, optimized_metric)
+OLD_NAMES = {"time/epoch_s": "train/epoch_s"}
+
+
 def metric_name(name: str) -> str:
-    """The name every logger writes for Lightning's metric `name` (see the module docstring)."""
+    """The name every logger writes for Lightning's metric `name` (see the module docstring).
+
+    Also maps an earlier version's name to today's (`OLD_NAMES`, `hp/test/acc` → `test/acc`).
+    """
+    name = OLD_NAMES.get(name, name.removeprefix("hp/"))
     if name == "epoch":
         return "train/epoch"
     if name.endswith("_epoch"):

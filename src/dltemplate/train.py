@@ -19,7 +19,8 @@ from dltemplate.build import (
     resolve_checkpoint,
 )
 from dltemplate.callbacks.summary import RunSummary
-from dltemplate.loggers import metric_names
+from dltemplate.errors import ConfigError
+from dltemplate.loggers import metric_name, metric_names
 from dltemplate.rundir import release_resumed, write_result
 from dltemplate.tuner import run_tuner
 
@@ -113,8 +114,9 @@ def main(cfg: DictConfig) -> float | None:
     objective = cfg.get("optimized_metric") or (f"{cfg.monitor}_best" if _is_selection(cfg) else None)
     if objective is None:
         return None
+    objective = metric_name(objective)  # an earlier version's name (lr-AdamW, hp/test/acc) still works
     if objective not in metrics:
-        raise KeyError(f"optimized_metric={objective!r} was not logged; logged: {sorted(metrics)}")
+        raise ConfigError(f"optimized_metric={objective!r} was not logged; logged: {sorted(metrics)}")
     return metrics[objective]
 
 
