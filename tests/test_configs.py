@@ -43,9 +43,11 @@ def test_evaluate_config_composes(make_cfg, tmp_path: Path):
     assert cfg.ckpt_path == "x.ckpt" and cfg.trainer.accelerator == "cpu"
 
 
-def test_unknown_task_lists_the_choices(make_cfg):
+def test_unknown_task_lists_the_choices(tmp_path):
+    from dltemplate.config import compose_config
+
     with pytest.raises(MissingConfigException) as error:
-        make_cfg("task=no_such_task")
+        compose_config(CONFIG_DIR, ["task=no_such_task"], output_dir=tmp_path)
     for task in TASKS:
         assert task in str(error.value)
 
