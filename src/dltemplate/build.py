@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -21,6 +22,7 @@ from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
+from dltemplate.data.inferred import format_table, save_table
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.modules.factories import complete_net_config, net_data_settings
 from dltemplate.rundir import claim, hold_for_resume
@@ -42,7 +44,25 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     datamodule.setup("fit")
     with open_dict(cfg):
         cfg.dims = dict(datamodule.dims)
+    record_inferred(cfg, datamodule)
     return datamodule
+
+
+def record_inferred(cfg: DictConfig, datamodule: LightningDataModule) -> None:
+    """Write what the data module inferred into `cfg.data` (so checkpoints hold it and a restored run
+    infers nothing), print it once as a table and save it as the run directory's `inferred.yaml`."""
+    inferred = getattr(datamodule, "inferred", None)
+    if not inferred:
+        return
+    with open_dict(cfg):
+        for key, item in inferred.items():
+            if not key.startswith("dims."):
+                cfg.data[key] = item.value
+    if rank_zero_only.rank == 0:
+        log.info("inferred from the data (an explicit setting overrides any of them):\n%s", format_table(inferred))
+        output_dir = cfg.get("paths", {}).get("output_dir")
+        if output_dir:
+            save_table(inferred, output_dir)
 
 
 def apply_net_data_settings(cfg: DictConfig) -> None:

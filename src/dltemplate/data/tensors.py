@@ -12,6 +12,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
 
+from dltemplate.data.inferred import InfersSettings
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import locked
 
@@ -75,8 +76,11 @@ def whole_batch(batch):
     return batch
 
 
-class TensorDataModule(LightningDataModule):
+class TensorDataModule(InfersSettings, LightningDataModule):
     """Serves in-memory train/val/test datasets; subclasses build them in `make_datasets` (or `setup`).
+
+    Settings left null that the data decides are filled in while setting up with `infer`
+    (`dltemplate.data.inferred`): an explicit setting always wins.
 
     Args:
         batch_size: Samples per batch, for every split.
