@@ -8,7 +8,7 @@ import torch
 
 from dltemplate.config import compose_config
 from dltemplate.data.series import SeriesDataModule
-from dltemplate.errors import ConfigError, MissingColumnError
+from dltemplate.errors import ConfigError, MissingColumnError, UserError
 from dltemplate.forecast import forecast, forecast_table
 from dltemplate.modules.forecasting import ForecastingModule
 from dltemplate.train import train
@@ -32,12 +32,15 @@ def test_separator_is_detected_and_dates_index_the_series(tmp_path, sep):
 def test_a_series_without_dates_works_too(tmp_path):
     dm = SeriesDataModule(write(seasonal_frame(60).drop(columns="date"), tmp_path / "s.csv"))
     dm.setup("fit")
-    assert dm.dims["num_series"] == 2 and len(dm.test_set) == 7
+    assert dm.dims["num_series"] == 2 and len(dm.test_set) == 6  # a tenth of 60 steps
+    assert dm.hparams.date_column is None and dm.dims["season"] is None  # no dates: no calendar season
 
 
 def test_windows_never_leak_targets_across_split_boundaries(tmp_path):
     frame = seasonal_frame(80)
-    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", window=10, horizon=3)
+    dm = SeriesDataModule(
+        write(frame, tmp_path / "s.csv"), date_column="date", window=10, horizon=3, val_steps=7, test_steps=7
+    )
     dm.setup("fit")
     values = dm.scaled(dm.series)  # (80, 2)
     n, test_start, val_start = 80, 80 - 7, 80 - 14
@@ -64,7 +67,7 @@ def test_scaling_is_fitted_on_training_steps_and_inverted_exactly(tmp_path):
     frame = seasonal_frame(80)
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", transform="log1p")
     dm.setup("fit")
-    train_part = dm.series.iloc[: 80 - 14]
+    train_part = dm.series.iloc[: 80 - 2 * 8]  # inferred spans: a tenth of 80 each
     assert dm.scale[0] == pytest.approx(
         float(torch.log1p(torch.tensor(train_part["sales"].to_numpy())).std(correction=0)), rel=1e-5
     )
@@ -126,7 +129,8 @@ def test_forecast_input_columns_are_matched_by_name_whatever_their_order(tmp_pat
     frame = seasonal_frame(60)
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date")
     dm.setup("fit")
-    restored = SeriesDataModule(str(tmp_path / "s.csv"), date_column="date")  # as a checkpoint restores it
+    settings = {k: dm.hparams[k] for k in ("date_format", "frequency", "window", "val_steps", "test_steps")}
+    restored = SeriesDataModule(str(tmp_path / "s.csv"), date_column="date", **settings)  # as a checkpoint does
     restored.load_state_dict(dm.state_dict())
     module = ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale)
     shuffled = frame[["visits", "date", "sales"]].assign(notes=1.0)  # reordered, one column more
@@ -151,7 +155,7 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
         (
             pd.concat([seasonal_frame(60), seasonal_frame(60).iloc[[5]]]),
             {"sort_dates": True},
-            "duplicated dates, first 2024-01-06",
+            r"duplicated dates \(1 in all\), first 2024-01-06 in rows \[5, 60\]",
         ),
         (seasonal_frame(60).drop(index=[20, 21]), {}, "2 missing date.*first 2024-01-21"),
         (with_row(seasonal_frame(60), 30, "sales", None), {}, r"missing values \(first in column 'sales'"),
@@ -161,7 +165,12 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
             r"'sales' .* row 2024-01-31 00:00:00 holds 'lots'.*value_columns",
         ),
         (seasonal_frame(60), {"frequency": "daily"}, "data.frequency='daily' is not a pandas offset"),
-        (seasonal_frame(20), {}, "20 modelled steps, fewer than window.* add steps, or lower data.window"),
+        (
+            seasonal_frame(20),
+            {"window": 8, "val_steps": 7, "test_steps": 7},
+            r"20 modelled steps, fewer than window .* = 8 \+ 1 \+ 7 \+ 7 = 23.* add steps, or lower data.window.*"
+            r"e\.g\. data\.window=5 data\.val_steps=2 data\.test_steps=2",
+        ),
         (
             with_row(seasonal_frame(60), 30, "sales", "inf"),
             {"missing": "interpolate"},
@@ -171,9 +180,8 @@ def with_row(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
     ids=["unsorted", "duplicated", "gap", "missing-value", "non-numeric", "bad-frequency", "too-short", "infinite"],
 )
 def test_bad_series_get_one_clear_error(tmp_path, frame, kwargs, message):
-    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", **kwargs)
-    with pytest.raises((ValueError, KeyError), match=message):
-        dm.setup("fit")
+    with pytest.raises(UserError, match=message):
+        SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date", **kwargs).setup("fit")
 
 
 def test_configured_handling_sorts_and_interpolates(tmp_path):

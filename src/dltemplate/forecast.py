@@ -8,6 +8,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig
 
 from dltemplate.checkpoint import restore
+from dltemplate.data.dates import format_dates, next_dates
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import output_path
 
@@ -49,7 +50,8 @@ def forecast_table(
             step = module.to_units(module(x))[0]  # (horizon, C), own units
             if floor is not None:
                 step = step.clamp(min=floor)
-            future = pd.DataFrame(step.numpy(), columns=series.columns, index=_next_index(history.index, horizon))
+            index = _next_index(history.index, horizon, datamodule.hparams.get("frequency"))
+            future = pd.DataFrame(step.numpy(), columns=series.columns, index=index)
             history = pd.concat([history, future])
     table = history.iloc[len(series) : len(series) + steps].copy()
     if datamodule.hparams.difference:
@@ -68,6 +70,8 @@ def forecast(cfg: DictConfig) -> pd.DataFrame:
     output = output_path(cfg.output, cfg.get("overwrite", False))
     module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
     table = forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor)
+    hp = datamodule.hparams
+    table.index = format_dates(table.index, hp.get("frequency"), hp.get("date_format"))  # 2009 for years
     if cfg.get("report_zero", False):
         columns = [c for c in table.columns if not c.endswith("_level")]
         for column, when in first_below(table, columns, cfg.zero_below).items():
@@ -78,14 +82,14 @@ def forecast(cfg: DictConfig) -> pd.DataFrame:
             )
             log.info("%s reaches zero at %s", column, where)
     table.to_csv(output)
+    log.info("forecast:\n%s", table.head(10).to_string())
     return table
 
 
-def _next_index(index: pd.Index, count: int) -> pd.Index:
-    """The `count` time steps after the end of `index` (dates continue at its spacing)."""
+def _next_index(index: pd.Index, count: int, frequency: str | None) -> pd.Index:
+    """The `count` time steps after the end of `index` (dates continue at `frequency`, else their spacing)."""
     if isinstance(index, pd.DatetimeIndex):
-        spacing = index[-1] - index[-2]
-        return pd.DatetimeIndex([index[-1] + spacing * (i + 1) for i in range(count)], name=index.name)
+        return next_dates(index, count, frequency)
     return pd.RangeIndex(index[-1] + 1, index[-1] + 1 + count)
 
 

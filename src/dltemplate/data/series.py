@@ -1,5 +1,6 @@
 """Time series from a CSV: sliding windows, chronological splits, transforms fitted on training steps."""
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -10,10 +11,24 @@ import torch
 from torch.utils.data import TensorDataset
 
 from dltemplate.data.csv_files import read_csv
+from dltemplate.data.dates import (
+    SEASONS,
+    YEARS,
+    best_format,
+    find_date_column,
+    format_dates,
+    frequency_name,
+    infer_frequency,
+    parse_dates,
+    year_column,
+)
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_encoder import to_numeric
 from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
+
+DEFAULT_WINDOW = 8  # input steps when no season asks for more
+EVAL_SHARE = 0.1  # validation and test each cover this share of the steps (at least a season where it fits)
 
 
 class SeriesDataModule(TensorDataModule):
@@ -30,21 +45,30 @@ class SeriesDataModule(TensorDataModule):
     targets, and training samples only have targets before those: no target crosses a boundary.
     Inputs may reach back across one, as they would in use.
 
+    Settings left null are inferred from the file (`infer`, shown as a table): the date column and
+    its format (rules in `dltemplate.data.dates`), the frequency, the value columns (every mostly
+    numeric column but the date), the season (7 daily, 5 business daily, 24 hourly, 52 weekly, 12
+    monthly, 4 quarterly; none for yearly data, no dates, or a series under 3 seasons long), the
+    validation and test spans (each a tenth of the steps, at least `horizon`, and at least a season
+    when the series holds 5 seasons), and the window (the season, at least 8, at most half of the
+    training steps).
+
     Args:
         file: CSV file of the series, one row per time step.
-        date_column: Column of dates (checked for order, duplicates and gaps); None for none.
-        value_columns: Columns to model; None means every column but the date.
+        date_column: Column of dates (checked for order, duplicates and gaps); None: found by content.
+        date_format: strftime format of the dates ("%Y" for years, numeric or not); None: inferred.
+        value_columns: Columns to model; None means every mostly numeric column but the date.
         sep: Column separator; None detects it (the COVID file is tab-separated).
         difference: Model step-to-step differences instead of levels.
         transform: None, or "log1p" to model log(1 + value) of a non-negative series.
         missing: "error": stop at missing values or dates; "interpolate": fill them linearly.
         sort_dates: Sort rows by date; otherwise unsorted dates are an error.
-        frequency: Spacing of the dates (a pandas offset such as "D"); None infers the most common.
-        window: Input steps per sample.
+        frequency: Spacing of the dates (a pandas offset such as "D", "W-SUN", "MS", "YS"); None infers it.
+        window: Input steps per sample; None infers it.
         horizon: Steps predicted per sample.
-        val_steps: Validation target steps, just before the test steps.
-        test_steps: Test target steps at the end of the series.
-        season: Period for the seasonal-naive baseline (7 for daily data); None for none.
+        val_steps: Validation target steps, just before the test steps; None infers them.
+        test_steps: Test target steps at the end of the series; None infers them.
+        season: Period for the seasonal-naive baseline (7 for daily data); None infers it.
         cutoff: Steps left off the end of the series before anything else (a backtest's earlier
             forecast origins): nothing after them is read into any split or statistic.
         download: Public source of a missing file: {url:, md5:}.
@@ -55,6 +79,7 @@ class SeriesDataModule(TensorDataModule):
         self,
         file: str,
         date_column: str | None = None,
+        date_format: str | None = None,
         value_columns: Sequence[str] | None = None,
         sep: str | None = None,
         difference: bool = False,
@@ -62,11 +87,11 @@ class SeriesDataModule(TensorDataModule):
         missing: Literal["error", "interpolate"] = "error",
         sort_dates: bool = False,
         frequency: str | None = None,
-        window: int = 8,
+        window: int | None = None,
         horizon: int = 1,
-        val_steps: int = 7,
-        test_steps: int = 7,
-        season: int | None = 7,
+        val_steps: int | None = None,
+        test_steps: int | None = None,
+        season: int | None = None,
         cutoff: int = 0,
         download: dict[str, str] | None = None,
         batch_size: int = 64,
@@ -79,10 +104,13 @@ class SeriesDataModule(TensorDataModule):
             raise ConfigError(f"data.missing must be 'error' or 'interpolate', got {missing!r}")
         if cutoff < 0:
             raise ConfigError(f"data.cutoff must be 0 or more steps, got {cutoff}")
-        if min(val_steps, test_steps) < horizon:
-            raise ConfigError(
-                f"data.val_steps ({val_steps}) and test_steps ({test_steps}) must be at least horizon ({horizon})"
-            )
+        if frequency:
+            try:
+                pd.tseries.frequencies.to_offset(frequency)
+            except ValueError:
+                raise ConfigError(
+                    f"data.frequency={frequency!r} is not a pandas offset such as D, W-SUN, MS or YS"
+                ) from None
         self.save_hyperparameters(logger=False)
         self.scale: list[float] | None = None
         self.naive_scale: list[float] | None = None
@@ -105,9 +133,15 @@ class SeriesDataModule(TensorDataModule):
         hp = self.hparams
         name = "the given DataFrame" if isinstance(source, pd.DataFrame) else str(source)
         frame = source.copy() if isinstance(source, pd.DataFrame) else read_csv(source, sep=hp.sep)
-        if hp.date_column is not None:
-            frame = self._index_by_date(frame, name)
-        columns = self.columns or (list(hp.value_columns) if hp.value_columns else list(frame.columns))
+        date_column = self._date_column(frame, name)
+        if date_column is not None:
+            frame = self._index_by_date(frame, name, date_column)
+        elif hp.frequency:
+            raise DataError(
+                f"data.frequency={hp.frequency!r} needs dates, but no column of {name} reads as dates "
+                f"(columns: {list(frame.columns)}); set data.date_column, or data.frequency=null"
+            )
+        columns = self.columns or self._value_columns(frame, name)
         absent = [c for c in columns if c not in frame.columns]
         if absent:
             fix = "the model was trained on them, so it needs them" if self.columns else "fix data.value_columns"
@@ -117,8 +151,10 @@ class SeriesDataModule(TensorDataModule):
         if levels.isna().any().any():
             if hp.missing == "error":
                 column = levels.columns[levels.isna().any()][0]
+                where = self._where(levels[column].isna().idxmax())
+                count = int(levels.isna().any(axis=1).sum())
                 raise DataError(
-                    f"{name} has missing values (first in column {column!r} at {levels[column].isna().idxmax()}); "
+                    f"{name} has missing values (first in column {column!r} at {where}; {count} step(s) in all); "
                     "fill them, or set data.missing=interpolate"
                 )
             levels = levels.interpolate(limit_direction="both")
@@ -127,52 +163,113 @@ class SeriesDataModule(TensorDataModule):
             column = series.columns[(series < 0).any()][0]
             raise DataError(
                 f"transform=log1p needs non-negative values, but {column!r} of {name} goes to "
-                f"{series[column].min()} at {series[column].idxmin()}; use transform=null"
+                f"{series[column].min()} at {self._where(series[column].idxmin())}; use transform=null"
             )
         return levels, series
 
-    def _index_by_date(self, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    def _where(self, step: Any) -> str:
+        """A step's date as the dates are written (2009 for years), or its row number."""
+        if isinstance(step, pd.Timestamp):
+            return str(format_dates(pd.DatetimeIndex([step]), self.hparams.frequency, self.hparams.date_format)[0])
+        return f"row {step}"
+
+    def _date_column(self, frame: pd.DataFrame, name: str) -> str | None:
+        """The configured date column, or the one found by content (None when no column reads as dates)."""
         hp = self.hparams
-        if hp.date_column not in frame.columns:
-            raise MissingColumnError(
-                f"date column {hp.date_column!r} is not in {name}; it has {list(frame.columns)}: fix data.date_column"
+        if hp.date_column is not None:
+            if hp.date_column not in frame.columns:
+                raise MissingColumnError(
+                    f"date column {hp.date_column!r} is not in {name}; it has {list(frame.columns)}: "
+                    "fix data.date_column, or set it to null to find the dates by content"
+                )
+            return hp.date_column
+        found = find_date_column(frame.drop(columns=list(self.columns or hp.value_columns or []), errors="ignore"))
+        if found is None:
+            return self.infer("date_column", None, "no column reads as dates: the steps are numbered")
+        column, fmt, why = found
+        if hp.date_format is None:
+            self.infer("date_format", fmt, why)
+        return self.infer("date_column", column, why)
+
+    def _date_format(self, values: pd.Series, name: str) -> str:
+        """The configured date format, or the one that reads the date column's values (years included)."""
+        hp = self.hparams
+        if hp.date_format is not None:
+            return hp.date_format
+        if year_column(values, named=True):
+            return self.infer("date_format", YEARS, f"column {values.name!r}: whole numbers, read as years")
+        best = best_format(values, need_all=False)
+        if best is None:
+            sample = values.dropna().head(3).tolist()
+            raise DataError(
+                f"date column {values.name!r} of {name} holds no dates in a format that can be recognised "
+                f"(first values {sample}); fix data.date_column, or set data.date_format (e.g. '%d.%m.%Y')"
             )
-        dates = pd.to_datetime(frame[hp.date_column], errors="coerce")
+        return self.infer("date_format", best[0], f"column {values.name!r}: its values read in this format")
+
+    def _index_by_date(self, frame: pd.DataFrame, name: str, date_column: str) -> pd.DataFrame:
+        hp = self.hparams
+        raw = frame[date_column]
+        fmt = self._date_format(raw, name)
+        dates = parse_dates(raw, fmt)
         if dates.isna().any():
-            row = dates.isna().idxmax()
+            bad = dates.index[dates.isna()]
+            shown = ", ".join(f"{row} ({raw[row]!r})" for row in bad[:5])
             raise DataError(
-                f"date column {hp.date_column!r} of {name}: row {row} holds {frame[hp.date_column][row]!r}, "
-                "which is not a date; fix it"
+                f"date column {date_column!r} of {name}: {len(bad)} value(s) are not dates in the format {fmt}, "
+                f"in row(s) {shown}{' ...' if len(bad) > 5 else ''} (rows numbered from 0 after the header); "
+                "fix them, or set data.date_format"
             )
-        if dates.duplicated().any():
+        duplicated = dates.duplicated(keep=False)
+        if duplicated.any():
+            first = dates[duplicated].iloc[0]
+            rows = list(dates.index[dates == first])
             raise DataError(
-                f"{name} has duplicated dates, first {dates[dates.duplicated()].iloc[0].date()}: keep one row per date"
+                f"{name} has duplicated dates ({int(dates.duplicated().sum())} in all), first "
+                f"{raw[rows[0]]} in rows {rows}: keep one row per date"
             )
         if not dates.is_monotonic_increasing and not hp.sort_dates:
             raise DataError(f"dates in {name} are not in order; sort the file or set data.sort_dates=true")
-        frame = frame.drop(columns=hp.date_column).set_index(pd.DatetimeIndex(dates, name=hp.date_column)).sort_index()
+        frame = frame.drop(columns=date_column).set_index(pd.DatetimeIndex(dates, name=date_column)).sort_index()
         if hp.frequency:
-            try:
-                step = pd.tseries.frequencies.to_offset(hp.frequency)
-            except ValueError:
-                raise ConfigError(
-                    f"data.frequency={hp.frequency!r} is not a pandas offset such as D, W or MS"
-                ) from None
-        elif len(frame) < 2:
-            raise DataError(f"{name} has {len(frame)} row(s): a series needs many more")
+            step = hp.frequency
         else:
-            step = frame.index.to_series().diff().mode()[0]
+            step = infer_frequency(frame.index, name)
+            spacing = pd.Series(frame.index[1:] - frame.index[:-1]).mode()[0]
+            self.infer("frequency", step, f"{frequency_name(step) or step}: dates mostly {spacing} apart")
         full = pd.date_range(frame.index[0], frame.index[-1], freq=step)
+        off = frame.index.difference(full)
+        if len(off):
+            raise DataError(
+                f"{len(off)} date(s) of {name} are not on the calendar of data.frequency={step!r}, first "
+                f"{off[0]}; fix the dates, or set data.frequency to their spacing"
+            )
         gaps = full.difference(frame.index)
         if len(gaps):
             if hp.missing == "error":
                 raise DataError(
-                    f"{name} has {len(gaps)} missing date(s), first {gaps[0].date()}; "
-                    "add the rows, or set data.missing=interpolate"
+                    f"{name} has {len(gaps)} missing date(s) at its {frequency_name(step) or step} frequency, "
+                    f"first {self._where(gaps[0])}; add the rows, or set data.missing=interpolate"
                 )
             frame = frame.reindex(full)
-            frame.index.name = hp.date_column
+            frame.index.name = date_column
         return frame
+
+    def _value_columns(self, frame: pd.DataFrame, name: str) -> list[str]:
+        """The configured value columns, or every column whose values are mostly numbers."""
+        hp = self.hparams
+        if hp.value_columns:
+            return list(hp.value_columns)
+        numbers = {c: pd.to_numeric(frame[c], errors="coerce").notna().sum() for c in frame}
+        numeric = {c: numbers[c] > frame[c].notna().sum() / 2 for c in frame}
+        columns = [c for c, is_numeric in numeric.items() if is_numeric]
+        left_out = [c for c, is_numeric in numeric.items() if not is_numeric]
+        if not columns:
+            raise DataError(
+                f"{name} has no numeric column to forecast (columns: {list(frame.columns)}); set data.value_columns"
+            )
+        reason = "every numeric column but the date" + (f"; not numeric, left out: {left_out}" if left_out else "")
+        return self.infer("value_columns", columns, reason)
 
     # ---- windows and splits --------------------------------------------------------------------
 
@@ -184,12 +281,20 @@ class SeriesDataModule(TensorDataModule):
         if hp.cutoff:  # an earlier forecast origin: the steps after it do not exist for this run
             self.levels, self.series = self.levels.iloc[: len(self.levels) - hp.cutoff], self.series.iloc[: -hp.cutoff]
         self.columns = list(self.series.columns)
-        n, needed = len(self.series), hp.window + hp.horizon + hp.val_steps + hp.test_steps
+        n = len(self.series)
+        self._infer_spans(n)
+        if min(hp.val_steps, hp.test_steps) < hp.horizon:
+            raise ConfigError(
+                f"data.val_steps ({hp.val_steps}) and test_steps ({hp.test_steps}) must be at least "
+                f"horizon ({hp.horizon})"
+            )
+        needed = hp.window + hp.horizon + hp.val_steps + hp.test_steps
         if n < needed:
             raise DataError(
                 f"{hp.file} gives {n} modelled steps{' after differencing' if hp.difference else ''}, fewer than "
-                f"window + horizon + val_steps + test_steps = {needed}, so a split would be empty; "
-                "add steps, or lower data.window, data.val_steps or data.test_steps"
+                f"window + horizon + val_steps + test_steps = {hp.window} + {hp.horizon} + {hp.val_steps} + "
+                f"{hp.test_steps} = {needed}, so a split would be empty; add steps, or lower data.window, "
+                f"data.val_steps or data.test_steps (e.g. {self._fitting_settings(n)})"
             )
         train_end = n - hp.val_steps - hp.test_steps  # first step that is not a training target
         if self.scale is None:  # restored from a checkpoint otherwise
@@ -207,6 +312,41 @@ class SeriesDataModule(TensorDataModule):
         self.train_set = part(last < train_end)
         self.val_set = part((starts >= train_end) & (last < n - hp.test_steps))
         self.test_set = part(starts >= n - hp.test_steps)
+
+    def _infer_spans(self, n: int) -> None:
+        """Fill the null ones of season, val_steps, test_steps and window from the frequency and length `n`."""
+        hp = self.hparams
+        kind = frequency_name(hp.frequency) if isinstance(self.series.index, pd.DatetimeIndex) else None
+        season, why = SEASONS.get(kind), f"{kind} data"
+        if kind is None:
+            why = "no dates" if not isinstance(self.series.index, pd.DatetimeIndex) else f"spacing {hp.frequency}"
+        elif season is None:
+            why = f"{kind} data has no calendar season"
+        elif n < 3 * season:
+            season, why = None, f"{kind} data, but {n} steps are under 3 seasons of {SEASONS[kind]}"
+        planned = hp.season if hp.season is not None else season
+        span = max(hp.horizon, math.ceil(EVAL_SHARE * n))
+        span_why = f"a tenth of {n} steps"
+        if planned and span < planned and n >= 5 * planned:
+            span, span_why = planned, f"one season of {planned} steps (a tenth of {n} is less)"
+        val = self.infer("val_steps", span, span_why)
+        test = self.infer("test_steps", span, span_why)
+        room = max(2, (n - val - test - hp.horizon + 1) // 2)  # half the training steps stay targets
+        window = max(DEFAULT_WINDOW, planned or 0)
+        window_why = f"one season of {planned} steps" if planned and planned > DEFAULT_WINDOW else "the default 8"
+        if window > room:
+            window, window_why = room, f"{window_why}, cut to half of the {2 * room} training steps"
+        window = self.infer("window", window, window_why)
+        if season is not None and season > window:
+            season, why = None, f"{why}, but a season of {season} is longer than the window of {window}"
+        self.infer("season", season, why)
+
+    def _fitting_settings(self, n: int) -> str:
+        """Settings that would fit `n` steps: spans of a tenth, a window of a third of the rest."""
+        hp = self.hparams
+        span = max(hp.horizon, n // 10)
+        window = max(1, (n - 2 * span - hp.horizon) // 3)
+        return f"data.window={window} data.val_steps={span} data.test_steps={span}"
 
     def transformed(self, series: pd.DataFrame) -> pd.DataFrame:
         return np.log1p(series) if self.hparams.transform == "log1p" else series
