@@ -16,6 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from dltemplate import registry
+from dltemplate.build import apply_net_data_settings
 from dltemplate.cv import fold_metrics, require_setting, summarise
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import write_text_atomically
@@ -30,15 +32,32 @@ SUMMARY_FILE = "backtest_summary.csv"
 def origin_config(cfg: DictConfig, origin: int) -> DictConfig:
     """The config of origin `origin` (0 = the earliest): its steps cut off the end, in its own directory."""
     settings = cfg.backtest
-    horizon = settings.horizon or cfg.data.test_steps
+    origin_cfg = settle_inferred(copy.deepcopy(cfg))
+    horizon = settings.horizon or origin_cfg.data.test_steps
     step = settings.step or horizon
-    origin_cfg = copy.deepcopy(cfg)
     with open_dict(origin_cfg):
         origin_cfg.backtest.origins = None  # an origin is a plain run
         origin_cfg.data.test_steps = horizon
         origin_cfg.data.cutoff = (settings.origins - 1 - origin) * step
         origin_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / f"origin_{origin}")
     return origin_cfg
+
+
+def settle_inferred(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the data settings left null (spans, window, season, ...) inferred once from the whole
+    series, so that every origin uses the same ones whatever its cutoff."""
+    if cfg.data.get("test_steps") is not None and cfg.data.get("window") is not None:
+        return cfg
+    probe = copy.deepcopy(cfg)
+    apply_net_data_settings(probe)
+    datamodule = registry.instantiate(probe.data, "datamodule", where="data", recursive=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        for key, item in getattr(datamodule, "inferred", {}).items():
+            if not key.startswith("dims.") and cfg.data.get(key) is None:
+                cfg.data[key] = item.value
+    return cfg
 
 
 def backtest(cfg: DictConfig) -> dict[str, float]:

@@ -236,7 +236,8 @@ class SeriesDataModule(TensorDataModule):
         else:
             step = infer_frequency(frame.index, name)
             spacing = pd.Series(frame.index[1:] - frame.index[:-1]).mode()[0]
-            self.infer("frequency", step, f"{frequency_name(step) or step}: dates mostly {spacing} apart")
+            apart = f"{spacing.days} days" if spacing == pd.Timedelta(days=spacing.days) else str(spacing)
+            self.infer("frequency", step, f"{frequency_name(step) or step}: dates mostly {apart} apart")
         full = pd.date_range(frame.index[0], frame.index[-1], freq=step)
         off = frame.index.difference(full)
         if len(off):
