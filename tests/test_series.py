@@ -2,13 +2,15 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from dltemplate.config import compose_config
+from dltemplate.data.dates import format_dates, parse_dates
 from dltemplate.data.series import SeriesDataModule
-from dltemplate.errors import ConfigError, MissingColumnError, UserError
+from dltemplate.errors import ConfigError, DataError, MissingColumnError, UserError
 from dltemplate.forecast import forecast, forecast_table
 from dltemplate.modules.forecasting import ForecastingModule
 from dltemplate.train import train
@@ -192,3 +194,160 @@ def test_configured_handling_sorts_and_interpolates(tmp_path):
     assert not dm.series.isna().any().any()
     expected = (seasonal_frame(60)["sales"][19] + seasonal_frame(60)["sales"][21]) / 2
     assert dm.series["sales"].iloc[20] == pytest.approx(expected)
+
+
+# ---- bring your own series: what is inferred from the file -------------------------------------
+
+
+def dated_frame(n: int, freq: str, fmt: str = "%Y-%m-%d", start: str = "2000-01-01", column: str = "date"):
+    """`n` steps at pandas frequency `freq`, dates written in `fmt`, and one noisy value column."""
+    dates = pd.date_range(start, periods=n, freq=freq)
+    values = np.sin(np.arange(n) / 3) * 10 + np.random.default_rng(0).normal(0, 1, n) + 50
+    return pd.DataFrame({column: dates.strftime(fmt), "value": values})
+
+
+def test_a_column_of_years_stored_as_floats_is_read_as_years_and_not_modelled(tmp_path):
+    frame = pd.DataFrame({"YEAR": np.arange(1700.0, 1760.0), "SUNACTIVITY": np.abs(np.sin(np.arange(60) / 2)) * 80})
+    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"))
+    dm.setup("fit")
+    hp = dm.hparams
+    assert (hp.date_column, hp.date_format, hp.frequency) == ("YEAR", "%Y", "YS-JAN")
+    assert hp.value_columns == ["SUNACTIVITY"] and list(dm.series.columns) == ["SUNACTIVITY"]  # never the year
+    assert dm.series.index[0] == pd.Timestamp("1700-01-01") and dm.series.index[-1] == pd.Timestamp("1759-01-01")
+    assert hp.season is None and "no calendar season" in dm.inferred["season"].reason
+    assert {"date_column", "date_format", "frequency", "value_columns", "season", "window"} <= set(dm.inferred)
+
+
+def test_years_are_found_by_content_without_a_date_name_but_a_counter_is_not_a_date(tmp_path):
+    frame = pd.DataFrame({"t": np.arange(1950, 2010), "v": np.arange(1, 61), "w": np.random.rand(60)})
+    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"))
+    dm.setup("fit")
+    assert dm.hparams.date_column == "t" and dm.hparams.value_columns == ["v", "w"]  # 1..60 are not years
+
+
+def test_year_forecasts_continue_as_years_not_nanoseconds(tmp_path):
+    frame = pd.DataFrame({"year": np.arange(1900.0, 1960.0), "volume": np.linspace(900, 1000, 60)})
+    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"))
+    dm.setup("fit")
+    module = ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale)
+    table = forecast_table(module, dm, steps=3)
+    shown = format_dates(table.index, dm.hparams.frequency, dm.hparams.date_format)
+    assert list(shown) == ["1960", "1961", "1962"] and shown.name == "year"
+    assert list(parse_dates(pd.Series([2009.0, 1700]), "%Y").dt.year) == [2009, 1700]
+
+
+@pytest.mark.parametrize(
+    ("alias", "n", "frequency", "season", "span", "window", "first_forecast"),
+    [
+        ("D", 100, "D", 7, 10, 8, "2000-04-10"),
+        ("W-SUN", 300, "W-SUN", 52, 52, 52, "2005-10-02"),  # a tenth is 30: at least a season
+        ("MS", 80, "MS", 12, 12, 12, "2006-09"),
+        ("QS-JAN", 40, "QS-JAN", 4, 4, 8, "2010Q1"),
+        ("YS-JAN", 40, "YS-JAN", None, 4, 8, "2040"),
+    ],
+)
+def test_frequency_season_spans_and_window_follow_the_dates(
+    tmp_path, alias, n, frequency, season, span, window, first_forecast
+):
+    dm = SeriesDataModule(write(dated_frame(n, alias), tmp_path / "s.csv"))
+    dm.setup("fit")
+    hp = dm.hparams
+    assert (hp.frequency, hp.season, hp.val_steps, hp.test_steps, hp.window) == (frequency, season, span, span, window)
+    assert dm.dims["season"] == season and len(dm.test_set) == span
+    table = forecast_table(ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale), dm, steps=2)
+    assert format_dates(table.index, hp.frequency, hp.date_format)[0] == first_forecast
+
+
+def test_day_first_dates_are_read_day_first_and_ambiguous_ones_by_regularity(tmp_path):
+    dm = SeriesDataModule(write(dated_frame(60, "D", "%d-%m-%Y", column="Recorded_date"), tmp_path / "d.csv"))
+    dm.setup("fit")
+    assert (dm.hparams.date_column, dm.hparams.date_format, dm.hparams.frequency) == ("Recorded_date", "%d-%m-%Y", "D")
+    # every value reads both ways (day 01 of each month): month-first would be days with yearly jumps
+    dm = SeriesDataModule(write(dated_frame(48, "MS", "%d-%m-%Y"), tmp_path / "m.csv"))
+    dm.setup("fit")
+    assert (dm.hparams.date_format, dm.hparams.frequency, dm.hparams.season) == ("%d-%m-%Y", "MS", 12)
+
+
+def test_a_short_series_gets_spans_and_a_window_that_fit_it(tmp_path):
+    dm = SeriesDataModule(write(dated_frame(30, "W-MON"), tmp_path / "s.csv"))
+    dm.setup("fit")
+    hp = dm.hparams
+    assert hp.season is None and "under 3 seasons" in dm.inferred["season"].reason  # 30 weeks < 3 years
+    assert (hp.val_steps, hp.test_steps, hp.window) == (3, 3, 8) and len(dm.train_set) > 0
+
+
+def test_explicit_settings_win_over_inferred_ones(tmp_path):
+    path = write(dated_frame(300, "W-SUN").assign(notes="x"), tmp_path / "s.csv")
+    dm = SeriesDataModule(path, season=4, val_steps=20, test_steps=10, window=6, frequency="W-SUN")
+    dm.setup("fit")
+    hp = dm.hparams
+    assert (hp.season, hp.val_steps, hp.test_steps, hp.window, hp.frequency) == (4, 20, 10, 6, "W-SUN")
+    assert not {"season", "val_steps", "test_steps", "window", "frequency"} & set(dm.inferred)
+    assert "left out: ['notes']" in dm.inferred["value_columns"].reason  # a text column is shown, not modelled
+
+
+def test_gaps_stop_the_run_unless_interpolated(tmp_path):
+    frame = dated_frame(120, "W-SAT").drop(index=[40, 41, 90])
+    with pytest.raises(DataError, match=r"3 missing date\(s\) at its weekly frequency.*data\.missing=interpolate"):
+        SeriesDataModule(write(frame, tmp_path / "s.csv")).setup("fit")
+    dm = SeriesDataModule(str(tmp_path / "s.csv"), missing="interpolate")
+    dm.setup("fit")
+    assert dm.hparams.frequency == "W-SAT" and len(dm.series) == 120 and not dm.series.isna().any().any()
+
+
+def test_covid_keeps_its_own_spans_and_season(make_cfg):
+    data = make_cfg("task=covid").data
+    assert (data.window, data.val_steps, data.test_steps, data.season) == (8, 7, 7, 7)
+    series = make_cfg("task=series", "data.file=x.csv").data
+    assert all(series[k] is None for k in ("date_column", "frequency", "window", "val_steps", "test_steps", "season"))
+
+
+def with_dates(frame: pd.DataFrame, rows: dict[int, str]) -> pd.DataFrame:
+    frame = frame.copy()
+    for row, value in rows.items():
+        frame.loc[row, "date"] = value
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("frame", "kwargs", "message"),
+    [
+        (
+            dated_frame(40, "D").assign(date="n/a"),
+            {"date_column": "date"},
+            r"date column 'date' of .* holds no dates in a format that can be recognised.*data\.date_format",
+        ),
+        (
+            with_dates(dated_frame(40, "D"), {3: "2000-13-45", 7: "soon"}),
+            {},
+            r"date column 'date' of .*: 2 value\(s\) are not dates in the format %Y-%m-%d, in row\(s\) "
+            r"3 \('2000-13-45'\), 7 \('soon'\)",
+        ),
+        (
+            with_dates(dated_frame(40, "D"), {3: "2000-01-03"}),
+            {},
+            r"duplicated dates \(1 in all\), first 2000-01-03 in rows \[2, 3\]: keep one row per date",
+        ),
+        (
+            dated_frame(40, "D").drop(columns="date").rename(columns={"value": "v"}),
+            {"frequency": "D"},
+            r"data\.frequency='D' needs dates, but no column of .* reads as dates.*set data\.date_column",
+        ),
+        (
+            dated_frame(40, "MS").assign(date=lambda f: f["date"].str[:8] + "1" + f.index.astype(str).str[-1]),
+            {},
+            r"dates are most often .* apart but do not lie on one calendar.*data\.frequency",
+        ),
+        (
+            dated_frame(12, "MS"),
+            {"window": 12},
+            r"s\.csv gives 12 modelled steps, fewer than window \+ horizon \+ val_steps \+ test_steps = "
+            r"12 \+ 1 \+ 2 \+ 2 = 17.*lower data\.window",
+        ),
+        (dated_frame(40, "D"), {"date_column": "when"}, r"date column 'when' is not in .*it has \['date', 'value'\]"),
+    ],
+    ids=["no-dates", "unparseable-rows", "duplicate", "frequency-without-dates", "off-calendar", "too-short", "absent"],
+)
+def test_date_problems_get_one_clear_error(tmp_path, frame, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        SeriesDataModule(write(frame, tmp_path / "s.csv"), **kwargs).setup("fit")
