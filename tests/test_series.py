@@ -34,8 +34,9 @@ def test_separator_is_detected_and_dates_index_the_series(tmp_path, sep):
 def test_a_series_without_dates_works_too(tmp_path):
     dm = SeriesDataModule(write(seasonal_frame(60).drop(columns="date"), tmp_path / "s.csv"))
     dm.setup("fit")
-    assert dm.dims["num_series"] == 2 and len(dm.test_set) == 6  # a tenth of 60 steps
-    assert dm.hparams.date_column is None and dm.dims["season"] is None  # no dates: no calendar season
+    assert dm.dims["num_series"] == 2 and len(dm.test_set) == 7  # a tenth of 60 steps is less than a season
+    assert dm.hparams.date_column is None and dm.hparams.frequency is None
+    assert dm.dims["season"] == 7 and "repeat every 7 steps" in dm.inferred["season"].reason  # seen in the data
 
 
 def test_windows_never_leak_targets_across_split_boundaries(tmp_path):
@@ -207,7 +208,8 @@ def dated_frame(n: int, freq: str, fmt: str = "%Y-%m-%d", start: str = "2000-01-
 
 
 def test_a_column_of_years_stored_as_floats_is_read_as_years_and_not_modelled(tmp_path):
-    frame = pd.DataFrame({"YEAR": np.arange(1700.0, 1760.0), "SUNACTIVITY": np.abs(np.sin(np.arange(60) / 2)) * 80})
+    walk = 80 + np.random.default_rng(0).normal(0, 5, 60).cumsum()  # no cycle
+    frame = pd.DataFrame({"YEAR": np.arange(1700.0, 1760.0), "SUNACTIVITY": walk})
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"))
     dm.setup("fit")
     hp = dm.hparams
@@ -216,6 +218,17 @@ def test_a_column_of_years_stored_as_floats_is_read_as_years_and_not_modelled(tm
     assert dm.series.index[0] == pd.Timestamp("1700-01-01") and dm.series.index[-1] == pd.Timestamp("1759-01-01")
     assert hp.season is None and "no calendar season" in dm.inferred["season"].reason
     assert {"date_column", "date_format", "frequency", "value_columns", "season", "window"} <= set(dm.inferred)
+
+
+def test_a_yearly_cycle_the_data_shows_becomes_the_season_and_noise_does_not(tmp_path):
+    t, noise = np.arange(120), np.random.default_rng(1).normal(0, 1, 120)
+    frame = pd.DataFrame({"year": 1800 + t, "spots": 60 + 50 * np.sin(2 * np.pi * t / 11) + 5 * noise})
+    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"))
+    dm.setup("fit")
+    assert (dm.hparams.season, dm.hparams.window, dm.dims["season"]) == (11, 11, 11)
+    dm = SeriesDataModule(write(frame.assign(spots=1000 + noise.cumsum()), tmp_path / "w.csv"))
+    dm.setup("fit")
+    assert dm.hparams.season is None and dm.hparams.window == 8  # a random walk has no cycle
 
 
 def test_years_are_found_by_content_without_a_date_name_but_a_counter_is_not_a_date(tmp_path):

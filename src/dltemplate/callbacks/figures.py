@@ -17,6 +17,7 @@ from torchmetrics.functional import classification as C
 
 from dltemplate.callbacks.media import log_figure
 from dltemplate.callbacks.schedule import EvaluationRecords, PairsCollector, Snapshot
+from dltemplate.data.dates import frequency_name
 
 SPLIT = {"val": "validation", "test": "test"}
 
@@ -227,13 +228,15 @@ class ForecastFigures(EvaluationRecords):
 def _unit(datamodule) -> str:
     """ "change per day", "level", ... from the data module's settings and the series' spacing."""
     index = datamodule.series.index
+    hparams = getattr(datamodule, "hparams", {})
     spacing = ""
     if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
         delta = pd.Series(index[1:] - index[:-1]).mode()[0]
         spacing = {pd.Timedelta(days=1): "day", pd.Timedelta(hours=1): "hour", pd.Timedelta(weeks=1): "week"}.get(
             delta, str(delta)
         )
-    hparams = getattr(datamodule, "hparams", {})
+        calendar = {"monthly": "month", "quarterly": "quarter", "yearly": "year"}  # steps of varying length
+        spacing = calendar.get(frequency_name(hparams.get("frequency")), spacing)
     if hparams.get("difference"):
         return f"change per {spacing}" if spacing else "change per step"
     return f"value per {spacing}" if spacing else "value"

@@ -31,6 +31,25 @@ DEFAULT_WINDOW = 8  # input steps when no season asks for more
 EVAL_SHARE = 0.1  # validation and test each cover this share of the steps (at least a season where it fits)
 
 
+def cycle(series: pd.DataFrame, threshold: float = 0.3) -> tuple[int | None, float]:
+    """The period of a cycle in `series` (the training steps), or None: the lag, between 2 and a third of
+    the steps, at which the step-to-step changes correlate most with themselves (averaged over the
+    columns), if that correlation reaches `threshold` (and 3 / sqrt(steps), above chance) after having
+    turned negative at a shorter lag, as a cycle does (11 years for sunspots); and that correlation."""
+    changes = series.diff().iloc[1:].to_numpy()
+    changes = changes - changes.mean(axis=0)
+    spread = (changes**2).sum(axis=0)
+    longest = len(changes) // 3
+    if longest < 2 or not (spread > 0).all():
+        return None, 0.0
+    acf = np.array([((changes[:-k] * changes[k:]).sum(axis=0) / spread).mean() for k in range(1, longest + 1)])
+    lag = int(np.argmax(acf[1:])) + 2
+    strength = float(acf[lag - 1])
+    if strength >= max(threshold, 3 / math.sqrt(len(changes))) and (acf[: lag - 1] < 0).any():
+        return lag, strength
+    return None, strength
+
+
 class SeriesDataModule(TensorDataModule):
     """Forecast the next `horizon` steps of one or more series from the previous `window` steps.
 
@@ -48,7 +67,8 @@ class SeriesDataModule(TensorDataModule):
     Settings left null are inferred from the file (`infer`, shown as a table): the date column and
     its format (rules in `dltemplate.data.dates`), the frequency, the value columns (every mostly
     numeric column but the date), the season (7 daily, 5 business daily, 24 hourly, 52 weekly, 12
-    monthly, 4 quarterly; none for yearly data, no dates, or a series under 3 seasons long), the
+    monthly, 4 quarterly; for yearly data or numbered steps a cycle the training steps show (`cycle`), else
+    none; none for a series under 3 seasons long or a season longer than the window), the
     validation and test spans (each a tenth of the steps, at least `horizon`, and at least a season
     when the series holds 5 seasons), and the window (the season, at least 8, at most half of the
     training steps).
@@ -319,10 +339,12 @@ class SeriesDataModule(TensorDataModule):
         hp = self.hparams
         kind = frequency_name(hp.frequency) if isinstance(self.series.index, pd.DatetimeIndex) else None
         season, why = SEASONS.get(kind), f"{kind} data"
-        if kind is None:
-            why = "no dates" if not isinstance(self.series.index, pd.DatetimeIndex) else f"spacing {hp.frequency}"
-        elif season is None:
-            why = f"{kind} data has no calendar season"
+        if season is None:  # no calendar season: a cycle the data shows, if any
+            why = f"{kind} data has no calendar season" if kind else "no dates"
+            if hp.season is None:
+                season, strength = cycle(self.series.iloc[: int(n * (1 - 2 * EVAL_SHARE))])
+                if season is not None:
+                    why += f"; its changes repeat every {season} steps (autocorrelation {strength:.2f})"
         elif n < 3 * season:
             season, why = None, f"{kind} data, but {n} steps are under 3 seasons of {SEASONS[kind]}"
         planned = hp.season if hp.season is not None else season
