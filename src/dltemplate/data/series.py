@@ -256,7 +256,8 @@ class SeriesDataModule(TensorDataModule):
         else:
             step = infer_frequency(frame.index, name)
             spacing = pd.Series(frame.index[1:] - frame.index[:-1]).mode()[0]
-            apart = f"{spacing.days} days" if spacing == pd.Timedelta(days=spacing.days) else str(spacing)
+            whole_days = spacing == pd.Timedelta(days=spacing.days)
+            apart = (f"{spacing.days} day" + "s" * (spacing.days != 1)) if whole_days else str(spacing)
             self.infer("frequency", step, f"{frequency_name(step) or step}: dates mostly {apart} apart")
         full = pd.date_range(frame.index[0], frame.index[-1], freq=step)
         off = frame.index.difference(full)
