@@ -358,8 +358,22 @@ def with_dates(frame: pd.DataFrame, rows: dict[int, str]) -> pd.DataFrame:
             r"12 \+ 1 \+ 2 \+ 2 = 17.*lower data\.window",
         ),
         (dated_frame(40, "D"), {"date_column": "when"}, r"date column 'when' is not in .*it has \['date', 'value'\]"),
+        (
+            dated_frame(40, "D", start="2000-01-02"),
+            {"frequency": "W-SUN"},
+            r"34 date\(s\) of .* are not on the calendar of data\.frequency='W-SUN', first 2000-01-03",
+        ),
     ],
-    ids=["no-dates", "unparseable-rows", "duplicate", "frequency-without-dates", "off-calendar", "too-short", "absent"],
+    ids=[
+        "no-dates",
+        "unparseable-rows",
+        "duplicate",
+        "frequency-without-dates",
+        "off-calendar",
+        "too-short",
+        "absent",
+        "off-given-calendar",
+    ],
 )
 def test_date_problems_get_one_clear_error(tmp_path, frame, kwargs, message):
     with pytest.raises(UserError, match=message):
