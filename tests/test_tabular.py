@@ -398,7 +398,7 @@ def test_each_column_role_is_inferred_from_the_training_rows(tmp_path, caplog):
     why = {key: item.reason for key, item in dm.inferred.items()}
     assert "instant, key: an id" in why["drop"] and "name: free text or an id: " in why["drop"]
     assert "empty: empty in every training row" in why["drop"]
-    assert "sold: every value parses as %Y-%m-%d → year, month, day, weekday" in why["dates"]
+    assert "sold: dates in format %Y-%m-%d → year, month, day, weekday" in why["dates"]
     warnings = [r.message for r in caplog.records if "left out column(s)" in r.message]
     assert len(warnings) == 1 and "['instant', 'key', 'name', 'empty']" in warnings[0]
 
@@ -419,6 +419,17 @@ def test_the_distinct_values_threshold_is_a_setting(tmp_path):
     assert "name" in dm.hparams.categorical
     with pytest.raises(ConfigError, match=r"max_distinct_fraction must be in \(0, 1\], got 0"):
         roles_module(tmp_path, max_distinct_fraction=0)
+
+
+def test_a_few_bad_values_in_a_date_column_are_named_not_turned_into_categories(tmp_path):
+    frame = roles_frame()
+    frame.loc[[5, 6], "sold"] = ["someday", "2015-13-45"]  # 2 of 120: still a date column
+    with pytest.raises(DataError, match=r"date column 'sold' of .*roles\.csv holds 'someday' in row 5, .*\(2 such"):
+        roles_module(tmp_path, frame).setup("fit")
+    frame.loc[5:15, "sold"] = "someday"  # 11 of 120: not a date column; free text
+    dm = roles_module(tmp_path, frame, test_fraction=0.1)
+    dm.setup("fit")
+    assert "sold" in dm.hparams.drop and "sold" not in dm.hparams.dates
 
 
 def test_plain_numbers_are_never_dates_and_short_columns_are_never_ids(tmp_path):
@@ -493,4 +504,4 @@ def test_roles_and_derived_columns_from_the_command_line_reach_the_run_config(ma
     assert list(cfg.data.dates) == ["sold", "seen"] and list(cfg.data.drop) == ["instant", "key", "name", "empty"]
     saved = yaml.safe_load((tmp_path / "run" / "inferred.yaml").read_text())
     assert saved["data.dates"]["value"] == ["sold", "seen"]
-    assert "seen: every value parses as %d-%m-%Y %H.%M → year, month, day, weekday, hour" in saved["data.dates"]["from"]
+    assert "seen: dates in format %d-%m-%Y %H.%M → year, month, day, weekday, hour" in saved["data.dates"]["from"]

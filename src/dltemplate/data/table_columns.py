@@ -11,11 +11,12 @@ Rules, in order, for a column the config does not name (an explicit `numeric`, `
    `PassengerId` in a shuffled file). Real integer quantities (weights, prices, counts) repeat or are
    spread thinly over their range; keys are not. Such a column is dropped: its value orders rows,
    it does not describe them.
-3. **date**: text whose every value parses with one date format (`1975-01-01`, `24/02/2015`,
-   `24-02-2015 11.35`, ...). Plain numbers are never dates (rule 2 takes them first). Dates become
-   numeric features (`<column>.year`, `.month`, `.day`, `.weekday`, `.hour`, `.minute`: those
-   that vary in the training rows; the weekday only where the day of the month varies too),
-   never category codes.
+3. **date**: text of which at least 95% parses with one date format (`1975-01-01`, `24/02/2015`,
+   `24-02-2015 11.35`, ...); the values that do not are an error naming their row, in training
+   and in a file given to predict alike (as text in a numeric column is); empty cells are imputed.
+   Plain numbers are never dates (rule 2 takes them first). Dates become numeric features
+   (`<column>.year`, `.month`, `.day`, `.weekday`, `.hour`, `.minute`: those that vary in the
+   training rows; the weekday only where the day of the month varies too), never category codes.
 4. **free text or id**: other text with more distinct values than `max_distinct_fraction` × the
    training rows (default 0.5: on average fewer than two rows per value, so an embedding has
    nothing to learn from most values: a car's name, a ticket number, a comment) → dropped.
@@ -40,6 +41,7 @@ DATE_PARTS = ("year", "month", "day", "weekday", "hour", "minute")
 _DAYS = ("%Y-%m-%d", "%d-%m-%Y", "%m-%d-%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y")
 _TIMES = ("", " %H:%M", " %H:%M:%S", " %H.%M", " %H.%M.%S", "T%H:%M:%S")
 EXTRA_FORMATS = tuple(day + time for day in _DAYS for time in _TIMES)
+DATE_SHARE = 0.95  # of a column's values that must parse with one format for it to be a date column
 _ACCESSORS = {"weekday": "day_of_week"}  # Monday 0 ... Sunday 6
 
 
@@ -94,7 +96,7 @@ def _infer_role(series: pd.Series, max_distinct_fraction: float) -> tuple[str, s
         )
     fmt = date_format(values)
     if fmt is not None:
-        return "dates", f"every value parses as {fmt}", fmt
+        return "dates", f"dates in format {fmt}", fmt
     distinct = values.astype(str).nunique()
     if distinct > max_distinct_fraction * len(series):
         reason = (
@@ -125,19 +127,24 @@ def _is_id(values: pd.Series) -> bool:
 
 
 def date_format(values: pd.Series) -> str | None:
-    """The one format every value of `values` (text, none missing) parses with, or None."""
+    """The one format that parses at least `DATE_SHARE` of `values` (text, none missing), or None.
+
+    The values that do not parse are then an error naming their row (`parse_dates`), not category codes.
+    """
     text = values.astype(str).str.strip()
-    if not text.str.contains(r"\d").all() or not text.str.contains(r"[-/.:T ]").all():
+    looks_like = text.str.contains(r"\d") & text.str.contains(r"[-/.:T ]")
+    if looks_like.mean() < DATE_SHARE:
         return None
     candidates = []
     with warnings.catch_warnings():  # pandas warns when dayfirst disagrees with the guessed format
         warnings.simplefilter("ignore")
-        for dayfirst in (False, True):
-            guessed = guess_datetime_format(text.iloc[0], dayfirst=dayfirst)
-            if guessed and guessed not in candidates:
-                candidates.append(guessed)
+        for sample in text[looks_like].unique()[:3]:
+            for dayfirst in (False, True):
+                guessed = guess_datetime_format(sample, dayfirst=dayfirst)
+                if guessed and guessed not in candidates:
+                    candidates.append(guessed)
     for fmt in [*candidates, *EXTRA_FORMATS]:
-        if pd.to_datetime(text, format=fmt, errors="coerce").notna().all():
+        if pd.to_datetime(text, format=fmt, errors="coerce").notna().mean() >= DATE_SHARE:
             return fmt
     return None
 
@@ -150,7 +157,7 @@ def forced_date_format(series: pd.Series, source: str) -> str:
         sample = ", ".join(repr(v) for v in values.astype(str).unique()[:3])
         raise DataError(
             f"column {series.name!r} of {source} is listed under data.dates, but its values ({sample}, ...) "
-            "do not all parse with one date format (e.g. 2011-01-31, 31/01/2011, 31-01-2011 13.45); "
+            "do not parse with one date format (e.g. 2011-01-31, 31/01/2011, 31-01-2011 13.45); "
             "fix the values, or remove it from data.dates"
         )
     return fmt
@@ -166,7 +173,7 @@ def parse_dates(series: pd.Series, fmt: str, source: str) -> pd.Series:
         raise DataError(
             f"date column {series.name!r} of {source} holds {series[row]!r} in row {row}, which is not a date in "
             f"the training rows' format {fmt} ({int(bad.sum())} such values in all); fix the data, or leave "
-            "the cells empty (missing values are imputed)"
+            "the cells empty (missing values are imputed), or name the column under data.categorical or data.drop"
         )
     return parsed
 
