@@ -1,9 +1,11 @@
 """Score a checkpoint on its task's test split:  python evaluate.py ckpt_path=<path/to.ckpt>"""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.evaluate import main as evaluate_main
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "evaluate")
     main()

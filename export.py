@@ -1,9 +1,11 @@
 """Export a trained net:  python export.py ckpt_path=<ckpt> format=onnx|pt2|torchscript [output=<file>]"""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.export import main as export_main
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "export")
     main()

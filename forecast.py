@@ -1,9 +1,11 @@
 """Forecast a series past its end:  python forecast.py ckpt_path=<ckpt> [input=<csv>] [steps=30] [report_zero=true]"""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.forecast import main as forecast_main
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "forecast")
     main()

@@ -1,9 +1,11 @@
 """Predict raw inputs with a trained checkpoint:  python predict.py ckpt_path=<ckpt> input=<data> [output=<csv>]"""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.predict import main as predict_main
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "predict")
     main()

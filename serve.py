@@ -1,9 +1,11 @@
 """Serve a trained checkpoint over HTTP:  python serve.py ckpt_path=<ckpt> [port=8000] [batching=false]"""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.serve import main as serve_main
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "serve")
     main()

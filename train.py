@@ -3,10 +3,12 @@
 See conf/train.yaml for what can be chosen, and `python train.py --help` for the choices.
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.train import main as train_main
 
 
@@ -16,4 +18,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "train")
     main()

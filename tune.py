@@ -4,10 +4,12 @@ Search spaces live in conf/hparams_search/; results in logs/<task>/runs/<run>/tr
 study's SQLite storage, from which an interrupted search continues.
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point
 from dltemplate.tune import main as tune_main
 
 
@@ -17,4 +19,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line(Path(__file__).parent / "conf", "train")
     main()

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, TASKS, run_script, tensorboard_tags
+from dltemplate.cli import check_command_line
+from tests.helpers import CONFIG_DIR, ROOT, TASKS, run_script, tensorboard_tags
 
 
 @pytest.mark.slow
@@ -49,6 +50,8 @@ def test_two_runs_started_together_keep_separate_outputs(tmp_path):
         (["forecast.py", "ckpt_path={garbage}"], "cannot be read as a checkpoint"),
         (["export.py", "ckpt_path={garbage}"], "cannot be read as a checkpoint"),
         (["tune.py"], "no search configured"),
+        (["train.py", "task=titanic", "data.targt=Survived"], "did you mean data.target"),
+        (["predict.py", "ckpt_path=x.ckpt", "input=x.csv", "outptu=y.csv"], "did you mean output"),
     ],
 )
 def test_a_users_mistake_is_one_message_without_a_traceback(tmp_path, command, message):
@@ -61,3 +64,27 @@ def test_a_users_mistake_is_one_message_without_a_traceback(tmp_path, command, m
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["trainer.max_epoch=3"], "trainer.max_epoch is not a setting of trainer; did you mean trainer.max_epochs"),
+        (["task=titanc"], "task=titanc is not a choice of task; did you mean task=titanic?"),
+        (["task=rings", "net=mlpp"], "net=mlpp is not a choice of net; did you mean net=mlp?"),
+        (["trainer.max_epochs.x=3"], "trainer.max_epochs holds a value, not settings"),
+    ],
+)
+def test_a_misspelled_setting_or_choice_is_one_line_with_the_closest_names(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        check_command_line(CONFIG_DIR, "train", argv)
+    assert stopped.value.code == 2
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("error: ") and message in printed[0], printed
+
+
+@pytest.mark.parametrize(
+    "argv", [["trainer.max_epochs=3"], ["-m", "task=rings,linear_regression"], ["+data.extra=1"], ["--help"]]
+)
+def test_settings_that_exist_sweeps_and_additions_pass_the_check(argv):
+    check_command_line(CONFIG_DIR, "train", argv)  # returns: nothing to refuse

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 
 from dltemplate.checkpoint import restore
@@ -344,3 +345,164 @@ def test_evaluate_scores_a_checkpoint_on_another_labelled_file(make_cfg, tmp_pat
     assert len(datamodule.test_set) == 30
     expected = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(module, datamodule)[0]
     assert trainer_metrics["test/acc"] == pytest.approx(expected["test/acc"])
+
+
+# ---- column roles inferred from the training rows ------------------------------------------------
+
+
+def roles_frame(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """One column per inference rule, and a target `y` that depends on the numeric, category and date columns."""
+    rng = np.random.default_rng(seed)
+    day = pd.Timestamp("2015-02-01") + pd.to_timedelta(rng.integers(0, 400, n), unit="D")
+    size = rng.normal(0, 1, n)
+    kind = rng.choice(["a", "b", "c"], n)
+    return pd.DataFrame(
+        {
+            "instant": np.arange(1, n + 1),  # a row number: id
+            "key": rng.permutation(np.arange(1000, 1000 + n)),  # a shuffled dense key: id
+            "size": size,
+            "rooms": rng.integers(1, 6, n),  # integers that repeat: numeric
+            "ratio": [f"{v:.2f}" for v in rng.uniform(0, 1, n)],  # numbers written as text: numeric, not dates
+            "kind": kind,
+            "name": [f"model {i}" for i in rng.permutation(n)],  # free text
+            "sold": day.strftime("%Y-%m-%d"),
+            "seen": (day + pd.to_timedelta(rng.integers(0, 24, n), unit="h")).strftime("%d-%m-%Y %H.%M"),
+            "empty": np.nan,
+            "y": 3 * size
+            + pd.Series(kind).map({"a": 0, "b": 2, "c": 4}).to_numpy()
+            + day.month
+            + rng.normal(0, 0.1, n),
+        }
+    )
+
+
+def roles_module(tmp_path: Path, frame: pd.DataFrame | None = None, **kwargs) -> TabularDataModule:
+    path = tmp_path / "roles.csv"
+    (roles_frame() if frame is None else frame).to_csv(path, index=False)
+    return TabularDataModule(train_file=str(path), **{"target": "y", "task": "regression", **kwargs})
+
+
+def test_each_column_role_is_inferred_from_the_training_rows(tmp_path, caplog):
+    dm = roles_module(tmp_path)
+    dm.setup("fit")
+    assert dm.hparams.numeric == ["size", "rooms", "ratio"]
+    assert dm.hparams.categorical == ["kind"]
+    assert dm.hparams.dates == ["sold", "seen"]
+    assert dm.hparams.drop == ["instant", "key", "name", "empty"]
+    assert dm.encoder.dates == {"sold": "%Y-%m-%d", "seen": "%d-%m-%Y %H.%M"}
+    assert dm.encoder.date_parts == {
+        "sold": ["year", "month", "day", "weekday"],
+        "seen": ["year", "month", "day", "weekday", "hour"],  # minutes are always 0: left out
+    }
+    assert dm.encoder.num_numeric == 3 + 4 + 5  # no missing values: no indicators
+    why = {key: item.reason for key, item in dm.inferred.items()}
+    assert "instant, key: an id" in why["drop"] and "name: free text or an id: " in why["drop"]
+    assert "empty: empty in every training row" in why["drop"]
+    assert "sold: dates in format %Y-%m-%d → year, month, day, weekday" in why["dates"]
+    warnings = [r.message for r in caplog.records if "left out column(s)" in r.message]
+    assert len(warnings) == 1 and "['instant', 'key', 'name', 'empty']" in warnings[0]
+
+
+def test_an_explicit_role_wins_for_the_columns_it_names_and_the_rest_is_still_inferred(tmp_path):
+    dm = roles_module(tmp_path, numeric=["instant"], categorical=["name"], drop=["rooms"], dates=[])
+    dm.setup("fit")
+    assert dm.hparams.numeric == ["instant", "size", "ratio"]
+    assert dm.hparams.categorical == ["kind", "name"]
+    assert dm.hparams.drop == ["key", "rooms", "empty"]
+    assert dm.hparams.dates == ["sold", "seen"]
+    assert dm.inferred["drop"].reason.startswith("key: an id") and "rooms: explicit" in dm.inferred["drop"].reason
+
+
+def test_the_distinct_values_threshold_is_a_setting(tmp_path):
+    dm = roles_module(tmp_path, max_distinct_fraction=1.0)
+    dm.setup("fit")
+    assert "name" in dm.hparams.categorical
+    with pytest.raises(ConfigError, match=r"max_distinct_fraction must be in \(0, 1\], got 0"):
+        roles_module(tmp_path, max_distinct_fraction=0)
+
+
+def test_a_few_bad_values_in_a_date_column_are_named_not_turned_into_categories(tmp_path):
+    frame = roles_frame()
+    frame.loc[[5, 6], "sold"] = ["someday", "2015-13-45"]  # 2 of 120: still a date column
+    bad = r"holds '(someday' in row 5|2015-13-45' in row 6), which is not a date in the training rows' format %Y-%m-%d"
+    with pytest.raises(DataError, match=rf"date column 'sold' of .*roles\.csv {bad}"):
+        roles_module(tmp_path, frame).setup("fit")
+    frame.loc[5:15, "sold"] = "someday"  # 11 of 120: not a date column; free text
+    dm = roles_module(tmp_path, frame)
+    dm.setup("fit")
+    assert "sold" in dm.hparams.drop and "sold" not in dm.hparams.dates
+
+
+def test_plain_numbers_are_never_dates_and_short_columns_are_never_ids(tmp_path):
+    frame = roles_frame(15).assign(code=lambda f: [f"{v}.{v % 12 + 1}" for v in range(15)])  # "3.4"-like text
+    dm = roles_module(tmp_path, frame)
+    dm.setup("fit")
+    assert "code" in dm.hparams.numeric and "instant" in dm.hparams.numeric  # 15 rows: too few to call an id
+
+
+def test_date_columns_travel_in_the_checkpoint_state_and_bad_dates_are_one_error(tmp_path):
+    dm = roles_module(tmp_path)
+    dm.setup("fit")
+    restored = TabularDataModule(**{k: v for k, v in dm.hparams.items()})
+    restored.load_state_dict(dm.state_dict())
+    rows = roles_frame(6, seed=5).drop(columns=["y", "instant", "name"])  # dropped columns are not needed
+    rows.loc[2, "sold"] = None  # missing: imputed
+    restored.predict_input = rows
+    restored.setup("predict")
+    assert restored.inferred == {}  # a restored module infers nothing
+    encoded = restored.predict_set.tensors[0]
+    assert torch.isfinite(encoded).all() and encoded.shape == (6, dm.encoder.num_numeric + 1)
+    restored.predict_input = rows.assign(sold=rows["sold"].where(rows.index != 4, "soon"))
+    with pytest.raises(DataError, match=r"date column 'sold' of .* holds 'soon' in row 4, .* format %Y-%m-%d"):
+        restored.setup("predict")
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "error", "message"),
+    [
+        (
+            lambda f: f,
+            {"target": "price"},
+            KeyError,
+            r"target column 'price' is not in .*roles\.csv; it has \['instant'",
+        ),
+        (lambda f: f, {"dates": ["when"]}, KeyError, r"\['when'\] that .*roles\.csv does not have; it has \["),
+        (lambda f: f, {"dates": ["kind"]}, DataError, r"'kind' of .* is listed under data\.dates, but its values"),
+        (lambda f: f, {"numeric": ["rooms"], "drop": ["rooms"]}, ConfigError, r"\['rooms'\] are listed under both"),
+        (lambda f: f.assign(y=2.5), {}, DataError, r"target column 'y' of .* has a single value 2\.5"),
+    ],
+    ids=["missing-target", "unknown-date-column", "forced-date", "two-roles", "constant-target"],
+)
+def test_bad_role_settings_get_one_clear_error(tmp_path, change, kwargs, error, message):
+    dm = roles_module(tmp_path, change(roles_frame()), **kwargs)
+    with pytest.raises(error, match=message):
+        dm.setup("fit")
+
+
+def test_rows_without_a_target_are_counted_once_before_the_test_split(tmp_path, caplog):
+    frame = roles_frame(100)
+    frame.loc[[0, 10, 20, 30, 40, 50, 60], "y"] = np.nan
+    dm = roles_module(tmp_path, frame)
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 93
+    dropped = [r.message for r in caplog.records if r.message.startswith("dropped")]
+    assert dropped == [f"dropped 7 rows of {tmp_path / 'roles.csv'} whose target 'y' is empty"]
+
+
+def test_roles_and_derived_columns_from_the_command_line_reach_the_run_config(make_cfg, tmp_path):
+    from dltemplate.build import build_datamodule
+
+    roles_frame().to_csv(tmp_path / "roles.csv", index=False)
+    cfg = make_cfg(
+        "task=tabular_regression",
+        f"data.train_file={tmp_path / 'roles.csv'}",
+        "data.target=y",
+        "+data.derived.LogRooms={_target_:dltemplate.data.features.log1p,column:rooms}",
+    )
+    dm = build_datamodule(cfg)
+    assert "LogRooms" in dm.encoder.numeric
+    assert list(cfg.data.numeric) == ["size", "rooms", "ratio", "LogRooms"]  # written back: the checkpoint holds it
+    assert list(cfg.data.dates) == ["sold", "seen"] and list(cfg.data.drop) == ["instant", "key", "name", "empty"]
+    saved = yaml.safe_load((tmp_path / "run" / "inferred.yaml").read_text())
+    assert saved["data.dates"]["value"] == ["sold", "seen"]
+    assert "seen: dates in format %d-%m-%Y %H.%M → year, month, day, weekday, hour" in saved["data.dates"]["from"]

@@ -220,6 +220,7 @@ def test_pretrained_timm_input_size_and_normalisation_replace_the_data_statistic
     assert explicit.data.input_size == 32 and list(explicit.data.mean) == [0.4] * 3  # explicit settings win
 
 
+@pytest.mark.slow  # trains a pretrained backbone end to end: tens of seconds on a CPU
 def test_cifar2_finetune_trains_predicts_exports_and_restores_offline(make_cfg, tmp_path):
     overrides = provide_task_data("cifar2_finetune", tmp_path / "data")
     result = train(make_cfg("task=cifar2_finetune", "trainer.max_epochs=2", "data.batch_size=8", *overrides))
@@ -271,6 +272,7 @@ def test_a_restored_checkpoint_never_fetches_the_weights_its_config_names(make_c
     assert all(torch.equal(v, trained[k]) for k, v in module.state_dict().items())
 
 
+@pytest.mark.slow  # trains a pretrained backbone end to end: tens of seconds on a CPU
 def test_imdb_finetune_trains_on_a_local_model_and_predicts_from_the_checkpoint_alone(make_cfg, tmp_path):
     overrides = provide_task_data("imdb_finetune", tmp_path / "data")
     run = ["trainer.max_epochs=4", "data.batch_size=8", "module.optimizer.lr=3e-3", "net.pooling=mean"]
@@ -319,6 +321,7 @@ def test_under_ddp_the_backbone_stays_frozen_then_trains(tmp_path):
     assert all(not torch.equal(trained[f"net.backbone.{k}"], weights[k]) for k in backbone)  # epoch 1: trained
 
 
+@pytest.mark.slow  # trains a pretrained backbone end to end: tens of seconds on a CPU
 def test_a_resumed_finetune_run_unfreezes_on_schedule(make_cfg, tmp_path):
     overrides = provide_task_data("cifar2_finetune", tmp_path / "data")
     weights = torch.load(next(o for o in overrides if o.startswith("net.weights=")).split("=", 1)[1])

@@ -62,7 +62,8 @@ def format_table(inferred: Mapping[str, Inferred]) -> str:
     return "\n".join(f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: Any, limit: int = 100) -> str:
+    """`value` as text, cut at `limit` characters (inferred.yaml has it whole)."""
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

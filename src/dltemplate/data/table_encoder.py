@@ -1,7 +1,9 @@
 """Encode a table's feature columns into one float tensor, with statistics fitted on training rows.
 
 Layout of an encoded row (B, num_numeric + len(categorical)):
-    [standardised numeric columns | missing-value indicators | category codes]
+    [standardised numeric columns | date parts | missing-value indicators | category codes]
+A date column becomes numbers (`<column>.year`, `.month`, ...: the parts that vary in training),
+standardised and imputed like the numeric columns.
 Category codes are integers stored as floats; the tabular net embeds or one-hot encodes them.
 Code 0 means "unknown" (unseen in training, or rarer than `min_category_count`), 1 "missing".
 
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dltemplate.data.table_columns import DATE_PARTS, date_parts, parse_dates
 from dltemplate.errors import DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
@@ -71,12 +74,21 @@ class TableEncoder:
             indicator for each column that had missing values in training.
         categorical: Categorical feature columns: coded by training frequency.
         min_category_count: Categories seen fewer times in training are coded as unknown.
+        dates: Date columns → their format (`strptime` codes); their varying parts become numeric.
     """
 
-    def __init__(self, numeric: list[str], categorical: list[str], min_category_count: int = 1) -> None:
+    def __init__(
+        self,
+        numeric: list[str],
+        categorical: list[str],
+        min_category_count: int = 1,
+        dates: dict[str, str] | None = None,
+    ) -> None:
         self.numeric = list(numeric)
         self.categorical = list(categorical)
         self.min_category_count = min_category_count
+        self.dates = dict(dates or {})
+        self.date_parts: dict[str, list[str]] = {}  # date column → the parts that vary in training
         self.stats: dict[str, dict[str, float]] = {}
         self.vocab: dict[str, list[str]] = {}
         self.indicators: list[str] = []
@@ -87,8 +99,8 @@ class TableEncoder:
 
     @property
     def num_numeric(self) -> int:
-        """Width of the float part of a row: numeric columns plus missing indicators."""
-        return len(self.numeric) + len(self.indicators)
+        """Width of the float part of a row: numeric columns, date parts and missing indicators."""
+        return len(self.numeric) + sum(map(len, self.date_parts.values())) + len(self.indicators)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -96,8 +108,13 @@ class TableEncoder:
         return [len(self.vocab[c]) + 2 for c in self.categorical]
 
     def fit(self, frame: pd.DataFrame, source: str) -> "TableEncoder":
-        for column in self.numeric:
-            values = to_numeric(frame[column], source)
+        for column, fmt in self.dates.items():
+            parts = date_parts(parse_dates(frame[column], fmt, source))
+            varies = {part for part in DATE_PARTS if parts[part].nunique() > 1}
+            if "day" not in varies:  # dates on one day of the month (1975-01-01, ...): weekday follows from the rest
+                varies.discard("weekday")
+            self.date_parts[column] = [part for part in DATE_PARTS if part in varies]
+        for column, values in self._numbers(frame, source, allow_infinite=False).items():
             if values.isna().all():
                 raise DataError(
                     f"numeric column {column!r} of {source} has no values in the training rows; "
@@ -120,13 +137,13 @@ class TableEncoder:
         An infinite numeric value is an error (training data), or with `infinite="missing"` (inputs to
         predict) treated as missing and named in one warning.
         """
-        missing = [c for c in self.numeric + self.categorical if c not in frame.columns]
+        missing = [c for c in [*self.numeric, *self.dates, *self.categorical] if c not in frame.columns]
         if missing:
             raise MissingColumnError(
                 f"{source} lacks the feature column(s) {missing}; it has {list(frame.columns)}: add them"
             )
         allow = infinite == "missing"
-        numeric = {column: to_numeric(frame[column], source, allow_infinite=allow) for column in self.numeric}
+        numeric = self._numbers(frame, source, allow_infinite=allow)
         if allow:
             numeric = _infinite_as_missing(numeric, source)
         parts = []
@@ -145,9 +162,19 @@ class TableEncoder:
             )
         return torch.tensor(np.column_stack(parts), dtype=torch.float32)
 
+    def _numbers(self, frame: pd.DataFrame, source: str, allow_infinite: bool) -> dict[str, pd.Series]:
+        """The numeric columns as floats, then the date columns' parts (`<column>.<part>`)."""
+        numbers = {c: to_numeric(frame[c], source, allow_infinite=allow_infinite) for c in self.numeric}
+        for column, parts in self.date_parts.items():
+            values = date_parts(parse_dates(frame[column], self.dates[column], source), parts)
+            numbers.update({f"{column}.{part}": series for part, series in values.items()})
+        return numbers
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "numeric": self.numeric,
+            "dates": self.dates,
+            "date_parts": self.date_parts,
             "categorical": self.categorical,
             "min_category_count": self.min_category_count,
             "stats": self.stats,
@@ -157,6 +184,7 @@ class TableEncoder:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "TableEncoder":
-        encoder = cls(state["numeric"], state["categorical"], state["min_category_count"])
+        encoder = cls(state["numeric"], state["categorical"], state["min_category_count"], state.get("dates"))
+        encoder.date_parts = state.get("date_parts", {})  # checkpoints from before date columns have none
         encoder.stats, encoder.vocab, encoder.indicators = state["stats"], state["vocab"], state["indicators"]
         return encoder

@@ -12,7 +12,9 @@ from torch.utils.data import Dataset, TensorDataset
 from dltemplate import registry
 from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
+from dltemplate.data.inferred import Inferred
 from dltemplate.data.predictions import class_table
+from dltemplate.data.table_columns import ROLES, Roles, infer_roles
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout
@@ -24,11 +26,14 @@ log = logging.getLogger(__name__)
 class TabularDataModule(TensorDataModule):
     """Reads a training CSV (and optionally a test CSV), encodes it, and serves tensors.
 
-    Feature columns are every column except the target, `id_column` and `drop`; each is numeric or
-    categorical by its type, unless listed in `numeric` or `categorical`. Derived columns are
-    computed first, from the raw table. Encoding statistics, category codes and class names are
-    fitted on the training split only and saved in checkpoints (`state_dict`), so prediction needs
-    nothing but the checkpoint and a raw CSV.
+    Feature columns are every column except the target and `id_column`. Each one's role (numeric,
+    categorical, date, or dropped as an id or free text) is inferred from the training split by the
+    rules of `dltemplate.data.table_columns`; `numeric`, `categorical`, `dates` and `drop` name
+    columns whose role is given instead: an explicit role always wins for the columns it names. The
+    complete lists are recorded with `infer` (the run's inferred table) and written into the run
+    config. Derived columns are computed first, from the raw table. Roles, encoding statistics,
+    category codes and class names are fitted on the training split only and saved in checkpoints
+    (`state_dict`), so prediction needs nothing but the checkpoint and a raw CSV.
 
     Args:
         train_file: CSV with the training rows (also the validation rows, and the test rows when
@@ -36,9 +41,15 @@ class TabularDataModule(TensorDataModule):
         target: Column to predict.
         test_file: CSV of held-out test rows; None splits them off `train_file`.
         task: "classification" (any number of classes) or "regression".
-        numeric: Columns to treat as numeric whatever their type.
-        categorical: Columns to treat as categorical whatever their type (e.g. a class number).
-        drop: Columns to ignore (after derived columns are computed from them).
+        numeric: Columns to treat as numeric whatever their type; None: inferred.
+        categorical: Columns to treat as categorical whatever their type (e.g. a class number);
+            None: inferred.
+        dates: Columns of dates (any one format per column), encoded as their year, month, ...;
+            None: inferred.
+        drop: Columns to ignore (after derived columns are computed from them); None: inferred (ids,
+            free text, empty columns), named in a warning.
+        max_distinct_fraction: A text column with more distinct values than this share of the
+            training rows is free text or an id, and dropped unless named in `categorical`.
         id_column: Column copied into prediction files, never used as a feature.
         derived: New columns, name → partial config of a function(frame) → column
             (see `dltemplate.data.features`).
@@ -58,9 +69,11 @@ class TabularDataModule(TensorDataModule):
         target: str,
         test_file: str | None = None,
         task: Literal["classification", "regression"] = "classification",
-        numeric: Sequence[str] = (),
-        categorical: Sequence[str] = (),
-        drop: Sequence[str] = (),
+        numeric: Sequence[str] | None = None,
+        categorical: Sequence[str] | None = None,
+        dates: Sequence[str] | None = None,
+        drop: Sequence[str] | None = None,
+        max_distinct_fraction: float = 0.5,
         id_column: str | None = None,
         derived: Mapping[str, Mapping[str, Any]] | None = None,
         min_category_count: int = 1,
@@ -80,6 +93,8 @@ class TabularDataModule(TensorDataModule):
         if task not in ("classification", "regression"):
             raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
         check_missing_target(missing_target)
+        if not 0 < max_distinct_fraction <= 1:
+            raise ConfigError(f"data.max_distinct_fraction must be in (0, 1], got {max_distinct_fraction}")
         self.save_hyperparameters(logger=False)
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
@@ -107,7 +122,6 @@ class TabularDataModule(TensorDataModule):
             frame, name = read_csv(source, sep=self.hparams.sep), name or str(source)
         if frame.empty:
             raise DataError(f"{name} has a header but no rows")
-        self._check_configured_columns(frame, name)
         for column, function in self._derived_functions().items():
             try:
                 frame[column] = function(frame)
@@ -124,13 +138,21 @@ class TabularDataModule(TensorDataModule):
         return rows_with_target(frame, self.hparams.target, name, self.hparams.missing_target), name
 
     def _check_configured_columns(self, frame: pd.DataFrame, name: str) -> None:
+        """Refuse roles naming a column the training file lacks, or one column in two roles."""
         hp = self.hparams
-        named = {*hp.numeric, *hp.categorical, *hp.drop, *([hp.id_column] if hp.id_column else [])}
-        unknown = sorted(named - set(frame.columns) - set(hp.derived or {}))
+        named = {role: list(hp[role] or []) for role in ROLES}
+        everything = {c for columns in named.values() for c in columns} | ({hp.id_column} - {None})
+        unknown = sorted(everything - set(frame.columns))
         if unknown:
             raise MissingColumnError(
-                f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}"
+                f"config names column(s) {unknown} that {name} does not have; it has {list(frame.columns)}: "
+                "fix data.numeric, data.categorical, data.dates, data.drop or data.id_column"
             )
+        for i, role in enumerate(ROLES):
+            for other in ROLES[i + 1 :]:
+                both = sorted(set(named[role]) & set(named[other]))
+                if both:
+                    raise ConfigError(f"column(s) {both} are listed under both data.{role} and data.{other}: keep one")
 
     def _derived_functions(self) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
         # checkpoints store this config: only registered feature functions may be named (registry.py)
@@ -141,34 +163,56 @@ class TabularDataModule(TensorDataModule):
 
     # ---- fitting and encoding --------------------------------------------------------------------
 
-    def feature_columns(self, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-        """(numeric, categorical) feature columns of a training frame."""
+    def column_roles(self, frame: pd.DataFrame, name: str) -> Roles:
+        """The role of each feature column of the training rows `frame`: explicit, else inferred."""
         hp = self.hparams
-        excluded = {hp.target, *hp.drop, *([hp.id_column] if hp.id_column else [])}
-        numeric, categorical = [], []
-        for column in frame.columns:
-            if column in excluded:
-                continue
-            if column in hp.categorical:
-                categorical.append(column)
-            elif column in hp.numeric or _looks_numeric(frame[column]):
-                numeric.append(column)
-            else:
-                categorical.append(column)
-        return numeric, categorical
-
-    def fit(self, frame: pd.DataFrame, name: str) -> None:
-        """Fit the encoder and the target coding on the training split `frame`."""
-        numeric, categorical = self.feature_columns(frame)
-        for column in categorical:
-            if len(frame) > 20 and frame[column].nunique() == len(frame):
+        excluded = {hp.target, hp.id_column}
+        columns = [column for column in frame.columns if column not in excluded]
+        explicit = {role: list(hp[role] or []) for role in ROLES}
+        roles = infer_roles(frame, columns, explicit, hp.max_distinct_fraction, name)
+        left_out = {c: why for c, why in roles.why["drop"].items() if why != "explicit"}
+        if left_out:
+            log.warning(
+                "%s: left out column(s) %s (%s); name them under data.numeric, data.categorical or data.dates "
+                "to use them",
+                name,
+                list(left_out),
+                "; ".join(f"{c}: {why}" for c, why in left_out.items()),
+            )
+        for column in roles.categorical:
+            if roles.why["categorical"][column] == "explicit" and frame[column].nunique() == len(frame) > 20:
                 log.warning(
                     "categorical column %r of %s has a different value in every row: an identifier? "
                     "set data.id_column or list it under data.drop",
                     column,
                     name,
                 )
-        self.encoder = TableEncoder(numeric, categorical, self.hparams.min_category_count).fit(frame, name)
+        return roles
+
+    def record_roles(self, roles: Roles) -> None:
+        """Record the complete role lists (the inferred table, the run config): an explicit list keeps
+        its columns and gains the inferred ones; an unchanged explicit list is not shown."""
+        parts = self.encoder.date_parts
+        for role in ROLES:
+            value = list(roles.dates) if role == "dates" else list(getattr(roles, role))
+            why = dict(roles.why[role])
+            for column in parts:
+                if why.get(column):
+                    why[column] += " → " + (", ".join(parts[column]) or "nothing: the date never changes")
+            reason = _reason(why)
+            configured = self.hparams[role]
+            if configured is None:
+                self.infer(role, value, reason)
+            elif set(value) != set(configured):
+                self.hparams[role] = value
+                self.inferred[role] = Inferred(value, reason)
+
+    def fit(self, frame: pd.DataFrame, name: str) -> None:
+        """Work out the column roles, fit the encoder and the target coding on the training split `frame`."""
+        roles = self.column_roles(frame, name)
+        self.encoder = TableEncoder(roles.numeric, roles.categorical, self.hparams.min_category_count, roles.dates)
+        self.encoder.fit(frame, name)
+        self.record_roles(roles)
         target = frame[self.hparams.target]
         if self.hparams.task == "classification":
             self.classes = sorted(target.dropna().astype(str).unique())
@@ -179,6 +223,11 @@ class TabularDataModule(TensorDataModule):
                 )
         else:
             values = to_numeric(target, name)
+            if values.nunique() < 2:
+                raise DataError(
+                    f"target column {self.hparams.target!r} of {name} has a single value {values.iloc[0]} in the "
+                    "training rows: there is nothing to learn; check data.target"
+                )
             self.target_stats = {"mean": float(values.mean()), "std": float(values.std(ddof=0)) or 1.0}
 
     def encode_target(self, frame: pd.DataFrame, name: str) -> torch.Tensor:
@@ -215,6 +264,7 @@ class TabularDataModule(TensorDataModule):
             return
         hp = self.hparams
         frame, name = self.read_labelled(hp.train_file)
+        self._check_configured_columns(frame, name)
         note = ""
         if hp.test_file is None:
             rest, test_frame = self.split_frame(frame, hp.test_fraction)
@@ -304,9 +354,11 @@ class TabularDataModule(TensorDataModule):
             self.classes, self.target_stats = state["classes"], state["target_stats"]
 
 
-def _looks_numeric(series: pd.Series) -> bool:
-    """Numeric dtype, or text that is mostly numbers (then `to_numeric` reports the odd values out)."""
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return True
-    values = series.dropna()
-    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5
+def _reason(why: Mapping[str, str]) -> str:
+    """Columns grouped by why they have a role: "numbers" / "text" alone, other reasons with their columns."""
+    groups: dict[str, list[str]] = {}
+    for column, reason in why.items():
+        groups.setdefault(reason, []).append(column)
+    if not groups:
+        return "no such column"
+    return "; ".join(r if r in ("numbers", "text") else f"{', '.join(c)}: {r}" for r, c in groups.items())
