@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dltemplate.config import compose_config
-from dltemplate.data.dates import format_dates, parse_dates
+from dltemplate.data.dates import find_date_column, format_dates, parse_dates
 from dltemplate.data.series import SeriesDataModule
 from dltemplate.errors import ConfigError, DataError, MissingColumnError, UserError
 from dltemplate.forecast import forecast, forecast_table
@@ -378,3 +378,9 @@ def with_dates(frame: pd.DataFrame, rows: dict[int, str]) -> pd.DataFrame:
 def test_date_problems_get_one_clear_error(tmp_path, frame, kwargs, message):
     with pytest.raises(UserError, match=message):
         SeriesDataModule(write(frame, tmp_path / "s.csv"), **kwargs).setup("fit")
+
+
+def test_series_read_the_dotted_times_tables_read():
+    # a format pandas does not guess, tried by the shared dates.best_format for series as for tables
+    frame = pd.DataFrame({"reading": [f"24-02-2015 {hour:02d}.00" for hour in range(10)], "level": range(10)})
+    assert find_date_column(frame)[:2] == ("reading", "%d-%m-%Y %H.%M")

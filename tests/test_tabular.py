@@ -17,6 +17,7 @@ from dltemplate.checkpoint import restore
 from dltemplate.config import compose_config
 from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
+from dltemplate.data.table_columns import date_format
 from dltemplate.data.table_encoder import MISSING, UNKNOWN
 from dltemplate.data.tabular import TabularDataModule
 from dltemplate.errors import ConfigError, DataError, MissingFileError
@@ -431,6 +432,13 @@ def test_a_few_bad_values_in_a_date_column_are_named_not_turned_into_categories(
     dm = roles_module(tmp_path, frame)
     dm.setup("fit")
     assert "sold" in dm.hparams.drop and "sold" not in dm.hparams.dates
+
+
+def test_ambiguous_table_dates_take_the_format_series_would_most_regular_dates():
+    # 01/02/2020 .. 12/02/2020 read either way: day-first they are 12 consecutive days, month-first
+    # the 2nd of each month (no calendar); dates.best_format, shared with series, picks day-first
+    assert date_format(pd.Series([f"{day:02d}/02/2020" for day in range(1, 13)])) == "%d/%m/%Y"
+    assert date_format(pd.Series([f"02/{day:02d}/2020" for day in range(1, 13)])) == "%m/%d/%Y"
 
 
 def test_plain_numbers_are_never_dates_and_short_columns_are_never_ids(tmp_path):

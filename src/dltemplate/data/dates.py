@@ -9,8 +9,15 @@ The rules, in the order they are applied when `data.date_column` is null:
 - A column of text is a date column if its values read as dates in one format (ISO 1958-03-29,
   01-01-1981, 1/2/2020, 2020-03, with or without a time, ...): every value for a column of any name;
   most values for a column named like a date (the rows that do not read are then an error naming them).
+- The formats tried are those pandas guesses from the first distinct values (month-first and
+  day-first), then, only if none of those reads enough values, `EXTRA_FORMATS` (dotted times such as
+  24-02-2015 11.35, which pandas does not guess).
 - Where several formats read every value (01-02-1981 is 2 January or 1 February), the one whose
-  dates are most regular wins: the fewest missing steps at the frequency they imply.
+  dates are most regular wins: the fewest missing steps at the frequency they imply; then the one
+  tried first.
+
+Tables use the same formats and choice (`best_format`) under their own rule of when a column is a
+date column (`dltemplate.data.table_columns`: text only, 95% of the values).
 - Of several date columns, one named like a date wins, then the leftmost.
 
 The frequency is the calendar step most dates are apart (daily, business daily, weekly, monthly,
@@ -30,7 +37,12 @@ from dltemplate.errors import DataError
 
 YEARS = "%Y"  # the format of a column of years, numeric or text
 DATE_NAME = re.compile(r"date|time|year|period|month|week|day|^ds$|^yr$", re.IGNORECASE)
-GUESS_ROWS = 20  # values a column's candidate formats are guessed from
+GUESS_ROWS = 20  # distinct values a column's candidate formats are guessed from
+# formats pandas does not guess (dotted times as in "24-02-2015 11.35"), tried after its guesses
+_DAYS = ("%Y-%m-%d", "%d-%m-%Y", "%m-%d-%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y")
+_TIMES = ("", " %H:%M", " %H:%M:%S", " %H.%M", " %H.%M.%S", "T%H:%M:%S")
+EXTRA_FORMATS = tuple(day + time for day in _DAYS for time in _TIMES)
+MAX_GRID = 100  # regularity is only scored where the implied calendar has at most this many steps per date
 # the usual seasonal period for each frequency (None: no calendar season, e.g. yearly)
 SEASONS = {"hourly": 24, "daily": 7, "business daily": 5, "weekly": 52, "monthly": 12, "quarterly": 4, "yearly": None}
 
@@ -53,11 +65,11 @@ def parse_dates(values: pd.Series, fmt: str) -> pd.Series:
 
 
 def candidate_formats(values: pd.Series) -> list[str]:
-    """Formats pandas guesses for the first values, read month-first and day-first."""
+    """Formats pandas guesses for the first distinct values, read month-first and day-first."""
     formats: list[str] = []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # pandas warns when dayfirst disagrees with the guessed format
         warnings.simplefilter("ignore")
-        for value in values.dropna().astype(str).str.strip().head(GUESS_ROWS):
+        for value in values.dropna().astype(str).str.strip().unique()[:GUESS_ROWS]:
             for dayfirst in (False, True):
                 fmt = guess_datetime_format(value, dayfirst=dayfirst)
                 if fmt and fmt not in formats:
@@ -65,30 +77,41 @@ def candidate_formats(values: pd.Series) -> list[str]:
     return formats
 
 
-def best_format(values: pd.Series, need_all: bool = True) -> tuple[str, float] | None:
+def best_format(values: pd.Series, min_share: float = 1.0) -> tuple[str, float] | None:
     """The format that reads `values` as the most regular dates, and the share of values it reads.
 
-    With `need_all`, only formats that read every non-empty value count; otherwise those that read
-    most of them (over half), the most values first.
+    Only formats that read at least `min_share` (and over half) of the non-empty values count; of
+    those, the most values read wins, then the most regular dates, then the format tried first
+    (pandas' guesses, then `EXTRA_FORMATS`).
     """
     present = values.dropna()
     if present.empty:
         return None
-    scored = []
-    for fmt in candidate_formats(present):
-        dates = parse_dates(present, fmt)
-        share = float(dates.notna().mean())
-        if share == 1.0 or (not need_all and share > 0.5):
-            scored.append((-share, _irregularity(dates.dropna()), fmt))
-    if not scored:
-        return None
-    share, _, fmt = min(scored)
-    return fmt, -share
+    guessed = candidate_formats(present)
+    for formats in (guessed, [fmt for fmt in EXTRA_FORMATS if fmt not in guessed]):
+        read = []
+        for order, fmt in enumerate(formats):
+            dates = parse_dates(present, fmt)
+            share = float(dates.notna().mean())
+            if share >= min_share and share > 0.5:
+                read.append((share, order, fmt, dates))
+        if read:
+            top = max(share for share, *_ in read)
+            tied = [entry for entry in read if entry[0] == top]
+            if len(tied) > 1:  # e.g. 01-02-1981 read month-first and day-first: the more regular dates
+                tied.sort(key=lambda entry: (_irregularity(entry[3].dropna()), entry[1]))
+            return tied[0][2], top
+    return None
 
 
 def _irregularity(dates: pd.Series) -> float:
     """Missing steps at the frequency the dates imply (inf if they imply none): lower is more regular."""
     index = pd.DatetimeIndex(dates.drop_duplicates().sort_values())
+    if len(index) < 2:
+        return float("inf")
+    spacing = pd.Series(index[1:] - index[:-1]).mode()[0]
+    if (index[-1] - index[0]) / spacing > MAX_GRID * len(index):  # scattered dates (a table's): no calendar
+        return float("inf")
     try:
         alias = infer_frequency(index, "")
     except DataError:
@@ -121,7 +144,7 @@ def find_date_column(frame: pd.DataFrame) -> tuple[str, str, str] | None:
             if named and not values.isna().any() and parse_dates(values, "%Y%m%d").notna().all():
                 how = ("%Y%m%d", f"column {column!r}: 8-digit numbers, read as yyyymmdd dates")
         else:
-            best = best_format(values, need_all=not named)
+            best = best_format(values, min_share=0.5 if named else 1.0)
             if best is not None:
                 fmt, share = best
                 read = "every value" if share == 1 else f"{share:.0%} of the values"

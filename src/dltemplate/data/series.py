@@ -218,7 +218,7 @@ class SeriesDataModule(TensorDataModule):
             return hp.date_format
         if year_column(values, named=True):
             return self.infer("date_format", YEARS, f"column {values.name!r}: whole numbers, read as years")
-        best = best_format(values, need_all=False)
+        best = best_format(values, min_share=0.5)
         if best is None:
             sample = values.dropna().head(3).tolist()
             raise DataError(

@@ -12,8 +12,10 @@ Rules, in order, for a column the config does not name (an explicit `numeric`, `
    spread thinly over their range; keys are not. Such a column is dropped: its value orders rows,
    it does not describe them.
 3. **date**: text of which at least 95% parses with one date format (`1975-01-01`, `24/02/2015`,
-   `24-02-2015 11.35`, ...); the values that do not are an error naming their row, in training
-   and in a file given to predict alike (as text in a numeric column is); empty cells are imputed.
+   `24-02-2015 11.35`, ...: the formats and the choice between them are those of
+   `dltemplate.data.dates.best_format`, which series use too); the values that do not are an error
+   naming their row, in training and in a file given to predict alike (as text in a numeric column
+   is); empty cells are imputed.
    Plain numbers are never dates (rule 2 takes them first). Dates become numeric features
    (`<column>.year`, `.month`, `.day`, `.weekday`, `.hour`, `.minute`: those that vary in the
    training rows; the weekday only where the day of the month varies too), never category codes.
@@ -26,21 +28,16 @@ Dropped columns are named in one warning with their reason; everything is record
 inferred table (`build.record_inferred`).
 """
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.api import guess_datetime_format
 
+from dltemplate.data import dates
 from dltemplate.errors import DataError
 
 ROLES = ("numeric", "categorical", "dates", "drop")
 DATE_PARTS = ("year", "month", "day", "weekday", "hour", "minute")
-# formats pandas does not guess (dotted times as in "24-02-2015 11.35"), tried after its guesses
-_DAYS = ("%Y-%m-%d", "%d-%m-%Y", "%m-%d-%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y")
-_TIMES = ("", " %H:%M", " %H:%M:%S", " %H.%M", " %H.%M.%S", "T%H:%M:%S")
-EXTRA_FORMATS = tuple(day + time for day in _DAYS for time in _TIMES)
 DATE_SHARE = 0.95  # of a column's values that must parse with one format for it to be a date column
 _ACCESSORS = {"weekday": "day_of_week"}  # Monday 0 ... Sunday 6
 
@@ -127,26 +124,18 @@ def _is_id(values: pd.Series) -> bool:
 
 
 def date_format(values: pd.Series) -> str | None:
-    """The one format that parses at least `DATE_SHARE` of `values` (text, none missing), or None.
+    """The format that reads at least `DATE_SHARE` of `values` (text, none missing), or None.
 
-    The values that do not parse are then an error naming their row (`parse_dates`), not category codes.
+    A table's rule of when a column holds dates: text that mostly has a digit and a separator (never
+    plain numbers, never month names alone); which format is `dates.best_format`'s choice. The values
+    that do not read are then an error naming their row (`parse_date_column`), not category codes.
     """
     text = values.astype(str).str.strip()
     looks_like = text.str.contains(r"\d") & text.str.contains(r"[-/.:T ]")
     if looks_like.mean() < DATE_SHARE:
         return None
-    candidates = []
-    with warnings.catch_warnings():  # pandas warns when dayfirst disagrees with the guessed format
-        warnings.simplefilter("ignore")
-        for sample in text[looks_like].unique()[:3]:
-            for dayfirst in (False, True):
-                guessed = guess_datetime_format(sample, dayfirst=dayfirst)
-                if guessed and guessed not in candidates:
-                    candidates.append(guessed)
-    for fmt in [*candidates, *EXTRA_FORMATS]:
-        if pd.to_datetime(text, format=fmt, errors="coerce").notna().mean() >= DATE_SHARE:
-            return fmt
-    return None
+    best = dates.best_format(text, min_share=DATE_SHARE)
+    return best[0] if best else None
 
 
 def forced_date_format(series: pd.Series, source: str) -> str:
@@ -163,10 +152,9 @@ def forced_date_format(series: pd.Series, source: str) -> str:
     return fmt
 
 
-def parse_dates(series: pd.Series, fmt: str, source: str) -> pd.Series:
+def parse_date_column(series: pd.Series, fmt: str, source: str) -> pd.Series:
     """`series` as datetimes in format `fmt`; a present value that does not parse is an error naming its row."""
-    text = series.where(series.isna(), series.astype(str).str.strip())
-    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+    parsed = dates.parse_dates(series, fmt)
     bad = series.notna() & parsed.isna()
     if bad.any():
         row = bad.idxmax()

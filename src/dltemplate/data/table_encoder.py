@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dltemplate.data.table_columns import DATE_PARTS, date_parts, parse_dates
+from dltemplate.data.table_columns import DATE_PARTS, date_parts, parse_date_column
 from dltemplate.errors import DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class TableEncoder:
 
     def fit(self, frame: pd.DataFrame, source: str) -> "TableEncoder":
         for column, fmt in self.dates.items():
-            parts = date_parts(parse_dates(frame[column], fmt, source))
+            parts = date_parts(parse_date_column(frame[column], fmt, source))
             varies = {part for part in DATE_PARTS if parts[part].nunique() > 1}
             if "day" not in varies:  # dates on one day of the month (1975-01-01, ...): weekday follows from the rest
                 varies.discard("weekday")
@@ -166,7 +166,7 @@ class TableEncoder:
         """The numeric columns as floats, then the date columns' parts (`<column>.<part>`)."""
         numbers = {c: to_numeric(frame[c], source, allow_infinite=allow_infinite) for c in self.numeric}
         for column, parts in self.date_parts.items():
-            values = date_parts(parse_dates(frame[column], self.dates[column], source), parts)
+            values = date_parts(parse_date_column(frame[column], self.dates[column], source), parts)
             numbers.update({f"{column}.{part}": series for part, series in values.items()})
         return numbers
 
