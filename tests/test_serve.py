@@ -16,6 +16,7 @@ import torch
 
 from dltemplate import api
 from dltemplate.config import compose_config
+from dltemplate.forecast import with_written_dates
 from dltemplate.serve import CheckpointAPI, free_port, local_server
 from dltemplate.train import train
 from tests.datasets import covid_like_frame, provide_task_data, titanic_frame
@@ -80,10 +81,12 @@ def requests_for(
         bad = [({"texts": "one text"}, 422, "'texts' must be"), ({"texts": [1, 2]}, 422, "a list of strings")]
     elif task == "covid":
         series = covid_like_frame().iloc[:30]
-        good = [
-            ({"horizon": 5}, records(model.forecast(steps=5).reset_index())),
-            ({"horizon": 3, "series": records(series)}, records(model.forecast(steps=3, series=series).reset_index())),
-        ]
+
+        def forecast(steps: int, series: pd.DataFrame | None = None) -> pd.DataFrame:
+            return model.forecast(steps=steps, series=series)
+
+        written = [with_written_dates(t, model.datamodule).reset_index() for t in (forecast(5), forecast(3, series))]
+        good = [({"horizon": 5}, records(written[0])), ({"horizon": 3, "series": records(series)}, records(written[1]))]
         bad = [
             ({"horizon": 0}, 422, "'horizon' must be an integer"),
             (
@@ -143,6 +146,17 @@ def test_a_bad_request_does_not_fail_the_requests_batched_with_it(make_cfg, tmp_
     assert_same(last["predictions"], expected[3:])
     assert missing.status_code == 400 and b"Fare" in missing.body
     assert wrong.status_code == 422 and b"needs 'rows'" in wrong.body
+
+
+@pytest.mark.skipif("covid" not in TASKS, reason="the series family is not in this project")
+def test_forecast_dates_are_written_as_forecast_py_writes_them(make_cfg, tmp_path):
+    ckpt = trained(make_cfg, tmp_path, "covid")
+    served = CheckpointAPI(ckpt, serve_config(ckpt, tmp_path))
+    served.setup("cpu")
+    rows = served.encode_response(served.predict(served.decode_request({"horizon": 3})))["predictions"]
+    model = api.load(ckpt, data_dir=str(tmp_path / "data"))
+    last = model.datamodule.read(model.datamodule.hparams.file)[1].index[-1]  # daily data
+    assert [row["date"] for row in rows] == [str((last + pd.Timedelta(days=d)).date()) for d in (1, 2, 3)]
 
 
 @pytest.mark.skipif("rings" not in TASKS, reason="the regression family is not in this project")

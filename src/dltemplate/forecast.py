@@ -60,6 +60,15 @@ def forecast_table(
     return table.rename_axis(series.index.name or "step")
 
 
+def with_written_dates(table: pd.DataFrame, datamodule: LightningDataModule) -> pd.DataFrame:
+    """`table` (from `forecast_table`) with its dates as text at the series' resolution: 2009 for years,
+    2009-03 for months, 2009-03-14 for days (`dates.format_dates`); numbered steps stay numbers."""
+    hp = datamodule.hparams
+    table = table.copy()
+    table.index = format_dates(table.index, hp.get("frequency"), hp.get("date_format"))
+    return table
+
+
 def first_below(table: pd.DataFrame, columns: list[str], threshold: float) -> dict[str, object]:
     """For each column, the index of the first forecast step below `threshold`, or None."""
     return {c: (table.index[table[c] < threshold][0] if (table[c] < threshold).any() else None) for c in columns}
@@ -69,9 +78,7 @@ def forecast(cfg: DictConfig) -> pd.DataFrame:
     """Forecast entry point: `cfg.steps` steps of the checkpoint's series (or `cfg.input`) to `cfg.output`."""
     output = output_path(cfg.output, cfg.get("overwrite", False))
     module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
-    table = forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor)
-    hp = datamodule.hparams
-    table.index = format_dates(table.index, hp.get("frequency"), hp.get("date_format"))  # 2009 for years
+    table = with_written_dates(forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor), datamodule)
     if cfg.get("report_zero", False):
         columns = [c for c in table.columns if not c.endswith("_level")]
         for column, when in first_below(table, columns, cfg.zero_below).items():

@@ -46,7 +46,7 @@ from dltemplate.build import build_trainer
 from dltemplate.checkpoint import find_checkpoint, restore
 from dltemplate.data.predictions import class_table
 from dltemplate.errors import DataError, UserError
-from dltemplate.forecast import forecast_table
+from dltemplate.forecast import forecast_table, with_written_dates
 from dltemplate.predict import predict_table
 
 log = logging.getLogger(__name__)
@@ -234,12 +234,12 @@ class CheckpointAPI(litserve.LitAPI):
                     f"{len(columns)} value column(s) {columns}"
                 )
         table = forecast_table(self.module, self.datamodule, series, horizon, self.cfg["floor"])
-        return table.reset_index()
+        return with_written_dates(table, self.datamodule).reset_index()  # dates as forecast.py writes them
 
     def encode_response(self, output: pd.DataFrame | Rejected) -> Any:
         if isinstance(output, Rejected):
             return JSONResponse({"detail": output.detail}, status_code=output.status)
-        # through pandas' JSON writer: NaN becomes null, dates ISO 8601
+        # through pandas' JSON writer: NaN becomes null (forecast dates are already text)
         return {"predictions": json.loads(output.to_json(orient="records", date_format="iso"))}
 
 
