@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from dltemplate.callbacks.summary import COLUMNS
 from dltemplate.checkpoint import load_checkpoint, restore
 from dltemplate.config import compose_config
+from dltemplate.errors import ConfigError
 from dltemplate.evaluate import evaluate
 from dltemplate.train import train
 from tests.datasets import provide_task_data
@@ -138,3 +140,18 @@ def test_a_compiled_run_leaves_plain_checkpoints_that_load_and_export(make_cfg, 
     module, _, _ = restore(result.best_checkpoint, paths={"data_dir": str(tmp_path)})
     path, difference = export(module.eval(), checkpoint["example_input"], tmp_path / "rings.onnx", "onnx")
     assert path.is_file() and difference < 1e-4
+
+
+class ThreadsSeen(Callback):
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.threads = torch.get_num_threads()
+
+
+def test_threads_hold_while_training_and_are_restored_after(make_cfg):
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    seen = ThreadsSeen()
+    train(make_cfg(f"threads={wanted}", "debug=fast_dev_run"), callbacks=[seen])
+    assert seen.threads == wanted and torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match=r"threads must be null \(torch.s default\) or a positive number"):
+        train(make_cfg("threads=0", "debug=fast_dev_run"))
