@@ -73,6 +73,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
 
 
 def check_threads(threads: int | None) -> int | None:
+    """The `threads` setting, checked before anything is written."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(
             f"threads must be null (torch's default) or a positive number of CPU threads such as 1, got {threads!r}"
@@ -86,7 +87,8 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
 
     Small nets on a CPU gain nothing from several threads per op and lose much when the cores are
     busy: a 32-unit GRU step on 64 windows of 8 steps took 2.3 ms in one thread and 450 ms in two on a
-    loaded 2-core machine (each op waits for a thread that is not scheduled), so the series tasks set 1.
+    loaded 2-core machine (each op waits for a thread that is not scheduled), so the series tasks set 1. Threaded
+    trials (tune.py with n_jobs > 1) share the process's count: give them all the same `threads`.
     """
     if threads is None:
         yield
