@@ -15,10 +15,10 @@ The rules, in the order they are applied when `data.date_column` is null:
 - Where several formats read every value (01-02-1981 is 2 January or 1 February), the one whose
   dates are most regular wins: the fewest missing steps at the frequency they imply; then the one
   tried first.
+- Of several date columns, one named like a date wins, then the leftmost.
 
 Tables use the same formats and choice (`best_format`) under their own rule of when a column is a
-date column (`dltemplate.data.table_columns`: text only, 95% of the values).
-- Of several date columns, one named like a date wins, then the leftmost.
+date column (`dltemplate.data.table_columns`: text only, 95% of the values; never plain numbers).
 
 The frequency is the calendar step most dates are apart (daily, business daily, weekly, monthly,
 quarterly, yearly; or a fixed number of hours or minutes), anchored as the dates are (month starts
