@@ -332,7 +332,9 @@ class ImageDataModule(TensorDataModule):
         self._infer_channels(headers[:, 0], str(root / "train"))
         self._infer_image_size(headers[:, 1:], test_headers[:, 1:])
         every = torch.cat([headers, test_headers])[:, 1:]
-        shape = [hp.image_size] * 2 if hp.image_size else every[every.min(1).values > 0].max(0).values.tolist()
+        readable = every[every.min(dim=1).values > 0]  # (0, 0): a header that could not be read
+        largest = readable.max(dim=0).values.tolist() if len(readable) else [1, 1]
+        shape = [hp.image_size] * 2 if hp.image_size else largest
         self._infer_augmentation(min(shape))
         pixels = len(every) * shape[0] * shape[1] if hp.image_size else int(every.prod(dim=1).sum())
         storage = self._choose_storage(pixels * hp.channels, len(every))
