@@ -218,9 +218,10 @@ class ImageDataModule(TensorDataModule):
         every = torch.cat([sizes, test_sizes])
         every = every[every.min(dim=1).values > 0]
         distinct = sorted({tuple(s) for s in every.tolist()})
-        if len(distinct) <= 1:
+        sides = sizes[sizes.min(dim=1).values > 0].max(dim=1).values.tolist()
+        if len(distinct) <= 1 or not sides:
             return
-        side = int(statistics.median(sizes.max(dim=1).values.tolist()))
+        side = int(statistics.median(sides))
         capped = min(side, MAX_INFERRED_SIZE)
         reason = (
             f"images have {len(distinct)} sizes, {_hw(distinct[0])} to {_hw(distinct[-1])}; "
