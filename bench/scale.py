@@ -184,7 +184,7 @@ def main() -> None:
         for count in map(int, args.texts.split(",")):
             cases.append((f"texts {count}", ["task=text", f"data.train_file={text_corpus(args.workdir, count)}"]))
 
-    print("| data | storage | samples/s (warm) | peak RSS MB cold / warm | peak anonymous MB cold / warm | cold run s |")
+    print("| data | storage | samples/s (warm) | peak RSS MB cold / warm | peak anon MB cold / warm | cold run s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, task in cases:
         for storage in ("memory", "stream"):
