@@ -449,3 +449,30 @@ def test_prediction_converts_each_image_to_the_checkpoints_channels_and_size(tmp
     dm.predict_input = str(inputs)
     dm.setup("predict")
     assert dm.predict_set.images.shape == (7, 1, 8, 8) and len(dm.predict_files) == 7
+
+
+@pytest.mark.slow  # two DDP processes on the CPU
+def test_a_streamed_ddp_run_tests_every_image_once(tmp_path):
+    import json
+
+    from lightning.pytorch import Trainer
+
+    from dltemplate.checkpoint import restore
+    from tests.helpers import run_script
+
+    write_image_folder(tmp_path / "data" / "cifar2", per_class=14)  # 7 + 7 test images: odd for two ranks
+    (tmp_path / "data" / "cifar2" / "test" / "airplane" / "0_gray.png").unlink()  # 13 test images
+    paths = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = run_script(
+        ["train.py", "task=cifar2", "net=simple_cnn", "trainer=ddp_cpu", "trainer.max_epochs=1", "data.batch_size=4",
+         "data.storage=stream", *paths, f"hydra.run.dir={tmp_path / 'run'}"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    module, datamodule, _ = restore(
+        record["best_checkpoint"], paths={"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
+    )
+    assert datamodule.hparams.storage == "stream"
+    single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(module, datamodule)[0]
+    assert len(datamodule.test_set) == 13
+    assert record["metrics"]["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)
