@@ -350,6 +350,7 @@ def test_stream_needs_a_folder_and_a_cache(tmp_path):
         ImageDataModule(root=str(tmp_path), storage="stream")
 
 
+@pytest.mark.slow  # two chunk builds, each forking decoding workers
 def test_a_corrupt_image_stops_the_stream_path_or_is_skipped(tmp_path, caplog):
     root = write_image_folder(tmp_path / "imgs")
     (root / "test" / "airplane" / "broken.jpg").write_bytes(b"not a jpeg at all")
