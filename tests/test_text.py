@@ -79,7 +79,7 @@ def test_batches_are_trimmed_to_their_longest_text(tmp_path):
 
 def test_imdb_trains_writes_text_summaries_and_predicts_raw_strings(make_cfg, tmp_path):
     provide_task_data("imdb", tmp_path / "data")
-    overrides = ["trainer.max_epochs=6", "data.batch_size=8", "module.optimizer.lr=0.03", "net.buckets=4096"]
+    overrides = ["trainer.max_epochs=6", "data.batch_size=8", "net.buckets=4096"]
     result = train(make_cfg("task=imdb", "data.min_frequency=1", *overrides))
     assert result.metrics["test/acc"] > 0.9  # sentiment words give the labels away
     run = Path(result.output_dir)
@@ -251,3 +251,78 @@ def test_classes_null_reads_every_class_folder_of_both_splits(tmp_path, caplog):
     assert dm.class_names == ["mixed", "neg", "pos"]  # sorted; train/unsup (train only) left out
     assert len(dm.train_set) + len(dm.val_set) == 91 and len(dm.test_set) == 90
     assert "class folder(s) ['unsup'] are not in both train and test" in caplog.text
+
+
+def bag_net() -> torch.nn.Module:
+    from dltemplate.nets.ngram_bag import NGramBag
+
+    torch.manual_seed(0)
+    return NGramBag(20, 1, embedding_dim=4, ngrams=2, buckets=16)
+
+
+def one_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """Train one step on a batch that holds tokens 2..4 only; return the embedding rows before it."""
+    before = net.embedding.weight.detach().clone()
+    optimizer.zero_grad()
+    net(torch.tensor([[2, 3, 4, 0]])).sum().backward()
+    optimizer.step()
+    return before
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adagrad", "SGD"])
+def test_sparse_embedding_rows_get_a_sparse_optimizer_that_updates_only_the_batch_rows(name):
+    from dltemplate.modules.factories import WithSparseRows, build_optimizer, parameter_groups
+
+    net = bag_net()
+    groups = parameter_groups(net, weight_decay=0.1)
+    assert [g["name"] for g in groups] == ["decayed", "not_decayed", "sparse"]
+    assert groups[-1]["params"] == [net.embedding.weight] and groups[-1]["weight_decay"] == 0.0
+    optimizer = build_optimizer({"_target_": f"torch.optim.{name}", "lr": 0.1}, net)
+    # Adam-like optimizers are joined with SparseAdam; Adagrad and plain SGD update sparse rows themselves
+    assert isinstance(optimizer, WithSparseRows) == (name == "AdamW")
+    head = net.head.weight.detach().clone()
+    before = one_step(net, optimizer)
+    changed = (net.embedding.weight.detach() != before).any(dim=1).nonzero().squeeze(1).tolist()
+    assert {2, 3, 4} <= set(changed) and len(changed) == 5  # the three words and two of their pairs' buckets
+    assert not torch.equal(net.head.weight.detach(), head)
+
+
+def test_the_joined_optimizer_is_scheduled_and_checkpointed_as_one():
+    from dltemplate.modules.factories import build_optimizer, build_scheduler
+
+    net = bag_net()
+    optimizer = build_optimizer({"_target_": "torch.optim.AdamW", "lr": 0.1}, net)
+    step_lr = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1, "gamma": 0.5}
+    scheduler = build_scheduler(step_lr, optimizer)
+    one_step(net, optimizer)
+    scheduler.step()
+    assert optimizer.dense.param_groups[0]["lr"] == optimizer.sparse.param_groups[0]["lr"] == 0.05
+    state = optimizer.state_dict()
+    again = build_optimizer({"_target_": "torch.optim.AdamW", "lr": 0.1}, net)
+    again.load_state_dict(state)
+    assert again.sparse.param_groups[0]["lr"] == 0.05 and len(again.state) == len(optimizer.state) == 3
+
+
+def test_embeddings_get_dense_gradients_under_a_distributed_strategy():
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    from dltemplate.modules.classification import ClassificationModule
+    from dltemplate.modules.factories import sparse_parameters
+
+    for strategy, sparse in ((SingleDeviceStrategy("cpu"), True), (DDPStrategy(), False)):
+        module = ClassificationModule(bag_net())
+        module._trainer = type("Trainer", (), {"strategy": strategy})()
+        module.setup("fit")  # Lightning calls it before DDP wraps the net
+        assert module.net.embedding.sparse is sparse
+        assert bool(sparse_parameters(module)) is sparse
+
+
+@pytest.mark.slow
+def test_ngram_bag_trains_under_cpu_ddp(tmp_path):
+    from tests.helpers import run_script
+
+    overrides = [*provide_task_data("text", tmp_path / "data"), "net.buckets=64", "callbacks.figures=null"]
+    run = ["train.py", "task=text", "trainer=ddp_cpu", "trainer.max_epochs=2", "data.min_frequency=1"]
+    result = run_script([*run, *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dense gradients under DDPStrategy" in result.stdout + result.stderr
