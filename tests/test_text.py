@@ -40,7 +40,7 @@ def test_archive_and_folder_give_the_same_data(tmp_path, caplog):
     from_archive.setup("fit")
     from_folder = imdb_module(tmp_path, cache_dir=None, folder=str(tmp_path / "imdb" / "aclImdb"))
     from_folder.setup("fit")
-    assert torch.equal(from_archive.train_set.ids, from_folder.train_set.ids)
+    assert np.array_equal(from_archive.train_set.ids, from_folder.train_set.ids)
     assert len(from_archive.train_set) + len(from_archive.val_set) == 61  # 30 + 31 labelled; unsup left out
     assert len(from_archive.test_set) == 60
     assert "were not valid UTF-8" in caplog.text  # the Latin-1 review is read, bytes replaced, and counted
@@ -61,11 +61,11 @@ def test_tokenised_data_is_cached(tmp_path, monkeypatch):
     write_aclimdb(tmp_path / "imdb")
     first = imdb_module(tmp_path)
     first.setup("fit")
-    monkeypatch.setattr(text_module.TextDataModule, "_tokenise_all", lambda self: pytest.fail("tokenised again"))
+    monkeypatch.setattr(text_module.TextDataModule, "_tokenise_all", lambda *a: pytest.fail("tokenised again"))
     second = imdb_module(tmp_path)
     second.setup("fit")
     assert (
-        torch.equal(first.test_set.ids, second.test_set.ids) and second.tokenizer.to_str() == first.tokenizer.to_str()
+        np.array_equal(first.test_set.ids, second.test_set.ids) and second.tokenizer.to_str() == first.tokenizer.to_str()
     )
 
 
@@ -326,3 +326,34 @@ def test_ngram_bag_trains_under_cpu_ddp(tmp_path):
     result = run_script([*run, *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "dense gradients under DDPStrategy" in result.stdout + result.stderr
+
+
+def test_stream_and_memory_serve_the_same_batches_and_auto_says_which(tmp_path):
+    write_aclimdb(tmp_path / "imdb")
+    memory = imdb_module(tmp_path, storage="memory")
+    memory.setup("fit")
+    stream = imdb_module(tmp_path, storage="stream")
+    stream.setup("fit")
+    assert isinstance(stream.train_set.ids, np.memmap) and not isinstance(memory.train_set.ids, np.memmap)
+    rows = [5, 0, 17, 3]
+    for a, b in zip(memory.train_set.__getitems__(rows), stream.train_set.__getitems__(rows), strict=True):
+        assert torch.equal(a, b)
+    auto = imdb_module(tmp_path, memory_budget_gb=1e-9)  # nothing fits
+    auto.setup("fit")
+    assert isinstance(auto.train_set.ids, np.memmap) and auto.hparams.storage == "stream"
+    assert "token ids" in auto.inferred["storage"].reason and "memory_budget_gb" not in auto.inferred
+    roomy = imdb_module(tmp_path)
+    roomy.setup("fit")
+    assert roomy.hparams.storage == "memory" and "RAM" in roomy.inferred["memory_budget_gb"].reason
+
+
+def test_an_edited_nested_file_invalidates_the_cache(tmp_path):
+    root = write_aclimdb(tmp_path / "imdb", archive=False)
+    first = imdb_module(tmp_path, folder=str(root / "aclImdb"))
+    first.setup("fit")
+    assert "zanzibar" not in first.tokenizer.get_vocab()
+    edited = next((root / "aclImdb" / "train" / "pos").glob("*.txt"))
+    edited.write_text("zanzibar zanzibar superb", encoding="utf-8")
+    second = imdb_module(tmp_path, folder=str(root / "aclImdb"), val_fraction=0.2)
+    second.setup("fit")
+    assert "zanzibar" in second.tokenizer.get_vocab()
