@@ -64,9 +64,8 @@ def test_tokenised_data_is_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(text_module.TextDataModule, "_tokenise_all", lambda *a: pytest.fail("tokenised again"))
     second = imdb_module(tmp_path)
     second.setup("fit")
-    assert (
-        np.array_equal(first.test_set.ids, second.test_set.ids) and second.tokenizer.to_str() == first.tokenizer.to_str()
-    )
+    assert np.array_equal(first.test_set.ids, second.test_set.ids)
+    assert second.tokenizer.to_str() == first.tokenizer.to_str()
 
 
 def test_batches_are_trimmed_to_their_longest_text(tmp_path):

@@ -41,6 +41,8 @@ class ParameterHistograms(Callback):
         squares: dict[str, torch.Tensor] = {}
         for name, param in pl_module.named_parameters():
             if param.grad is not None:
+                if param.grad.is_sparse:  # the same gradient summed per row once: the optimizer then finds it done
+                    param.grad = param.grad.coalesce()
                 layer = name.rsplit(".", 1)[0]
                 squares[layer] = squares.get(layer, 0) + _values(param.grad).float().pow(2).sum()
         for layer, square in squares.items():

@@ -100,8 +100,9 @@ class TextDataModule(TensorDataModule):
             stop with an "error".
         lowercase: Lowercase texts before tokenising.
         min_frequency: Words seen fewer times in training texts are unknown.
-        max_vocab: Vocabulary size, [PAD] and [UNK] included.
-        max_length: Tokens kept per text (the rest is cut), at most the pretrained tokenizer's limit.
+        max_vocab: Vocabulary size, [PAD] and [UNK] included; None: every word seen `min_frequency` times.
+        max_length: Tokens kept per text (the rest is cut), at most the pretrained tokenizer's limit;
+            None: the 95th percentile of the training texts' lengths, rounded up to a multiple of 16.
         tokenizer: A Hugging Face model name or local directory whose fast tokenizer replaces the
             vocabulary (`lowercase`, `min_frequency`, `max_vocab` then do not apply); needs `.[hf]`.
         val_fraction: Share of the training texts held out for validation.
@@ -132,8 +133,8 @@ class TextDataModule(TensorDataModule):
         missing_target: MissingTarget = "drop",
         lowercase: bool = True,
         min_frequency: int = 2,
-        max_vocab: int = 50_000,
-        max_length: int = 400,
+        max_vocab: int | None = None,
+        max_length: int | None = None,
         tokenizer: str | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
@@ -275,12 +276,19 @@ class TextDataModule(TensorDataModule):
         elif tokenizer is None:
             tokenizer = build_tokenizer(hp.lowercase)
             trainer = trainers.WordLevelTrainer(
-                vocab_size=hp.max_vocab, min_frequency=hp.min_frequency, special_tokens=[PAD, UNK]
+                vocab_size=hp.max_vocab or 2**31 - 1, min_frequency=hp.min_frequency, special_tokens=[PAD, UNK]
             )
             tokenizer.train_from_iterator(fit_texts, trainer=trainer)
+            self.infer(
+                "max_vocab",
+                tokenizer.get_vocab_size(),
+                f"words seen at least data.min_frequency={hp.min_frequency} times in the training texts, + 2 special",
+            )
         elif classes != self.classes:
             raise DataError(f"the classes {classes} of {self._source_path()} are not the checkpoint's {self.classes}")
         self.tokenizer, self.classes = tokenizer, classes
+        if hp.max_length is None:
+            self._infer_max_length(fit_texts)
         parts = {
             "train": (fit_texts, [train_y[i] for i in keep]),
             "val": ([train_x[i] for i in held], [train_y[i] for i in held]),
@@ -292,6 +300,8 @@ class TextDataModule(TensorDataModule):
             np.save(folder / f"{name}.labels.npy", labels.numpy())
             self._write_ids(texts, folder, name)
         meta = {
+            "max_length": hp.max_length,
+            "train_tokens": int(np.load(folder / "train.offsets.npy", mmap_mode="r")[-1]),
             "tokenizer": tokenizer.to_str(),
             "pad_id": self.pad_id,
             "classes": classes,
@@ -299,6 +309,17 @@ class TextDataModule(TensorDataModule):
             "val_positions": held,
         }
         torch.save(meta, folder / "meta.pt")  # written last: a folder with it is complete
+
+    def _infer_max_length(self, texts: Sequence[str]) -> None:
+        """`max_length` from the lengths of (up to 4096 of) the training texts: their 95th percentile."""
+        step = max(1, len(texts) // 4096)
+        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(list(texts[::step]))]
+        value = int(-(-max(np.percentile(lengths, 95), 1) // 16) * 16)
+        limit = self.tokenizer.truncation["max_length"] if self.tokenizer.truncation else None
+        value = min(value, limit) if limit else value
+        self.infer("max_length", value, f"95% of {len(lengths)} training texts have at most this many tokens")
+        if limit:  # a pretrained tokenizer cuts texts itself
+            self.tokenizer.enable_truncation(value)
 
     def _tokenised(self) -> Path:
         """The folder of tokenised data: the cache's for these settings and files (built once, under a
@@ -357,12 +378,28 @@ class TextDataModule(TensorDataModule):
         else:
             folder = self._tokenised()
         meta = torch.load(folder / "meta.pt", weights_only=True)
+        self._record_cached_inferences(meta)
         self.tokenizer, self.classes = Tokenizer.from_str(meta["tokenizer"]), meta["classes"]
         self.pad_id = meta.get("pad_id", 0)
         self.val_texts = meta["val_texts"]
         self.val_positions = torch.tensor(meta.get("val_positions", []), dtype=torch.long)
         stream = self._choose_storage(sum((folder / f"{name}.ids").stat().st_size for name in SPLITS))
         self.train_set, self.val_set, self.test_set = (self._open(folder, name, stream) for name in SPLITS)
+
+    def _record_cached_inferences(self, meta: dict[str, Any]) -> None:
+        """Settings and net sizes from the data, also when the tokenised data came from the cache."""
+        hp = self.hparams
+        if hp.max_length is None:
+            self.infer("max_length", meta["max_length"], "95% of the training texts have at most this many tokens")
+        if hp.max_vocab is None and hp.tokenizer is None:
+            vocab = Tokenizer.from_str(meta["tokenizer"]).get_vocab_size()
+            self.infer("max_vocab", vocab, f"words seen at least data.min_frequency={hp.min_frequency} times, + 2")
+        tokens = meta.get("train_tokens", 0)
+        # word-pair buckets: about one per 4 training tokens (few collisions), a power of two in [2^12, 2^21]
+        buckets = 2 ** min(21, max(12, int(np.ceil(np.log2(max(tokens, 1) / 4)))))
+        self.infer("dims.buckets", buckets, f"{tokens} training tokens / 4, as a power of two in [2^12, 2^21]")
+        width = 16 if tokens < 5_000_000 else 32
+        self.infer("dims.embedding_dim", width, f"{tokens} training tokens ({'<' if width == 16 else '>='} 5M)")
 
     def _choose_storage(self, size: int) -> bool:
         """Whether to stream the ids (`size` bytes) from disk: `storage`, or under "auto" the memory budget."""
@@ -457,6 +494,7 @@ class TextDataModule(TensorDataModule):
             "num_classes": k,
             "out_features": 1 if k == 2 else k,
             "max_length": self.hparams.max_length,
+            **{k.removeprefix("dims."): v.value for k, v in self.inferred.items() if k.startswith("dims.")},
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -470,7 +508,7 @@ class TextDataModule(TensorDataModule):
             self.pad_id = state.get("pad_id", 0)
 
 
-def pretrained_tokenizer(name: str, max_length: int) -> tuple[Tokenizer, int]:
+def pretrained_tokenizer(name: str, max_length: int | None) -> tuple[Tokenizer, int]:
     """The fast tokenizer of a pretrained model (hub name, through its cache, or a local folder) and its
     padding id, truncating to `max_length` (capped at the model's limit) and padding nothing (batches pad)."""
     try:
@@ -481,8 +519,9 @@ def pretrained_tokenizer(name: str, max_length: int) -> tuple[Tokenizer, int]:
     if not loaded.is_fast:
         raise ConfigError(f"data.tokenizer={name}: the model has no fast tokenizer (tokenizer.json) to store")
     tokenizer = Tokenizer.from_str(loaded.backend_tokenizer.to_str())
-    limit = loaded.model_max_length if 0 < loaded.model_max_length < 1_000_000 else max_length
-    tokenizer.enable_truncation(min(max_length, limit))
+    limit = loaded.model_max_length if 0 < loaded.model_max_length < 1_000_000 else None
+    cuts = [n for n in (max_length, limit) if n is not None]
+    tokenizer.enable_truncation(min(cuts) if cuts else 1_000_000)  # max_length None: inferred, then cut again
     tokenizer.no_padding()
     pad = loaded.pad_token_id if loaded.pad_token_id is not None else loaded.eos_token_id
     return tokenizer, int(pad or 0)
