@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from dltemplate.config import compose_config
 from dltemplate.data import download
@@ -163,7 +164,7 @@ def csv_module(tmp_path: Path, frame: pd.DataFrame | None = None, **kwargs) -> T
         labels = ["neg", "pos"] * 20
         frame = pd.DataFrame({"label": labels, "text": [review(int(label == "pos"), rng) for label in labels]})
     frame.to_csv(tmp_path / "t.csv", index=False)
-    return TextDataModule(source="csv", train_file=str(tmp_path / "t.csv"), min_frequency=1, **kwargs)
+    return TextDataModule(source="csv", train_file=str(tmp_path / "t.csv"), **{"min_frequency": 1, **kwargs})
 
 
 def test_a_one_column_prediction_csv_that_is_not_utf8_is_read(tmp_path, caplog):
@@ -356,3 +357,36 @@ def test_an_edited_nested_file_invalidates_the_cache(tmp_path):
     second = imdb_module(tmp_path, folder=str(root / "aclImdb"), val_fraction=0.2)
     second.setup("fit")
     assert "zanzibar" in second.tokenizer.get_vocab()
+
+
+def test_vocabulary_length_and_net_sizes_come_from_the_data_unless_set(tmp_path):
+    dm = csv_module(tmp_path, min_frequency=2)
+    dm.setup("fit")
+    words = dm.tokenizer.get_vocab_size()
+    assert dm.hparams.max_vocab == words and "min_frequency=2" in dm.inferred["max_vocab"].reason
+    lengths = dm.train_set.lengths.float()
+    assert dm.hparams.max_length % 16 == 0 and dm.hparams.max_length >= lengths.quantile(0.95)
+    assert dm.dims["buckets"] == 2**12 and dm.dims["embedding_dim"] == 16  # a few hundred tokens: the smallest
+    assert {"dims.buckets", "dims.embedding_dim", "max_length", "max_vocab"} <= set(dm.inferred)
+
+    set_here = csv_module(tmp_path, min_frequency=2, max_vocab=5, max_length=3)
+    set_here.setup("fit")
+    assert set_here.tokenizer.get_vocab_size() == 5 and int(set_here.train_set.lengths.max()) == 3
+    assert "max_vocab" not in set_here.inferred and "max_length" not in set_here.inferred
+
+
+def test_the_length_cut_is_a_high_percentile_of_training_texts(tmp_path):
+    texts = ["good " * 5] * 96 + ["bad " * 200] * 4  # 4% are long: the cut follows the 96% short ones
+    frame = pd.DataFrame({"label": ["pos", "neg"] * 50, "text": texts})
+    dm = csv_module(tmp_path, frame, test_fraction=0.1)
+    dm.setup("fit")
+    assert dm.hparams.max_length == 16 and "95%" in dm.inferred["max_length"].reason
+
+
+def test_inferred_text_settings_reach_the_run_config_and_the_net(make_cfg, tmp_path):
+    overrides = provide_task_data("text", tmp_path / "data")
+    result = train(make_cfg("task=text", "trainer.max_epochs=1", "data.min_frequency=1", *overrides))
+    cfg = yaml.safe_load((Path(result.output_dir) / "inferred.yaml").read_text())
+    assert {"data.max_vocab", "data.max_length", "dims.buckets", "dims.embedding_dim"} <= set(cfg)
+    net = result.trainer.lightning_module.net
+    assert net.buckets == cfg["dims.buckets"]["value"] and net.embedding.embedding_dim == 16
