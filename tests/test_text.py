@@ -79,7 +79,7 @@ def test_batches_are_trimmed_to_their_longest_text(tmp_path):
 
 def test_imdb_trains_writes_text_summaries_and_predicts_raw_strings(make_cfg, tmp_path):
     provide_task_data("imdb", tmp_path / "data")
-    overrides = ["trainer.max_epochs=6", "data.batch_size=8", "net.buckets=4096"]
+    overrides = ["trainer.max_epochs=6", "data.batch_size=8", "net.buckets=4096", "net.ngrams=2"]
     result = train(make_cfg("task=imdb", "data.min_frequency=1", *overrides))
     assert result.metrics["test/acc"] > 0.9  # sentiment words give the labels away
     run = Path(result.output_dir)
