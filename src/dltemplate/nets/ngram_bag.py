@@ -57,10 +57,11 @@ class NGramBag(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         features = self.features(ids)  # (B, T)
-        if torch.compiler.is_exporting():  # shapes may not depend on the data: padded bags
-            bag = self.embedding(features)  # (B, E); an all-padding text gives zeros
-        else:  # the padding (most of a batch of uneven texts) left out, forward and backward
+        if self.training and not torch.compiler.is_compiling():
+            # the padding (most of a batch of uneven texts) left out of the sparse gradient: a flat bag
             kept = features != self.pad_index
             counts = kept.sum(dim=1)  # (B,)
             bag = self.embedding(features[kept], torch.cumsum(counts, 0) - counts)  # (B, E); empty bags: zeros
+        else:  # evaluation, export and compilation: shapes that do not depend on the data, padded bags
+            bag = self.embedding(features)  # (B, E); an all-padding text gives zeros
         return self.head(self.dropout(bag))  # (B, out_features)
