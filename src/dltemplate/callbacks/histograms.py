@@ -41,8 +41,10 @@ class ParameterHistograms(Callback):
         squares: dict[str, torch.Tensor] = {}
         for name, param in pl_module.named_parameters():
             if param.grad is not None:
+                if param.grad.is_sparse:  # the same gradient summed per row once: the optimizer then finds it done
+                    param.grad = param.grad.coalesce()
                 layer = name.rsplit(".", 1)[0]
-                squares[layer] = squares.get(layer, 0) + param.grad.detach().float().pow(2).sum()
+                squares[layer] = squares.get(layer, 0) + _values(param.grad).float().pow(2).sum()
         for layer, square in squares.items():
             self._norms[layer] = self._norms.get(layer, 0) + square.sqrt()
         self._steps += 1
@@ -50,7 +52,7 @@ class ParameterHistograms(Callback):
             self._grads_written_epoch = trainer.current_epoch
             for name, param in pl_module.named_parameters():
                 if param.grad is not None:
-                    log_histogram(trainer, f"weights/{name}/grad", param.grad, trainer.global_step)
+                    log_histogram(trainer, f"weights/{name}/grad", _values(param.grad), trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._norms and self._steps:
@@ -59,3 +61,8 @@ class ParameterHistograms(Callback):
         if self._due(trainer):
             for name, param in pl_module.named_parameters():
                 log_histogram(trainer, f"weights/{name}", param, trainer.global_step)
+
+
+def _values(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient's values: a sparse one (embedding rows) summed per row, the rows it touches only."""
+    return grad.detach().coalesce().values() if grad.is_sparse else grad.detach()
