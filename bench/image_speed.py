@@ -78,6 +78,7 @@ def main() -> None:
         f"data.batch_size={args.batch_size}",
         "data.crop_padding=0",
         "data.horizontal_flip=false",
+        "data.storage=memory",
         f"trainer.max_epochs={args.epochs}",
         "test=false",
     ]
@@ -91,7 +92,8 @@ def main() -> None:
 
     # 1. the book's pipeline: decode JPEGs every epoch
     folder = datasets.ImageFolder(str(Path(probe.data.root) / "train"), transform=transforms.ToTensor())
-    split = datamodule._validation_mask(torch.tensor(folder.targets))  # same files, same order: same split
+    split = torch.zeros(len(folder), dtype=torch.bool)  # same files, same order: same split
+    split[datamodule.val_positions] = True
     train_idx, val_idx = (~split).nonzero().squeeze(1).tolist(), split.nonzero().squeeze(1).tolist()
 
     def folder_batches(indices, shuffle):

@@ -14,8 +14,9 @@ from torchvision.io import ImageReadMode, decode_image
 
 from dltemplate.config import compose_config
 from dltemplate.data import image_files
-from dltemplate.data.images import ImageDataModule
-from dltemplate.errors import DataError
+from dltemplate.data.image_chunks import ChunkedImages
+from dltemplate.data.images import ImageDataModule, ImageTensors
+from dltemplate.errors import ConfigError, DataError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import write_fake_cifar10_archive, write_fake_mnist, write_image_folder
@@ -256,3 +257,223 @@ def test_a_split_left_empty_by_few_images_is_named_with_its_fraction(tmp_path):
     dm = ImageDataModule(root=str(root), val_fraction=0.1)
     with pytest.raises(DataError, match=r"imgs/train: 4 training images with data\.val_fraction=0\.1 leave the valid"):
         dm.setup("fit")
+
+
+# ---- storage: memory and stream give the same data --------------------------------------------
+
+
+def all_batches(loader, dm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (uint8 image, label) a loader serves, in its order."""
+    pairs = list(loader)
+    return torch.cat([b[0] for b in pairs]), torch.cat([torch.as_tensor(b[1]) for b in pairs])
+
+
+def by_content(images: torch.Tensor, labels: torch.Tensor) -> list[tuple]:
+    """The (image bytes, label) pairs, sorted: equal for two loaders that serve the same samples in any order."""
+    return sorted((bytes(i.flatten().numpy()), int(y)) for i, y in zip(images, labels, strict=True))
+
+
+@pytest.fixture(scope="module")
+def both_paths(tmp_path_factory):
+    """One folder set up in memory and streamed from chunks (each with its own cache)."""
+    tmp = tmp_path_factory.mktemp("storage")
+    root = write_image_folder(tmp / "imgs", per_class=20)
+    modules = {}
+    for storage in ("memory", "stream"):
+        dm = ImageDataModule(
+            root=str(root), cache_dir=str(tmp / storage), val_fraction=0.25, storage=storage, batch_size=8
+        )
+        dm.setup("fit")
+        modules[storage] = dm
+    return modules
+
+
+def test_stream_and_memory_give_the_same_statistics_splits_and_batches(both_paths):
+    memory, stream = both_paths["memory"], both_paths["stream"]
+    assert isinstance(stream.train_set, ChunkedImages) and stream.streamed is not None
+    assert stream.mean == pytest.approx(memory.mean, abs=1e-9) and stream.std == pytest.approx(memory.std, abs=1e-9)
+    assert stream.class_names == memory.class_names and stream.size == memory.size and stream.dims == memory.dims
+    assert torch.equal(stream.val_positions, memory.val_positions)
+    for split in ("val", "test"):  # evaluation: the same images in the same order, each once
+        ours, theirs = (all_batches(getattr(dm, f"{split}_dataloader")(), dm) for dm in (stream, memory))
+        assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    streamed, held = all_batches(stream.train_dataloader(), stream), all_batches(memory.train_dataloader(), memory)
+    assert len(streamed[1]) == len(memory.train_set) == 30  # one epoch: every training image once
+    assert by_content(*streamed) == by_content(*held)
+    again = all_batches(stream.train_dataloader(), stream)[1]
+    assert torch.equal(again.sort().values, streamed[1].sort().values)
+    assert torch.equal(stream.example_input_array, memory.example_input_array)
+    batch = stream.on_after_batch_transfer(next(iter(stream.train_dataloader())), 0)
+    assert batch[0].dtype == torch.float32 and batch[0].shape[1:] == (3, 16, 16)
+
+
+def test_channel_statistics_in_chunks_equal_those_of_the_whole_set(both_paths):
+    memory = both_paths["memory"]
+    whole = memory.train_set.images.float().div(255)
+    assert memory.mean == pytest.approx(whole.mean(dim=(0, 2, 3)).tolist(), abs=1e-6)
+    assert memory.std == pytest.approx(whole.std(dim=(0, 2, 3)).tolist(), abs=1e-6)
+    mean, std = image_files.channel_statistics(memory.train_set.images.split(7))  # uneven batches
+    assert mean == pytest.approx(memory.mean, abs=1e-9) and std == pytest.approx(memory.std, abs=1e-9)
+
+
+def test_chunks_are_written_once(both_paths, tmp_path, monkeypatch):
+    stream = both_paths["stream"]
+    import litdata
+
+    monkeypatch.setattr(litdata, "optimize", lambda *a, **k: pytest.fail("decoded again"))
+    again = ImageDataModule(
+        root=stream.hparams.root, cache_dir=stream.hparams.cache_dir, val_fraction=0.25, storage="stream"
+    )
+    again.setup("fit")
+    assert again.streamed == stream.streamed and again.mean == stream.mean
+
+
+def test_auto_storage_takes_memory_within_the_budget_and_streams_beyond_it(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    fits = folder_module(root, tmp_path)
+    fits.setup("fit")
+    assert fits.hparams.storage == "memory" and isinstance(fits.train_set, ImageTensors)
+    assert "36 decoded images take 0.00 GB, within the memory budget" in fits.inferred["storage"].reason
+    tight = folder_module(root, tmp_path, memory_budget_gb=1e-6)
+    tight.setup("fit")
+    assert tight.hparams.storage == "stream" and isinstance(tight.train_set, ChunkedImages)
+    assert "over the memory budget 0.0 GB (data.memory_budget_gb): LitData chunks" in tight.inferred["storage"].reason
+    explicit = folder_module(root, tmp_path, memory_budget_gb=1e-6, storage="memory")
+    explicit.setup("fit")
+    assert explicit.hparams.storage == "memory" and "storage" not in explicit.inferred
+
+
+def test_stream_needs_a_folder_and_a_cache(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.storage=stream streams image folders"):
+        ImageDataModule(root=str(tmp_path), source="mnist", storage="stream", cache_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"writes its chunks into data\.cache_dir"):
+        ImageDataModule(root=str(tmp_path), storage="stream")
+
+
+@pytest.mark.slow  # two chunk builds, each forking decoding workers
+def test_a_corrupt_image_stops_the_stream_path_or_is_skipped(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "imgs")
+    (root / "test" / "airplane" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match=r"cannot decode image .*broken\.jpg.*data\.skip_corrupt=true"):
+        folder_module(root, tmp_path, storage="stream").setup("fit")
+    dm = folder_module(root, tmp_path, storage="stream", skip_corrupt=True)
+    dm.setup("fit")
+    assert len(dm.test_set) == 12 and "skipped 1 image(s)" in caplog.text
+
+
+@pytest.mark.slow  # optimize starts worker processes; about 10 s
+def test_a_streamed_run_trains_checkpoints_and_predicts_like_a_memory_run(make_cfg, tmp_path):
+    write_image_folder(tmp_path / "data" / "cifar2")
+    common = ["task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "data.batch_size=8"]
+    result = train(make_cfg(*common, "data.storage=stream"))
+    assert (
+        0 <= result.metrics["test/acc"] <= 1
+        and "val/confusion_matrix" in tensorboard_tags(Path(result.output_dir))["images"]
+    )
+    cfg = compose_config(
+        CONFIG_DIR,
+        [
+            f"ckpt_path={result.best_checkpoint}",
+            f"input={tmp_path / 'data' / 'cifar2' / 'test'}",
+            f"output={tmp_path / 'p.csv'}",
+        ],
+        output_dir=tmp_path,
+        config_name="predict",
+    )
+    predict(cfg)
+    table = pd.read_csv(tmp_path / "p.csv")
+    truth = [Path(f).parent.name for f in table["file"]]
+    assert (table["prediction"] == truth).mean() == pytest.approx(result.metrics["test/acc"], abs=1e-6)
+
+
+# ---- settings inferred from the files ---------------------------------------------------------
+
+
+def write_sized_folder(root: Path, sizes: dict[str, list[tuple[int, int]]], mode: str = "RGB") -> Path:
+    """`root/{train,test}/{a,b}/<i>.png` in PIL `mode`, one file per (H, W) listed for the split."""
+    rng = np.random.default_rng(0)
+    for split, shapes in sizes.items():
+        for label, name in enumerate("ab"):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i, (h, w) in enumerate(shapes):
+                pixels = rng.integers(0, 60, (h, w, 3)) + 150 * label
+                Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_a_grayscale_folder_is_read_as_one_channel_without_flips(tmp_path):
+    root = write_sized_folder(tmp_path / "digits", {"train": [(8, 8)] * 6, "test": [(8, 8)] * 2}, mode="L")
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")
+    assert dm.hparams.channels == 1 and dm.train_set.images.shape[1:] == (1, 8, 8) and dm.dims["in_channels"] == 1
+    assert dm.hparams.horizontal_flip is False and dm.hparams.crop_padding == 1  # 8 / 8
+    assert "every training image in" in dm.inferred["channels"].reason and "image_size" not in dm.inferred
+    assert "1-channel images" in dm.inferred["horizontal_flip"].reason
+    assert dm.inferred["crop_padding"].reason.startswith("1/8 of the 8-pixel image side")
+
+
+def test_one_colour_file_makes_a_folder_colour_with_flips_and_crops_scaled_to_the_size(tmp_path):
+    root = write_sized_folder(tmp_path / "imgs", {"train": [(48, 48)] * 4, "test": [(48, 48)] * 2}, mode="L")
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(root / "train" / "a" / "colour.png")
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")
+    assert dm.hparams.channels == 3 and dm.hparams.horizontal_flip is True and dm.hparams.crop_padding == 6
+    assert dm.inferred["channels"].reason.startswith("1 of 9 training images")
+
+
+def test_mixed_sizes_are_resized_to_the_median_longer_side(tmp_path):
+    sizes = {"train": [(10, 12), (16, 16), (16, 20), (30, 30), (16, 16)], "test": [(40, 8), (16, 16)]}
+    root = write_sized_folder(tmp_path / "imgs", sizes)
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")
+    assert dm.hparams.image_size == 16 and dm.train_set.images.shape[-2:] == (16, 16) and dm.size == [16, 16]
+    assert dm.inferred["image_size"].reason == (
+        "images have 5 sizes, 10×12 to 40×8; the training images' median longer side is 16"
+    )
+    assert dm.hparams.crop_padding == 2
+
+
+def test_explicit_settings_win_over_the_files(tmp_path):
+    root = write_sized_folder(tmp_path / "digits", {"train": [(8, 8), (12, 12)] * 3, "test": [(8, 8)]}, mode="L")
+    dm = folder_module(root, tmp_path, channels=3, image_size=10, crop_padding=0, horizontal_flip=True)
+    dm.setup("fit")
+    assert dm.train_set.images.shape[1:] == (3, 10, 10) and dm.hparams.crop_padding == 0
+    assert set(dm.inferred) == {"storage"}
+
+
+def test_prediction_converts_each_image_to_the_checkpoints_channels_and_size(tmp_path):
+    root = write_sized_folder(tmp_path / "digits", {"train": [(8, 8)] * 6, "test": [(8, 8)] * 2}, mode="L")
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")
+    inputs = write_sized_folder(tmp_path / "inputs", {"x": [(20, 30), (8, 8), (64, 40)]}, mode="RGB")
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(inputs / "x" / "a" / "gray.png")
+    dm.predict_input = str(inputs)
+    dm.setup("predict")
+    assert dm.predict_set.images.shape == (7, 1, 8, 8) and len(dm.predict_files) == 7
+
+
+@pytest.mark.slow  # two DDP processes on the CPU
+def test_a_streamed_ddp_run_tests_every_image_once(tmp_path):
+    import json
+
+    from lightning.pytorch import Trainer
+
+    from dltemplate.checkpoint import restore
+    from tests.helpers import run_script
+
+    write_image_folder(tmp_path / "data" / "cifar2", per_class=14)  # 7 + 7 test images: odd for two ranks
+    (tmp_path / "data" / "cifar2" / "test" / "airplane" / "0_gray.png").unlink()  # 13 test images
+    paths = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = run_script(
+        ["train.py", "task=cifar2", "net=simple_cnn", "trainer=ddp_cpu", "trainer.max_epochs=1", "data.batch_size=4",
+         "data.storage=stream", *paths, f"hydra.run.dir={tmp_path / 'run'}"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    module, datamodule, _ = restore(
+        record["best_checkpoint"], paths={"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
+    )
+    assert datamodule.hparams.storage == "stream"
+    single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(module, datamodule)[0]
+    assert len(datamodule.test_set) == 13
+    assert record["metrics"]["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)

@@ -23,6 +23,8 @@ DIMS = {
     "image_size": 32,
     "vocab_size": 50,
     "pad_token_id": 0,
+    "embedding_dim": 8,
+    "buckets": 64,
 }
 # nets whose default names a download: the same net, offline (a timm test model; a tiny BERT architecture)
 OFFLINE = {

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from dltemplate.config import compose_config
 from dltemplate.data import download
@@ -40,7 +41,7 @@ def test_archive_and_folder_give_the_same_data(tmp_path, caplog):
     from_archive.setup("fit")
     from_folder = imdb_module(tmp_path, cache_dir=None, folder=str(tmp_path / "imdb" / "aclImdb"))
     from_folder.setup("fit")
-    assert torch.equal(from_archive.train_set.ids, from_folder.train_set.ids)
+    assert np.array_equal(from_archive.train_set.ids, from_folder.train_set.ids)
     assert len(from_archive.train_set) + len(from_archive.val_set) == 61  # 30 + 31 labelled; unsup left out
     assert len(from_archive.test_set) == 60
     assert "were not valid UTF-8" in caplog.text  # the Latin-1 review is read, bytes replaced, and counted
@@ -61,12 +62,11 @@ def test_tokenised_data_is_cached(tmp_path, monkeypatch):
     write_aclimdb(tmp_path / "imdb")
     first = imdb_module(tmp_path)
     first.setup("fit")
-    monkeypatch.setattr(text_module.TextDataModule, "_tokenise_all", lambda self: pytest.fail("tokenised again"))
+    monkeypatch.setattr(text_module.TextDataModule, "_tokenise_all", lambda *a: pytest.fail("tokenised again"))
     second = imdb_module(tmp_path)
     second.setup("fit")
-    assert (
-        torch.equal(first.test_set.ids, second.test_set.ids) and second.tokenizer.to_str() == first.tokenizer.to_str()
-    )
+    assert np.array_equal(first.test_set.ids, second.test_set.ids)
+    assert second.tokenizer.to_str() == first.tokenizer.to_str()
 
 
 def test_batches_are_trimmed_to_their_longest_text(tmp_path):
@@ -79,7 +79,7 @@ def test_batches_are_trimmed_to_their_longest_text(tmp_path):
 
 def test_imdb_trains_writes_text_summaries_and_predicts_raw_strings(make_cfg, tmp_path):
     provide_task_data("imdb", tmp_path / "data")
-    overrides = ["trainer.max_epochs=6", "data.batch_size=8", "module.optimizer.lr=0.03", "net.buckets=4096"]
+    overrides = ["trainer.max_epochs=6", "data.batch_size=8", "net.buckets=4096", "net.ngrams=2"]
     result = train(make_cfg("task=imdb", "data.min_frequency=1", *overrides))
     assert result.metrics["test/acc"] > 0.9  # sentiment words give the labels away
     run = Path(result.output_dir)
@@ -164,7 +164,7 @@ def csv_module(tmp_path: Path, frame: pd.DataFrame | None = None, **kwargs) -> T
         labels = ["neg", "pos"] * 20
         frame = pd.DataFrame({"label": labels, "text": [review(int(label == "pos"), rng) for label in labels]})
     frame.to_csv(tmp_path / "t.csv", index=False)
-    return TextDataModule(source="csv", train_file=str(tmp_path / "t.csv"), min_frequency=1, **kwargs)
+    return TextDataModule(source="csv", train_file=str(tmp_path / "t.csv"), **{"min_frequency": 1, **kwargs})
 
 
 def test_a_one_column_prediction_csv_that_is_not_utf8_is_read(tmp_path, caplog):
@@ -251,3 +251,142 @@ def test_classes_null_reads_every_class_folder_of_both_splits(tmp_path, caplog):
     assert dm.class_names == ["mixed", "neg", "pos"]  # sorted; train/unsup (train only) left out
     assert len(dm.train_set) + len(dm.val_set) == 91 and len(dm.test_set) == 90
     assert "class folder(s) ['unsup'] are not in both train and test" in caplog.text
+
+
+def bag_net() -> torch.nn.Module:
+    from dltemplate.nets.ngram_bag import NGramBag
+
+    torch.manual_seed(0)
+    return NGramBag(20, 1, embedding_dim=4, ngrams=2, buckets=16)
+
+
+def one_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """Train one step on a batch that holds tokens 2..4 only; return the embedding rows before it."""
+    before = net.embedding.weight.detach().clone()
+    optimizer.zero_grad()
+    net(torch.tensor([[2, 3, 4, 0]])).sum().backward()
+    optimizer.step()
+    return before
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adagrad", "SGD"])
+def test_sparse_embedding_rows_get_a_sparse_optimizer_that_updates_only_the_batch_rows(name):
+    from dltemplate.modules.factories import WithSparseRows, build_optimizer, parameter_groups
+
+    net = bag_net()
+    groups = parameter_groups(net, weight_decay=0.1)
+    assert [g["name"] for g in groups] == ["decayed", "not_decayed", "sparse"]
+    assert groups[-1]["params"] == [net.embedding.weight] and groups[-1]["weight_decay"] == 0.0
+    optimizer = build_optimizer({"_target_": f"torch.optim.{name}", "lr": 0.1}, net)
+    # Adam-like optimizers are joined with SparseAdam; Adagrad and plain SGD update sparse rows themselves
+    assert isinstance(optimizer, WithSparseRows) == (name == "AdamW")
+    head = net.head.weight.detach().clone()
+    before = one_step(net, optimizer)
+    changed = (net.embedding.weight.detach() != before).any(dim=1).nonzero().squeeze(1).tolist()
+    assert {2, 3, 4} <= set(changed) and len(changed) == 5  # the three words and two of their pairs' buckets
+    assert not torch.equal(net.head.weight.detach(), head)
+
+
+def test_the_joined_optimizer_is_scheduled_and_checkpointed_as_one():
+    from dltemplate.modules.factories import build_optimizer, build_scheduler
+
+    net = bag_net()
+    optimizer = build_optimizer({"_target_": "torch.optim.AdamW", "lr": 0.1}, net)
+    step_lr = {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1, "gamma": 0.5}
+    scheduler = build_scheduler(step_lr, optimizer)
+    one_step(net, optimizer)
+    scheduler.step()
+    assert optimizer.dense.param_groups[0]["lr"] == optimizer.sparse.param_groups[0]["lr"] == 0.05
+    state = optimizer.state_dict()
+    again = build_optimizer({"_target_": "torch.optim.AdamW", "lr": 0.1}, net)
+    again.load_state_dict(state)
+    assert again.sparse.param_groups[0]["lr"] == 0.05 and len(again.state) == len(optimizer.state) == 3
+
+
+def test_embeddings_get_dense_gradients_under_a_distributed_strategy():
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    from dltemplate.modules.classification import ClassificationModule
+    from dltemplate.modules.factories import sparse_parameters
+
+    for strategy, sparse in ((SingleDeviceStrategy("cpu"), True), (DDPStrategy(), False)):
+        module = ClassificationModule(bag_net())
+        module._trainer = type("Trainer", (), {"strategy": strategy})()
+        module.setup("fit")  # Lightning calls it before DDP wraps the net
+        assert module.net.embedding.sparse is sparse
+        assert bool(sparse_parameters(module)) is sparse
+
+
+@pytest.mark.slow
+def test_ngram_bag_trains_under_cpu_ddp(tmp_path):
+    from tests.helpers import run_script
+
+    overrides = [*provide_task_data("text", tmp_path / "data"), "net.buckets=64", "callbacks.figures=null"]
+    run = ["train.py", "task=text", "trainer=ddp_cpu", "trainer.max_epochs=2", "data.min_frequency=1"]
+    result = run_script([*run, *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dense gradients under DDPStrategy" in result.stdout + result.stderr
+
+
+def test_stream_and_memory_serve_the_same_batches_and_auto_says_which(tmp_path):
+    write_aclimdb(tmp_path / "imdb")
+    memory = imdb_module(tmp_path, storage="memory")
+    memory.setup("fit")
+    stream = imdb_module(tmp_path, storage="stream")
+    stream.setup("fit")
+    assert isinstance(stream.train_set.ids, np.memmap) and not isinstance(memory.train_set.ids, np.memmap)
+    rows = [5, 0, 17, 3]
+    for a, b in zip(memory.train_set.__getitems__(rows), stream.train_set.__getitems__(rows), strict=True):
+        assert torch.equal(a, b)
+    auto = imdb_module(tmp_path, memory_budget_gb=1e-9)  # nothing fits
+    auto.setup("fit")
+    assert isinstance(auto.train_set.ids, np.memmap) and auto.hparams.storage == "stream"
+    assert "token ids" in auto.inferred["storage"].reason and "memory_budget_gb" not in auto.inferred
+    roomy = imdb_module(tmp_path)
+    roomy.setup("fit")
+    assert roomy.hparams.storage == "memory" and "RAM" in roomy.inferred["memory_budget_gb"].reason
+
+
+def test_an_edited_nested_file_invalidates_the_cache(tmp_path):
+    root = write_aclimdb(tmp_path / "imdb", archive=False)
+    first = imdb_module(tmp_path, folder=str(root / "aclImdb"))
+    first.setup("fit")
+    assert "zanzibar" not in first.tokenizer.get_vocab()
+    edited = next((root / "aclImdb" / "train" / "pos").glob("*.txt"))
+    edited.write_text("zanzibar zanzibar superb", encoding="utf-8")
+    second = imdb_module(tmp_path, folder=str(root / "aclImdb"), val_fraction=0.2)
+    second.setup("fit")
+    assert "zanzibar" in second.tokenizer.get_vocab()
+
+
+def test_vocabulary_length_and_net_sizes_come_from_the_data_unless_set(tmp_path):
+    dm = csv_module(tmp_path, min_frequency=2)
+    dm.setup("fit")
+    words = dm.tokenizer.get_vocab_size()
+    assert dm.hparams.max_vocab == words and "min_frequency=2" in dm.inferred["max_vocab"].reason
+    lengths = dm.train_set.lengths.float()
+    assert dm.hparams.max_length % 16 == 0 and dm.hparams.max_length >= lengths.quantile(0.95)
+    assert dm.dims["buckets"] == 2**12 and dm.dims["embedding_dim"] == 16  # a few hundred tokens: the smallest
+    assert {"dims.buckets", "dims.embedding_dim", "max_length", "max_vocab"} <= set(dm.inferred)
+
+    set_here = csv_module(tmp_path, min_frequency=2, max_vocab=5, max_length=3)
+    set_here.setup("fit")
+    assert set_here.tokenizer.get_vocab_size() == 5 and int(set_here.train_set.lengths.max()) == 3
+    assert "max_vocab" not in set_here.inferred and "max_length" not in set_here.inferred
+
+
+def test_the_length_cut_is_a_high_percentile_of_training_texts(tmp_path):
+    texts = ["good " * 5] * 96 + ["bad " * 200] * 4  # 4% are long: the cut follows the 96% short ones
+    frame = pd.DataFrame({"label": ["pos", "neg"] * 50, "text": texts})
+    dm = csv_module(tmp_path, frame, test_fraction=0.1)
+    dm.setup("fit")
+    assert dm.hparams.max_length == 16 and "95%" in dm.inferred["max_length"].reason
+
+
+def test_inferred_text_settings_reach_the_run_config_and_the_net(make_cfg, tmp_path):
+    overrides = provide_task_data("text", tmp_path / "data")
+    result = train(make_cfg("task=text", "trainer.max_epochs=1", "data.min_frequency=1", *overrides))
+    cfg = yaml.safe_load((Path(result.output_dir) / "inferred.yaml").read_text())
+    assert {"data.max_vocab", "data.max_length", "dims.buckets", "dims.embedding_dim"} <= set(cfg)
+    net = result.trainer.lightning_module.net
+    assert net.buckets == cfg["dims.buckets"]["value"] and net.embedding.embedding_dim == 16

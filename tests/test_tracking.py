@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from dltemplate.callbacks.media import markdown_table, plain_text
 from dltemplate.callbacks.summary import COLUMNS, HPARAMS
@@ -175,3 +176,30 @@ def test_a_multirun_job_names_its_sweep_as_its_group():
         assert sweep_group() == "sweep_2026-11-25_10-00-00_1"  # MLflow experiment rings/sweep_..., W&B group
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_gradient_norms_are_each_layers_norm_averaged_over_the_steps(monkeypatch):
+    from types import SimpleNamespace
+
+    from dltemplate.callbacks import histograms
+
+    logged = {}
+    monkeypatch.setattr(histograms, "log_scalars", lambda trainer, values, step: logged.update(values))
+    monkeypatch.setattr(histograms, "log_histogram", lambda *args: None)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    trainer = SimpleNamespace(is_global_zero=True, current_epoch=0, max_epochs=1, should_stop=False, global_step=0)
+    callback = histograms.ParameterHistograms()
+    callback.on_train_epoch_start(trainer, net)
+    expected = {"0": 0.0, "2": 0.0}
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net.zero_grad()
+        net(torch.randn(5, 3)).pow(2).mean().backward()
+        for layer in expected:
+            grads = [p.grad for p in net[int(layer)].parameters()]
+            expected[layer] += torch.sqrt(sum(g.pow(2).sum() for g in grads)).item() / 3
+        callback.on_before_optimizer_step(trainer, net, None)
+    callback.on_train_epoch_end(trainer, net)
+    assert logged.keys() == {"weights/0/grad_norm", "weights/2/grad_norm"}
+    for layer, value in expected.items():
+        assert logged[f"weights/{layer}/grad_norm"] == pytest.approx(value, rel=1e-5)

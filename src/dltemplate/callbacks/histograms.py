@@ -25,37 +25,61 @@ class ParameterHistograms(Callback):
         self.every_n_epochs = every_n_epochs
         self.gradients = gradients
         self._grads_written_epoch = -1
-        self._norms: dict[str, torch.Tensor] = {}
+        self._norms: dict[str, float] = {}  # layer → sum over the epoch's steps of its gradient norm
         self._steps = 0
+        self._layers: list[str] = []  # the layers summed in `_sums`, on the device, until folded into `_norms`
+        self._sums: torch.Tensor | None = None
 
     def _due(self, trainer: Trainer) -> bool:
         last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
         return trainer.current_epoch % self.every_n_epochs == 0 or last
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._norms, self._steps = {}, 0
+        self._norms, self._steps, self._layers, self._sums = {}, 0, [], None
+
+    def _fold(self) -> None:
+        """Add the running per-layer sums of the current layer set to `_norms`."""
+        if self._sums is not None:
+            for layer, total in zip(self._layers, self._sums.tolist(), strict=True):
+                self._norms[layer] = self._norms.get(layer, 0.0) + total
+        self._layers, self._sums = [], None
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         if not self.gradients or not trainer.is_global_zero:
             return
-        squares: dict[str, torch.Tensor] = {}
-        for name, param in pl_module.named_parameters():
-            if param.grad is not None:
-                layer = name.rsplit(".", 1)[0]
-                squares[layer] = squares.get(layer, 0) + param.grad.detach().float().pow(2).sum()
-        for layer, square in squares.items():
-            self._norms[layer] = self._norms.get(layer, 0) + square.sqrt()
+        named = [(name, param) for name, param in pl_module.named_parameters() if param.grad is not None]
+        for _, param in named:
+            if param.grad.is_sparse:  # the same gradient summed per row once: the optimizer then finds it done
+                param.grad = param.grad.coalesce()
+        if named:
+            # one fused kernel for every parameter's norm (as clip_grad_norm_ does), then one sum per layer:
+            # a handful of operations per step instead of three per parameter
+            layers = [name.rsplit(".", 1)[0] for name, _ in named]
+            order = list(dict.fromkeys(layers))
+            index = torch.tensor([order.index(layer) for layer in layers])
+            norms = torch.stack(torch._foreach_norm([_values(param.grad).float() for _, param in named]))
+            squares = torch.zeros(len(order), device=norms.device).index_add_(0, index.to(norms.device), norms.pow(2))
+            if order != self._layers:  # the layers with gradients changed (a backbone unfroze)
+                self._fold()
+                self._layers, self._sums = order, torch.zeros(len(order), device=norms.device)
+            self._sums += squares.sqrt()
         self._steps += 1
         if self._due(trainer) and self._grads_written_epoch != trainer.current_epoch:
             self._grads_written_epoch = trainer.current_epoch
             for name, param in pl_module.named_parameters():
                 if param.grad is not None:
-                    log_histogram(trainer, f"weights/{name}/grad", param.grad, trainer.global_step)
+                    log_histogram(trainer, f"weights/{name}/grad", _values(param.grad), trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._fold()
         if self._norms and self._steps:
             norms = {f"weights/{layer}/grad_norm": float(n) / self._steps for layer, n in self._norms.items()}
             log_scalars(trainer, norms, trainer.global_step)
         if self._due(trainer):
             for name, param in pl_module.named_parameters():
                 log_histogram(trainer, f"weights/{name}", param, trainer.global_step)
+
+
+def _values(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient's values: a sparse one (embedding rows) summed per row, the rows it touches only."""
+    return grad.detach().coalesce().values() if grad.is_sparse else grad.detach()

@@ -1,5 +1,6 @@
 """Text summaries: the validation texts the model gets most wrong, and an embedding projector."""
 
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -57,7 +58,7 @@ class TextSamples(Callback):
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule
-        count = min(self.pool, len(dm.val_set))
+        count = min(self.pool, len(dm.val_set), len(dm.val_texts))  # the data module keeps the first texts only
         ids, labels = dm.val_set.__getitems__(list(range(count)))
         was_training = pl_module.training
         pl_module.eval()
@@ -105,11 +106,16 @@ def word_classes(dm, ids: torch.Tensor) -> list[tuple[str, str]]:
     names = dm.class_names
     train = dm.train_set
     size = int(ids.max()) + 1
-    counts = torch.zeros(len(names), size)
-    for label in range(len(names)):
-        tokens = train.ids[train.labels == label].flatten().long()
-        tokens = tokens[tokens < size]
-        counts[label] = torch.bincount(tokens, minlength=size).float()
+    counts = np.zeros((len(names), size))
+    labels, offsets = train.labels.numpy(), np.asarray(train.offsets)
+    for start in range(0, len(labels), 4096):  # a chunk of texts at a time: the ids may be memory-mapped
+        stop = min(start + 4096, len(labels))
+        tokens = np.asarray(train.ids[offsets[start] : offsets[stop]])
+        token_labels = np.repeat(labels[start:stop], np.diff(offsets[start : stop + 1]))
+        for label in range(len(names)):
+            chosen = tokens[(token_labels == label) & (tokens < size)]
+            counts[label] += np.bincount(chosen, minlength=size)
+    counts = torch.from_numpy(counts).float()
     rates = (counts + 1) / (counts.sum(1, keepdim=True) + size)  # per class, smoothed
     shares = rates[:, ids] / rates[:, ids].sum(0, keepdim=True)
     best = shares.argmax(0)

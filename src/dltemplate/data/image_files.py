@@ -1,11 +1,12 @@
 """Read image folders into uint8 tensors, decoding each file once and caching the result on disk."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
@@ -16,6 +17,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 CACHE_FORMAT = 2  # in the cache key: 2 = every image uint8 (16-bit files were cached as they decoded before)
+# PIL modes of one-channel files (gray, gray + alpha, bilevel, 16/32-bit gray); any other mode is colour
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 def list_image_folder(split_dir: Path, classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -60,38 +63,101 @@ def as_uint8_image(decoded: torch.Tensor, channels: int) -> torch.Tensor:
     return image
 
 
+def decode_one(path: Path, channels: int, size: int | Sequence[int] | None) -> torch.Tensor:
+    """One file as a uint8 (channels, H, W) image, resized to `size` (a side or (H, W)) when given.
+
+    Raises DataError, naming the file, when it cannot be decoded.
+    """
+    mode = {3: ImageReadMode.RGB, 1: ImageReadMode.GRAY}[channels]
+    try:
+        image = as_uint8_image(decode_image(str(path), mode=mode), channels)
+    except (RuntimeError, ValueError) as error:
+        raise DataError(
+            f"cannot decode image {path}: {error}; fix or remove it, or set data.skip_corrupt=true"
+        ) from None
+    if size is not None:
+        size = [size, size] if isinstance(size, int) else list(size)
+        if list(image.shape[-2:]) != size:
+            image = TF.resize(image, size, antialias=True)
+    return image
+
+
 def decode_files(
-    files: Sequence[Path], channels: int, size: int | None, skip_corrupt: bool = False
+    files: Sequence[Path], channels: int, size: int | Sequence[int] | None, skip_corrupt: bool = False
 ) -> tuple[torch.Tensor, list[int]]:
     """Decode `files` into one (N, channels, H, W) uint8 tensor; also return the indices kept.
 
-    Every image is resized to `size`×`size` when given; otherwise all must share one size.
-    A file that cannot be decoded is an error naming it, or skipped and counted with `skip_corrupt`.
+    Every image is resized to `size` (a side, or (H, W)) when given; otherwise all must share one
+    size. A file that cannot be decoded is an error naming it, or skipped and counted with
+    `skip_corrupt`. The images are written into one tensor as they are decoded (no second copy).
     """
-    mode = {3: ImageReadMode.RGB, 1: ImageReadMode.GRAY}[channels]
-    images, kept, skipped = [], [], []
+    images: torch.Tensor | None = None
+    kept, skipped = [], []
     for i, path in enumerate(files):
         try:
-            image = as_uint8_image(decode_image(str(path), mode=mode), channels)
-        except (RuntimeError, ValueError) as error:
+            image = decode_one(path, channels, size)
+        except DataError:
             if not skip_corrupt:
-                raise DataError(
-                    f"cannot decode image {path}: {error}; fix or remove it, or set data.skip_corrupt=true"
-                ) from None
+                raise
             skipped.append(path)
             continue
-        if size is not None and image.shape[-2:] != (size, size):
-            image = TF.resize(image, [size, size], antialias=True)
-        images.append(image)
+        if images is None:
+            images = torch.empty((len(files), *image.shape), dtype=torch.uint8)
+        elif image.shape != images.shape[1:]:
+            raise DataError(
+                f"images have different sizes: {files[kept[0]]} is {tuple(images.shape[-2:])}, "
+                f"{path} is {tuple(image.shape[-2:])}; set data.image_size to resize them"
+            )
+        images[len(kept)] = image
         kept.append(i)
     if skipped:
         log.warning("skipped %d image(s) that could not be decoded, e.g. %s", len(skipped), skipped[0])
-    if not images:
+    if images is None:
         raise DataError(f"none of the {len(files)} images could be decoded, e.g. {files[0]}: are they images?")
-    shapes = {tuple(im.shape) for im in images}
-    if len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)[:3]}...; set data.image_size to resize them")
-    return torch.stack(images), kept
+    return images[: len(kept)], kept
+
+
+def read_headers(files: Sequence[Path]) -> torch.Tensor:
+    """(N, 3) int tensor: channels (1 or 3), height and width of each file, from its header only.
+
+    A file whose header cannot be read gets (0, 0, 0); decoding it later says what is wrong.
+    """
+    found = torch.zeros((len(files), 3), dtype=torch.int64)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                found[i] = torch.tensor([1 if image.mode in GRAY_MODES else 3, height, width])
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return found
+
+
+def cached_headers(files: Sequence[Path], cache_dir: Path | None) -> torch.Tensor:
+    """`read_headers`, cached like the decoded images (a changed folder is read again)."""
+    cache = cache_dir / f"headers-{files_key(files, 'headers')}.pt" if cache_dir else None
+    return cached(cache, lambda: read_headers(files), f"headers of {len(files)} images")
+
+
+def channel_statistics(batches: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation (of values / 255) over uint8 (B, C, H, W) batches.
+
+    Sums in float64 over one batch at a time, so memory stays one batch whatever the data's size;
+    the same values as `images.float().div(255).mean/std(dim=(0, 2, 3))` of the whole set.
+    """
+    total = squares = None
+    count = 0
+    for batch in batches:
+        values = batch.float().div_(255)  # one batch of float32, summed in float64
+        sums = values.sum(dim=(0, 2, 3), dtype=torch.float64)
+        sq = values.square_().sum(dim=(0, 2, 3), dtype=torch.float64)
+        total, squares = (sums, sq) if total is None else (total + sums, squares + sq)
+        count += values.numel() // values.shape[1]
+    if total is None or count < 2:
+        raise DataError("channel statistics need at least two pixels of training images")
+    mean = total / count
+    variance = ((squares - count * mean.square()) / (count - 1)).clamp(min=0)
+    return mean.tolist(), variance.sqrt().clamp(min=1e-3).tolist()
 
 
 def cached_decode(

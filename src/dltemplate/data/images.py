@@ -1,10 +1,12 @@
 """Images from a folder tree or torchvision's CIFAR-10 / MNIST / Fashion-MNIST, held as uint8 tensors."""
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import psutil
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -12,12 +14,24 @@ from torchvision import datasets
 from torchvision.transforms.v2 import functional as TF
 
 from dltemplate.data.augment import random_crop_and_flip
-from dltemplate.data.image_files import IMAGE_EXTENSIONS, cached_decode, decode_files, list_image_folder
+from dltemplate.data.image_chunks import ChunkedImages, streaming_loader, write_chunks
+from dltemplate.data.image_files import (
+    CACHE_FORMAT,
+    IMAGE_EXTENSIONS,
+    cached_decode,
+    cached_headers,
+    channel_statistics,
+    decode_files,
+    list_image_folder,
+)
 from dltemplate.data.predictions import class_table
 from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
+from dltemplate.files import files_key
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+MAX_INFERRED_SIZE = 224  # an inferred image size is capped here (ImageNet nets' input): data.image_size overrides
+MEMORY_SHARE = 0.25  # default memory budget: this share of the machine's RAM
 
 
 class ImageTensors(Dataset):
@@ -37,38 +51,52 @@ class ImageTensors(Dataset):
 
 
 class ImageDataModule(TensorDataModule):
-    """Image classification data, decoded once into uint8 tensors.
+    """Image classification data, decoded once into uint8 tensors in memory or into chunks on disk.
 
     Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
     folders); "cifar10", "mnist" and "fashion_mnist" use torchvision's datasets, downloaded into
     `root` when missing. `classes` picks a subset (cifar2 = airplane, automobile) in that order.
 
-    Batches are sliced from the uint8 tensors in one index operation, moved to the training
-    device, and only there converted to floats, augmented (random crop with padding, horizontal
-    flip; torchvision v2, per image), resized to `input_size` when set, and normalised with the
-    training split's channel statistics, or with `mean` and `std` when given (a pretrained net's:
-    `net=timm net.pretrained=true` fills in its own input size, mean and std). Statistics, class
-    names and sizes are saved in checkpoints.
+    Storage: "memory" holds the decoded images as one uint8 tensor per split; "stream" decodes a
+    folder once into LitData chunks under `cache_dir` and streams the training split from them
+    (validation and test are read from their chunks exactly, every image once); "auto" takes
+    memory when the decoded images fit `memory_budget_gb`, else stream, and says which in the
+    table of inferred settings. Both paths give the same splits, statistics and batches.
+
+    Settings left null are worked out from the training files and shown in that table: channels
+    (1 when every file is grayscale), image size (when the files differ in size: the median longer
+    side, at most 224), crop padding (1/8 of the side) and horizontal flip (off for 1-channel
+    images such as digits and documents, whose mirror image is another glyph or none).
+
+    Batches are moved to the training device as uint8 and only there converted to floats,
+    augmented (random crop with padding, horizontal flip, drawn per image), resized to
+    `input_size` when set, and normalised with the training split's channel statistics, or with
+    `mean` and `std` when given (a pretrained net's: `net=timm net.pretrained=true` fills in its
+    own input size, mean and std). Statistics, class names and sizes are saved in checkpoints.
 
     Args:
         root: Folder of the images (or of the torchvision dataset files).
         source: "folder", "cifar10", "mnist" or "fashion_mnist".
         classes: Class names to use, in order; None means all.
-        image_size: Resize images to image_size × image_size; None keeps them (all must match).
-        channels: 3 (RGB) or 1 (grayscale); images are converted to it.
+        image_size: Resize images to image_size × image_size; None: keep them when they share one
+            size, else inferred.
+        channels: 3 (RGB) or 1 (grayscale); images are converted to it. None: from the files.
         val_fraction: Share of the training images held out for validation (stratified).
-        crop_padding: Random-crop augmentation padding in pixels; 0 disables it.
-        horizontal_flip: Random horizontal-flip augmentation.
+        crop_padding: Random-crop augmentation padding in pixels; 0 disables it. None: size / 8.
+        horizontal_flip: Random horizontal-flip augmentation. None: on for colour images only.
         skip_corrupt: Skip (and count) images that cannot be decoded instead of stopping.
-        cache_dir: Where decoded folders are cached; None decodes every run.
+        cache_dir: Where decoded folders are cached (and chunks written); None decodes every run
+            and keeps everything in memory.
         download: Download torchvision datasets when missing.
+        storage: "auto", "memory" or "stream" (folders only), see above.
+        memory_budget_gb: What "auto" lets the decoded images take; None: a quarter of the RAM.
         batch_size: Images per batch.
         input_size: Resize each batch to input_size × input_size on the device, after augmentation
             (e.g. 224 for an ImageNet backbone fed 32×32 images); None keeps the images' size.
         mean, std: Per-channel normalisation (a pretrained net's); None: the training split's statistics.
             Three values for a 1-channel image are averaged.
         num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
-        split_seed: Seed of the validation split.
+        split_seed: Seed of the validation split (and of the streamed shuffle).
         folds, fold, fold_seed: cross-validation folds, see `TensorDataModule`.
     """
 
@@ -80,13 +108,15 @@ class ImageDataModule(TensorDataModule):
         source: Literal["folder", "cifar10", "mnist", "fashion_mnist"] = "folder",
         classes: Sequence[str] | None = None,
         image_size: int | None = None,
-        channels: Literal[1, 3] = 3,
+        channels: Literal[1, 3] | None = None,
         val_fraction: float = 0.1,
-        crop_padding: int = 4,
-        horizontal_flip: bool = True,
+        crop_padding: int | None = None,
+        horizontal_flip: bool | None = None,
         skip_corrupt: bool = False,
         cache_dir: str | None = None,
         download: bool = True,
+        storage: Literal["auto", "memory", "stream"] | None = "auto",
+        memory_budget_gb: float | None = None,
         batch_size: int = 128,
         input_size: int | None = None,
         mean: Sequence[float] | None = None,
@@ -100,11 +130,22 @@ class ImageDataModule(TensorDataModule):
         super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
         if source != "folder" and source not in TORCHVISION_SOURCES:
             raise ConfigError(f"data.source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels must be 1 or 3, got {channels}")
+        if channels not in (1, 3, None):
+            raise ConfigError(f"data.channels must be 1, 3 or null (from the files), got {channels}")
+        if storage not in ("auto", "memory", "stream", None):
+            raise ConfigError(f"data.storage must be auto, memory or stream, got {storage!r}")
+        if storage == "stream" and source != "folder":
+            raise ConfigError(
+                f"data.storage=stream streams image folders; torchvision holds {source} in memory itself: "
+                "use data.storage=memory (or auto)"
+            )
+        if storage == "stream" and cache_dir is None:
+            raise ConfigError("data.storage=stream writes its chunks into data.cache_dir: set it (or storage=memory)")
         if (mean is None) != (std is None):
             raise ConfigError("data.mean and data.std are given together (or both null: the training statistics)")
         self.save_hyperparameters(logger=False)
+        if storage == "auto":
+            self.hparams.storage = None  # decided in setup, recorded with `infer`
         self.classes: list[str] | None = None
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
@@ -112,10 +153,11 @@ class ImageDataModule(TensorDataModule):
         self.input_size: int | None = input_size  # what the net is fed, when it differs from `size`
         self.predict_input: str | Sequence[str] | None = None
         self.predict_files: list[Path] = []
+        self.streamed: Path | None = None  # the training split's chunk folder when streaming
 
     def augment(self, images: Tensor) -> Tensor:
         """Random crop with padding and horizontal flip of a uint8 (B, C, H, W) batch, drawn per image."""
-        return random_crop_and_flip(images, self.hparams.crop_padding, self.hparams.horizontal_flip)
+        return random_crop_and_flip(images, self.hparams.crop_padding or 0, bool(self.hparams.horizontal_flip))
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -134,14 +176,9 @@ class ImageDataModule(TensorDataModule):
                 f"put torchvision's {hp.source} files there, or set DATA_DIR to a folder that has them"
             ) from None
 
-    def _read_split(self, split: str) -> tuple[Tensor, Tensor, list[str]]:
-        """(uint8 images (N, C, H, W), labels (N,), class names) of the "train" or "test" split."""
+    def _read_torchvision(self, split: str) -> tuple[Tensor, Tensor, list[str]]:
+        """(uint8 images (N, C, H, W) as stored, labels (N,), class names) of the "train" or "test" split."""
         hp = self.hparams
-        if hp.source == "folder":
-            files, labels, names = list_image_folder(Path(hp.root) / split, self.classes or hp.classes)
-            cache = Path(hp.cache_dir) if hp.cache_dir else None
-            images, kept = cached_decode(files, cache, hp.channels, hp.image_size, hp.skip_corrupt)
-            return images, torch.tensor(labels)[kept], names
         data = self._torchvision(split == "train")
         images = torch.as_tensor(data.data)
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
@@ -154,7 +191,7 @@ class ImageDataModule(TensorDataModule):
             keep = torch.isin(labels, wanted)
             images, labels = images[keep], (labels[keep][:, None] == wanted).int().argmax(dim=1)
             names = list(hp.classes)
-        return self._convert(images), labels, names
+        return images, labels, names
 
     def _convert(self, images: Tensor) -> Tensor:
         """Match the configured channels and size."""
@@ -165,6 +202,61 @@ class ImageDataModule(TensorDataModule):
             images = TF.resize(images, [hp.image_size, hp.image_size], antialias=True)
         return images.contiguous()
 
+    # ---- settings from the data ----------------------------------------------------------------
+
+    def _infer_channels(self, channels: Tensor, where: str) -> None:
+        """`channels` (N,): each training file's channel count from its header (0: unreadable)."""
+        readable = channels[channels > 0]
+        if len(readable) and bool((readable == 1).all()):
+            self.infer("channels", 1, f"every training image in {where} is 1-channel (grayscale)")
+        else:
+            colour = int((readable == 3).sum())
+            self.infer("channels", 3, f"{colour} of {len(readable)} training images in {where} are colour")
+
+    def _infer_image_size(self, sizes: Tensor, test_sizes: Tensor) -> None:
+        """`sizes`, `test_sizes` (N, 2): (H, W) of each file. Nothing is inferred when all share one size."""
+        every = torch.cat([sizes, test_sizes])
+        every = every[every.min(dim=1).values > 0]
+        distinct = sorted({tuple(s) for s in every.tolist()})
+        sides = sizes[sizes.min(dim=1).values > 0].max(dim=1).values.tolist()
+        if len(distinct) <= 1 or not sides:
+            return
+        side = int(statistics.median(sides))
+        capped = min(side, MAX_INFERRED_SIZE)
+        reason = (
+            f"images have {len(distinct)} sizes, {_hw(distinct[0])} to {_hw(distinct[-1])}; "
+            f"the training images' median longer side is {side}"
+            + (f", capped at {MAX_INFERRED_SIZE}" if capped < side else "")
+        )
+        self.infer("image_size", capped, reason)
+
+    def _infer_augmentation(self, side: int) -> None:
+        """Crop padding and flip from the image side and channels (after those are settled)."""
+        self.infer("crop_padding", max(1, round(side / 8)), f"1/8 of the {side}-pixel image side (4 for 32×32)")
+        if self.hparams.channels == 1:
+            self.infer("horizontal_flip", False, "1-channel images (digits, documents): a mirrored glyph is another")
+        else:
+            self.infer("horizontal_flip", True, "colour images: a mirrored photo shows the same class")
+
+    def _choose_storage(self, decoded_bytes: int, files: int) -> str:
+        """Memory when the decoded images fit the budget (or cannot be streamed), else stream."""
+        hp = self.hparams
+        size = f"{files} decoded images take {decoded_bytes / 1e9:.2f} GB"
+        if hp.source != "folder":
+            return self.infer("storage", "memory", f"torchvision holds {hp.source} in memory itself")
+        if hp.memory_budget_gb is not None:
+            budget, named = float(hp.memory_budget_gb), "data.memory_budget_gb"
+        else:
+            ram = psutil.virtual_memory().total / 1e9
+            budget, named = ram * MEMORY_SHARE, f"a quarter of this machine's {ram:.0f} GB; data.memory_budget_gb"
+        if decoded_bytes <= budget * 1e9:
+            return self.infer("storage", "memory", f"{size}, within the memory budget {budget:.1f} GB ({named})")
+        if hp.cache_dir is None:
+            return self.infer("storage", "memory", f"{size}, over {budget:.1f} GB, but data.cache_dir is null")
+        return self.infer(
+            "storage", "stream", f"{size}, over the memory budget {budget:.1f} GB ({named}): LitData chunks"
+        )
+
     # ---- Lightning hooks -----------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
@@ -173,43 +265,141 @@ class ImageDataModule(TensorDataModule):
             return
         if self.train_set is not None:
             return
+        if self.hparams.source == "folder":
+            self._setup_folder()
+        else:
+            self._setup_torchvision()
+
+    def _check_classes(self, names: list[str], test_names: list[str]) -> None:
         hp = self.hparams
-        images, labels, names = self._read_split("train")
         if len(names) < 2:
             where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} with data.classes={names}"
             raise DataError(
                 f"{where} has a single class {names}: classification needs at least two classes; "
                 "add a folder for each class"
             )
-        test_images, test_labels, test_names = self._read_split("test")
         if test_names != names:
             raise DataError(
                 f"train and test splits of {hp.root} have different classes: {names} vs {test_names}; "
                 "give both the same class folders, or set data.classes"
             )
-        if test_images.shape[1:] != images.shape[1:]:
-            raise DataError(
-                f"train images of {hp.root} are {tuple(images.shape[1:])}, "
-                f"test images {tuple(test_images.shape[1:])}; "
-                "set data.image_size to resize both"
-            )
-        val_mask = self.validation_mask(labels.tolist(), len(labels), hp.val_fraction)
-        where = Path(hp.root) / "train" if hp.source == "folder" else f"{hp.source} under {hp.root}"
+        if self.classes is not None and names != self.classes:
+            raise DataError(f"the classes {names} of {hp.root} are not the checkpoint's {self.classes}")
+
+    def _split(self, labels: list[int], where: object) -> Tensor:
+        hp = self.hparams
+        val_mask = self.validation_mask(labels, len(labels), hp.val_fraction)
         sizes = {"training": int((~val_mask).sum()), "validation": int(val_mask.sum())}
         require_split(sizes, where, "training images", f"data.val_fraction={hp.val_fraction}")
-        if self.mean is None:  # restored from a checkpoint otherwise
-            self.classes, self.size = names, list(images.shape[-2:])
-            if hp.mean is not None:
-                self.mean, self.std = _per_channel(hp.mean, hp.channels), _per_channel(hp.std, hp.channels)
-            else:
-                train_float = images[~val_mask].float().div(255)
-                self.mean = train_float.mean(dim=(0, 2, 3)).tolist()
-                self.std = train_float.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
-        elif names != self.classes:
-            raise DataError(f"the classes {names} of {hp.root} are not the checkpoint's {self.classes}")
-        self.train_set = ImageTensors(images[~val_mask], labels[~val_mask])
+        return val_mask
+
+    def _fit_statistics(self, names: list[str], shape: Sequence[int], statistics_of) -> None:
+        """Classes, size and normalisation from the training split, unless restored from a checkpoint."""
+        hp = self.hparams
+        if self.mean is not None:
+            return
+        self.classes, self.size = names, list(shape[-2:])
+        if hp.mean is not None:
+            self.mean, self.std = _per_channel(hp.mean, hp.channels), _per_channel(hp.std, hp.channels)
+        else:
+            self.mean, self.std = statistics_of()
+
+    def _setup_torchvision(self) -> None:
+        hp = self.hparams
+        images, labels, names = self._read_torchvision("train")
+        test_images, test_labels, test_names = self._read_torchvision("test")
+        self._check_classes(names, test_names)
+        where = f"{hp.source} under {hp.root}"
+        self._infer_channels(torch.full((len(images),), images.shape[1]), where)
+        side = hp.image_size or min(images.shape[-2:])
+        self._infer_augmentation(side)
+        self._choose_storage(images[0].numel() * (len(images) + len(test_images)), len(images) + len(test_images))
+        images, test_images = self._convert(images), self._convert(test_images)
+        val_mask = self._split(labels.tolist(), where)
+        train_images = images[~val_mask]
+        self._fit_statistics(names, images.shape, lambda: channel_statistics(train_images.split(256)))
+        self.train_set = ImageTensors(train_images, labels[~val_mask])
         self.val_set = ImageTensors(images[val_mask], labels[val_mask])
         self.test_set = ImageTensors(test_images, test_labels)
+
+    def _setup_folder(self) -> None:
+        hp = self.hparams
+        root = Path(hp.root)
+        files, labels, names = list_image_folder(root / "train", self.classes or hp.classes)
+        test_files, test_labels, test_names = list_image_folder(root / "test", self.classes or hp.classes)
+        self._check_classes(names, test_names)
+        cache = Path(hp.cache_dir) if hp.cache_dir else None
+        headers, test_headers = cached_headers(files, cache), cached_headers(test_files, cache)
+        self._infer_channels(headers[:, 0], str(root / "train"))
+        self._infer_image_size(headers[:, 1:], test_headers[:, 1:])
+        every = torch.cat([headers, test_headers])[:, 1:]
+        readable = every[every.min(dim=1).values > 0]  # (0, 0): a header that could not be read
+        largest = readable.max(dim=0).values.tolist() if len(readable) else [1, 1]
+        shape = [hp.image_size] * 2 if hp.image_size else largest
+        self._infer_augmentation(min(shape))
+        pixels = len(every) * shape[0] * shape[1] if hp.image_size else int(every.prod(dim=1).sum())
+        storage = self._choose_storage(pixels * hp.channels, len(every))
+        val_mask = self._split(labels, root / "train")
+        if storage == "stream":
+            self._setup_chunks(files, labels, test_files, test_labels, val_mask, names, cache)
+            return
+        # memory: the split is drawn over the listed files; a skipped (undecodable) file leaves its split
+        images, kept = cached_decode(files, cache, hp.channels, hp.image_size, hp.skip_corrupt)
+        kept = torch.tensor(kept)
+        val_kept, labels_kept = val_mask[kept], torch.tensor(labels)[kept]
+        self.val_positions = kept[val_kept]
+        train_images = images[~val_kept]
+        require_split(
+            {"training": len(train_images), "validation": int(val_kept.sum())},
+            root / "train",
+            "decodable training images",
+            f"data.val_fraction={hp.val_fraction}",
+        )
+        test_images, test_kept = cached_decode(test_files, cache, hp.channels, hp.image_size, hp.skip_corrupt)
+        self._check_shapes(images.shape, test_images.shape)
+        self._fit_statistics(names, images.shape, lambda: channel_statistics(train_images.split(256)))
+        self.train_set = ImageTensors(train_images, labels_kept[~val_kept])
+        self.val_set = ImageTensors(images[val_kept], labels_kept[val_kept])
+        self.test_set = ImageTensors(test_images, torch.tensor(test_labels)[test_kept])
+
+    def _setup_chunks(self, files, labels, test_files, test_labels, val_mask, names, cache: Path) -> None:
+        """The stream path: each split decoded once into its own chunk folder, keyed by its files."""
+        hp = self.hparams
+        held_out = val_mask.tolist()
+        parts = {
+            "train": [i for i, v in enumerate(held_out) if not v],
+            "val": [i for i, v in enumerate(held_out) if v],
+        }
+        splits = {name: ([files[i] for i in rows], [labels[i] for i in rows]) for name, rows in parts.items()}
+        splits["test"] = (test_files, test_labels)
+        folders = {}
+        for split, (split_files, split_labels) in splits.items():
+            key = files_key(split_files, CACHE_FORMAT, hp.channels, hp.image_size, hp.skip_corrupt, split_labels)
+            folder = cache / f"chunks-{key}"
+            summary = write_chunks(
+                split_files, split_labels, folder, hp.channels, hp.image_size, hp.skip_corrupt, split == "train"
+            )
+            folders[split] = (folder, summary)
+        (train_folder, train), (val_folder, val), (test_folder, test) = folders.values()
+        self.val_positions = val_mask.nonzero().squeeze(1)[val["positions"]]
+        self._check_shapes(train["shape"], test["shape"])
+        self._fit_statistics(names, train["shape"], lambda: (train["mean"], train["std"]))
+        self.streamed = train_folder
+        self.train_set = ChunkedImages(train_folder, train["labels"])
+        self.val_set = ChunkedImages(val_folder, val["labels"])
+        self.test_set = ChunkedImages(test_folder, test["labels"])
+
+    def _check_shapes(self, train_shape: Sequence[int], test_shape: Sequence[int]) -> None:
+        if list(train_shape)[-3:] != list(test_shape)[-3:]:
+            raise DataError(
+                f"train images of {self.hparams.root} are {tuple(train_shape)[-3:]}, "
+                f"test images {tuple(test_shape)[-3:]}; set data.image_size to resize both"
+            )
+
+    def train_dataloader(self):
+        if self.streamed is not None:
+            return streaming_loader(self.streamed, self.batch_size, self.num_workers, self.split_seed)
+        return super().train_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the training device: uint8 → float, augmentation (training only), normalisation."""
@@ -249,9 +439,8 @@ class ImageDataModule(TensorDataModule):
             raise DataError(
                 f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {sources}: give image files or folders of them"
             )
-        images, kept = decode_files(files, self.hparams.channels, None, self.hparams.skip_corrupt)
-        if list(images.shape[-2:]) != self.size:
-            images = TF.resize(images, self.size, antialias=True)
+        # each file converted on its own to the checkpoint's channels and size, whatever its mode and size
+        images, kept = decode_files(files, self.hparams.channels, self.size, self.hparams.skip_corrupt)
         self.predict_files = [files[i] for i in kept]
         self.predict_set = ImageTensors(images, torch.zeros(len(kept), dtype=torch.long))
 
@@ -268,7 +457,7 @@ class ImageDataModule(TensorDataModule):
 
     @property
     def example_input_array(self) -> Tensor:
-        return self.train_set.images[:2]  # raw uint8: the graph is traced after on_after_batch_transfer
+        return self.train_set.__getitems__([0, 1])[0]  # raw uint8: the graph is traced after on_after_batch_transfer
 
     @property
     def dims(self) -> dict[str, Any]:
@@ -305,3 +494,7 @@ def _per_channel(values: Sequence[float], channels: int) -> list[float]:
     if channels == 1:
         return [sum(values) / len(values)]
     raise ConfigError(f"data.mean and data.std need {channels} values, got {values}")
+
+
+def _hw(size: Sequence[int]) -> str:
+    return f"{size[0]}×{size[1]}"

@@ -2,11 +2,15 @@
 
 import logging
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
+import psutil
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
@@ -18,31 +22,45 @@ from dltemplate.data.targets import MissingTarget, check_missing_target, rows_wi
 from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
-from dltemplate.files import cached, files_key
+from dltemplate.files import files_key, locked
 
 log = logging.getLogger(__name__)
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
+SPLITS = ("train", "val", "test")
+CHUNK = 4096  # texts tokenised at a time: memory holds one chunk's ids, never the corpus's
+VAL_TEXTS_KEPT = 2048  # validation texts kept as text, for the worst-mistakes table (the first ones)
 
 
-class TokenTensors(Dataset):
-    """Padded token ids (N, max_length), their lengths and labels; batches are trimmed to their longest text.
+class TokenIds(Dataset):
+    """Token ids of N texts, one flat array with offsets, served as batches trimmed to their longest text.
 
-    Padding is therefore per batch: a batch is as long as its longest text, and nets that attend
-    (net=transformer) mask the padding id out.
+    `ids` (int32) and `offsets` (int64, N + 1: text i is ids[offsets[i]:offsets[i + 1]]) are numpy
+    arrays, in memory or memory-mapped from the cache (`data.storage=stream`): memory does not grow
+    with the corpus on the stream path. Padding is per batch, with `pad_id`, and nets that attend
+    (net=transformer) mask it out.
     """
 
-    def __init__(self, ids: Tensor, lengths: Tensor, labels: Tensor) -> None:
-        self.ids, self.lengths, self.labels = ids, lengths, labels
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, labels: Tensor, pad_id: int = 0) -> None:
+        self.ids, self.offsets, self.labels, self.pad_id = ids, offsets, labels, pad_id
+
+    @property
+    def lengths(self) -> Tensor:
+        return torch.from_numpy(np.diff(np.asarray(self.offsets)))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.ids[index, : max(int(self.lengths[index]), 1)].long(), self.labels[index]
+        ids, labels = self.__getitems__([index])
+        return ids[0], labels[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        longest = max(int(self.lengths[indices].max()), 1)
-        return self.ids[indices, :longest].long(), self.labels[indices]
+        rows = np.asarray(indices)
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        batch = np.full((len(rows), max(int((ends - starts).max()), 1)), self.pad_id, dtype=np.int64)  # (B, L)
+        for row, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            batch[row, : end - start] = self.ids[start:end]
+        return torch.from_numpy(batch), self.labels[rows]
 
 
 def build_tokenizer(lowercase: bool) -> Tokenizer:
@@ -82,13 +100,18 @@ class TextDataModule(TensorDataModule):
             stop with an "error".
         lowercase: Lowercase texts before tokenising.
         min_frequency: Words seen fewer times in training texts are unknown.
-        max_vocab: Vocabulary size, [PAD] and [UNK] included.
-        max_length: Tokens kept per text (the rest is cut), at most the pretrained tokenizer's limit.
+        max_vocab: Vocabulary size, [PAD] and [UNK] included; None: every word seen `min_frequency` times.
+        max_length: Tokens kept per text (the rest is cut), at most the pretrained tokenizer's limit;
+            None: the 95th percentile of the training texts' lengths, rounded up to a multiple of 16.
         tokenizer: A Hugging Face model name or local directory whose fast tokenizer replaces the
             vocabulary (`lowercase`, `min_frequency`, `max_vocab` then do not apply); needs `.[hf]`.
         val_fraction: Share of the training texts held out for validation.
         test_fraction: Share held out for testing when a CSV has no test_file.
         cache_dir: Where tokenised data is cached; None tokenises every run.
+        storage: Where the token ids are served from: "memory" (read into RAM), "stream" (memory-mapped
+            from the cache folder, so memory does not grow with the corpus) or "auto" (memory when the
+            ids fit `memory_budget_gb`, else stream; the choice is shown with the inferred settings).
+        memory_budget_gb: RAM the ids may take under "auto"; None: a quarter of this machine's RAM.
         batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
     """
 
@@ -110,12 +133,14 @@ class TextDataModule(TensorDataModule):
         missing_target: MissingTarget = "drop",
         lowercase: bool = True,
         min_frequency: int = 2,
-        max_vocab: int = 50_000,
-        max_length: int = 400,
+        max_vocab: int | None = None,
+        max_length: int | None = None,
         tokenizer: str | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         cache_dir: str | None = None,
+        storage: Literal["auto", "memory", "stream"] = "auto",
+        memory_budget_gb: float | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
@@ -127,7 +152,10 @@ class TextDataModule(TensorDataModule):
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         check_missing_target(missing_target)
+        if storage not in ("auto", "memory", "stream"):
+            raise ConfigError(f"data.storage must be auto, memory or stream, got {storage!r}")
         self.save_hyperparameters(logger=False)
+        self._scratch: tempfile.TemporaryDirectory | None = None  # the ids' folder when nothing is cached
         self.tokenizer: Tokenizer | None = None
         self.pad_id = 0  # the padding token's id: [PAD] of the vocabulary, or the pretrained tokenizer's
         self.classes: list[str] | None = None
@@ -190,17 +218,32 @@ class TextDataModule(TensorDataModule):
 
     # ---- tokenising ----------------------------------------------------------------------------
 
-    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Token ids (N, max_length) int32, padded with `pad_id`, and lengths (N,). Empty texts get length 0."""
+    def encode_chunks(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int32, lengths int64) of `CHUNK` texts at a time, each text cut at `max_length`; empty texts: 0."""
         length = self.hparams.max_length
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = torch.full((len(encodings), length), self.pad_id, dtype=torch.int32)
-        lengths = torch.zeros(len(encodings), dtype=torch.long)
-        for i, encoding in enumerate(encodings):
-            row = encoding.ids[:length]
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.int32)
-            lengths[i] = len(row)
-        return ids, lengths
+        for start in range(0, len(texts), CHUNK):
+            rows = [e.ids[:length] for e in self.tokenizer.encode_batch(list(texts[start : start + CHUNK]))]
+            lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+            ids = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(lengths.sum()))
+            yield ids, lengths
+
+    def encode(self, texts: Sequence[str]) -> TokenIds:
+        """The texts' token ids in memory (labels 0), e.g. to predict."""
+        chunks = list(self.encode_chunks(texts)) or [(np.zeros(0, np.int32), np.zeros(0, np.int64))]
+        ids = np.concatenate([c[0] for c in chunks])
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate([c[1] for c in chunks]))]).astype(np.int64)
+        return TokenIds(ids, offsets, torch.zeros(len(texts), dtype=torch.long), self.pad_id)
+
+    def _write_ids(self, texts: Sequence[str], folder: Path, name: str) -> None:
+        """Tokenise `texts` chunk by chunk into `<name>.ids` (raw int32) and `<name>.offsets.npy`."""
+        offsets = [np.zeros(1, dtype=np.int64)]
+        total = 0
+        with (folder / f"{name}.ids").open("wb") as out:
+            for ids, lengths in self.encode_chunks(texts):
+                out.write(ids.tobytes())
+                offsets.append(total + np.cumsum(lengths))
+                total += int(lengths.sum())
+        np.save(folder / f"{name}.offsets.npy", np.concatenate(offsets))
 
     def _labels(self, labels: Sequence[str], name: str) -> Tensor:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -211,8 +254,12 @@ class TextDataModule(TensorDataModule):
             )
         return torch.tensor([index[label] for label in labels])
 
-    def _tokenise_all(self, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
-        """Read, split, train the vocabulary on the training texts (unless given one), encode everything."""
+    def _tokenise_all(self, folder: Path, tokenizer: Tokenizer | None = None) -> None:
+        """Read, split, train the vocabulary on the training texts (unless given one), encode into `folder`.
+
+        `folder` gets `meta.pt` (tokenizer JSON, classes, the first validation texts: plain data) and
+        per split the ids (`<split>.ids`, `<split>.offsets.npy`) and labels (`<split>.labels.npy`).
+        """
         hp = self.hparams
         train_x, train_y, test_x, test_y, classes = self._read()
         if len(set(train_y)) < 2:
@@ -229,32 +276,74 @@ class TextDataModule(TensorDataModule):
         elif tokenizer is None:
             tokenizer = build_tokenizer(hp.lowercase)
             trainer = trainers.WordLevelTrainer(
-                vocab_size=hp.max_vocab, min_frequency=hp.min_frequency, special_tokens=[PAD, UNK]
+                vocab_size=hp.max_vocab or 2**31 - 1, min_frequency=hp.min_frequency, special_tokens=[PAD, UNK]
             )
             tokenizer.train_from_iterator(fit_texts, trainer=trainer)
+            self.infer(
+                "max_vocab",
+                tokenizer.get_vocab_size(),
+                f"words seen at least data.min_frequency={hp.min_frequency} times in the training texts, + 2 special",
+            )
         elif classes != self.classes:
             raise DataError(f"the classes {classes} of {self._source_path()} are not the checkpoint's {self.classes}")
         self.tokenizer, self.classes = tokenizer, classes
+        if hp.max_length is None:
+            self._infer_max_length(fit_texts)
         parts = {
             "train": (fit_texts, [train_y[i] for i in keep]),
             "val": ([train_x[i] for i in held], [train_y[i] for i in held]),
             "test": (test_x, test_y),
         }
-        out: dict[str, Any] = {
+        del train_x, fit_texts
+        for name, (texts, labels) in parts.items():
+            labels = self._labels(labels, f"{self._source_path()} ({name})")
+            np.save(folder / f"{name}.labels.npy", labels.numpy())
+            self._write_ids(texts, folder, name)
+        meta = {
+            "max_length": hp.max_length,
+            "train_tokens": int(np.load(folder / "train.offsets.npy", mmap_mode="r")[-1]),
             "tokenizer": tokenizer.to_str(),
             "pad_id": self.pad_id,
             "classes": classes,
-            "val_texts": parts["val"][0],
+            "val_texts": parts["val"][0][:VAL_TEXTS_KEPT],
             "val_positions": held,
         }
-        for name, (texts, labels) in parts.items():
-            ids, lengths = self.encode(texts)
-            out[name] = {
-                "ids": ids,
-                "lengths": lengths,
-                "labels": self._labels(labels, f"{self._source_path()} ({name})"),
-            }
-        return out
+        torch.save(meta, folder / "meta.pt")  # written last: a folder with it is complete
+
+    def _infer_max_length(self, texts: Sequence[str]) -> None:
+        """`max_length` from the lengths of (up to 4096 of) the training texts: their 95th percentile."""
+        step = max(1, len(texts) // 4096)
+        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(list(texts[::step]))]
+        value = int(-(-max(np.percentile(lengths, 95), 1) // 16) * 16)
+        limit = self.tokenizer.truncation["max_length"] if self.tokenizer.truncation else None
+        value = min(value, limit) if limit else value
+        self.infer("max_length", value, f"95% of {len(lengths)} training texts have at most this many tokens")
+        if limit:  # a pretrained tokenizer cuts texts itself
+            self.tokenizer.enable_truncation(value)
+
+    def _tokenised(self) -> Path:
+        """The folder of tokenised data: the cache's for these settings and files (built once, under a
+        lock, whatever the number of processes), else a temporary one that lives as long as this module."""
+        path = self._cache_path()
+        if path is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="text-")
+            self._tokenise_all(Path(self._scratch.name))
+            return Path(self._scratch.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(path):
+            if (path / "meta.pt").is_file():
+                return path
+            partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            try:
+                self._tokenise_all(partial)
+                shutil.rmtree(path, ignore_errors=True)  # an incomplete folder left by a killed run
+                os.replace(partial, path)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+            log.info("tokenised texts built once; cached in %s", path)
+        return path
 
     def _cache_path(self) -> Path | None:
         """The cache file of these settings and these files: every file of a folder, else the archive or CSVs."""
@@ -268,8 +357,9 @@ class TextDataModule(TensorDataModule):
             files = [p for p in (source, Path(hp.test_file) if hp.test_file else None) if p is not None and p.is_file()]
         if hp.tokenizer is not None and Path(hp.tokenizer).is_dir():  # a local tokenizer's files are part of the key
             files = [*files, *sorted(p for p in Path(hp.tokenizer).iterdir() if p.is_file())]
-        settings = sorted((k, v) for k, v in hp.items() if k not in ("batch_size", "num_workers"))
-        return Path(hp.cache_dir) / f"text-{files_key(files, settings)}.pt"
+        serving = ("batch_size", "num_workers", "storage", "memory_budget_gb")  # how ids are served, not what they are
+        settings = sorted((k, v) for k, v in hp.items() if k not in serving)
+        return Path(hp.cache_dir) / f"text-{files_key(files, settings)}"
 
     # ---- Lightning hooks -----------------------------------------------------------------------
 
@@ -279,17 +369,60 @@ class TextDataModule(TensorDataModule):
             return
         if self.train_set is not None:
             return
-        if self.tokenizer is not None:  # restored from a checkpoint: encode with its vocabulary
-            data = self._tokenise_all(self.tokenizer)
+        if self.tokenizer is not None:  # restored from a checkpoint: encode with its vocabulary, cache nothing
+            self._scratch = tempfile.TemporaryDirectory(prefix="text-")
+            folder = Path(self._scratch.name)
+            self._tokenise_all(folder, self.tokenizer)
         elif self.hparams.tokenizer is not None and not self.fetches_data:
             raise DataError("this checkpoint holds no tokenizer, and a restored run loads none from a name or folder")
         else:
-            data = cached(self._cache_path(), self._tokenise_all, "tokenised texts")
-        self.tokenizer, self.classes = Tokenizer.from_str(data["tokenizer"]), data["classes"]
-        self.pad_id = data.get("pad_id", 0)
-        self.val_texts = data["val_texts"]
-        self.val_positions = torch.tensor(data.get("val_positions", []), dtype=torch.long)
-        self.train_set, self.val_set, self.test_set = (TokenTensors(**data[name]) for name in ("train", "val", "test"))
+            folder = self._tokenised()
+        meta = torch.load(folder / "meta.pt", weights_only=True)
+        self._record_cached_inferences(meta)
+        self.tokenizer, self.classes = Tokenizer.from_str(meta["tokenizer"]), meta["classes"]
+        self.pad_id = meta.get("pad_id", 0)
+        self.val_texts = meta["val_texts"]
+        self.val_positions = torch.tensor(meta.get("val_positions", []), dtype=torch.long)
+        stream = self._choose_storage(sum((folder / f"{name}.ids").stat().st_size for name in SPLITS))
+        self.train_set, self.val_set, self.test_set = (self._open(folder, name, stream) for name in SPLITS)
+
+    def _record_cached_inferences(self, meta: dict[str, Any]) -> None:
+        """Settings and net sizes from the data, also when the tokenised data came from the cache."""
+        hp = self.hparams
+        if hp.max_length is None:
+            self.infer("max_length", meta["max_length"], "95% of the training texts have at most this many tokens")
+        if hp.max_vocab is None and hp.tokenizer is None:
+            vocab = Tokenizer.from_str(meta["tokenizer"]).get_vocab_size()
+            self.infer("max_vocab", vocab, f"words seen at least data.min_frequency={hp.min_frequency} times, + 2")
+        tokens = meta.get("train_tokens", 0)
+        # word-pair buckets: about one per 4 training tokens (few collisions), a power of two in [2^12, 2^21]
+        buckets = 2 ** min(21, max(12, int(np.ceil(np.log2(max(tokens, 1) / 4)))))
+        self.infer("dims.buckets", buckets, f"{tokens} training tokens / 4, as a power of two in [2^12, 2^21]")
+        width = 16 if tokens < 5_000_000 else 32
+        self.infer("dims.embedding_dim", width, f"{tokens} training tokens ({'<' if width == 16 else '>='} 5M)")
+
+    def _choose_storage(self, size: int) -> bool:
+        """Whether to stream the ids (`size` bytes) from disk: `storage`, or under "auto" the memory budget."""
+        hp = self.hparams
+        if hp.storage != "auto":
+            return hp.storage == "stream"
+        total = psutil.virtual_memory().total / 2**30
+        budget = self.infer("memory_budget_gb", round(total / 4, 1), f"a quarter of this machine's {total:.0f} GB RAM")
+        stream = size > budget * 2**30
+        hp.storage = None  # "auto": the choice is recorded like any setting worked out from the data
+        reason = f"token ids {size / 2**30:.2f} GB {'>' if stream else '<='} data.memory_budget_gb={budget}"
+        return self.infer("storage", "stream" if stream else "memory", reason) == "stream"
+
+    def _open(self, folder: Path, name: str, stream: bool) -> TokenIds:
+        """A split's ids memory-mapped (`stream`) or read into memory."""
+        path = folder / f"{name}.ids"
+        if stream and path.stat().st_size:
+            ids = np.memmap(path, dtype=np.int32, mode="r")
+        else:  # (an empty file cannot be memory-mapped)
+            ids = np.fromfile(path, dtype=np.int32)
+        offsets = np.load(folder / f"{name}.offsets.npy", mmap_mode="r" if stream else None)
+        labels = torch.from_numpy(np.load(folder / f"{name}.labels.npy"))
+        return TokenIds(ids, offsets, labels, self.pad_id)
 
     # ---- prediction ----------------------------------------------------------------------------
 
@@ -322,15 +455,20 @@ class TextDataModule(TensorDataModule):
         if self.predict_input is None:
             raise RuntimeError("set predict_input (texts, a .txt or a .csv file) before predicting")
         self.predict_texts = self.read_predict_input(self.predict_input)
-        ids, lengths = self.encode(self.predict_texts)
+        self.predict_set = self.encode(self.predict_texts)
+        lengths = self.predict_set.lengths
         empty = int((lengths == 0).sum())
         unk_id = self.tokenizer.token_to_id(UNK)
-        unknown = int(((ids == unk_id) | (ids == self.pad_id)).all(dim=1).sum()) - empty if unk_id is not None else 0
+        unknown = 0
+        if unk_id is not None:
+            known = (self.predict_set.ids != unk_id) & (self.predict_set.ids != self.pad_id)
+            seen = np.concatenate([[0], np.cumsum(known)])  # known tokens before each position
+            offsets = self.predict_set.offsets
+            unknown = int((seen[offsets[1:]] == seen[offsets[:-1]]).sum()) - empty
         if empty or unknown:
             log.warning(
                 "%d empty text(s) and %d made only of unknown words: their predictions rest on no words", empty, unknown
             )
-        self.predict_set = TokenTensors(ids, lengths, torch.zeros(len(lengths), dtype=torch.long))
 
     def format_predictions(self, predictions: Tensor) -> pd.DataFrame:
         """text, predicted class and one probability column per class."""
@@ -356,6 +494,7 @@ class TextDataModule(TensorDataModule):
             "num_classes": k,
             "out_features": 1 if k == 2 else k,
             "max_length": self.hparams.max_length,
+            **{k.removeprefix("dims."): v.value for k, v in self.inferred.items() if k.startswith("dims.")},
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -369,7 +508,7 @@ class TextDataModule(TensorDataModule):
             self.pad_id = state.get("pad_id", 0)
 
 
-def pretrained_tokenizer(name: str, max_length: int) -> tuple[Tokenizer, int]:
+def pretrained_tokenizer(name: str, max_length: int | None) -> tuple[Tokenizer, int]:
     """The fast tokenizer of a pretrained model (hub name, through its cache, or a local folder) and its
     padding id, truncating to `max_length` (capped at the model's limit) and padding nothing (batches pad)."""
     try:
@@ -380,8 +519,9 @@ def pretrained_tokenizer(name: str, max_length: int) -> tuple[Tokenizer, int]:
     if not loaded.is_fast:
         raise ConfigError(f"data.tokenizer={name}: the model has no fast tokenizer (tokenizer.json) to store")
     tokenizer = Tokenizer.from_str(loaded.backend_tokenizer.to_str())
-    limit = loaded.model_max_length if 0 < loaded.model_max_length < 1_000_000 else max_length
-    tokenizer.enable_truncation(min(max_length, limit))
+    limit = loaded.model_max_length if 0 < loaded.model_max_length < 1_000_000 else None
+    cuts = [n for n in (max_length, limit) if n is not None]
+    tokenizer.enable_truncation(min(cuts) if cuts else 1_000_000)  # max_length None: inferred, then cut again
     tokenizer.no_padding()
     pad = loaded.pad_token_id if loaded.pad_token_id is not None else loaded.eos_token_id
     return tokenizer, int(pad or 0)

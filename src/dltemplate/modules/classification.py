@@ -18,6 +18,7 @@ from dltemplate.modules.factories import (
     build_net,
     check_finite,
     configure_optimizers,
+    dense_gradients_when_distributed,
     objects_to_skip,
     without_downloads,
 )
@@ -89,6 +90,9 @@ class ClassificationModule(LightningModule):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def setup(self, stage: str) -> None:
+        dense_gradients_when_distributed(self)  # before DDP wraps the net: NCCL cannot reduce sparse gradients
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits: (B,) for binary problems, (B, num_classes) otherwise."""

@@ -10,18 +10,23 @@ anything is imported or called.
 import contextlib
 import contextvars
 import inspect
+import logging
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import OmegaConf
 from torch import nn
-from torch.optim import Optimizer
+from torch.optim import SGD, Adagrad, Optimizer, SparseAdam
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR, PolynomialLR
 
 from dltemplate import registry
 from dltemplate.errors import ConfigError
 from dltemplate.nets.init import LINEAR, init_scheme
+
+log = logging.getLogger(__name__)
 
 NetSpec = nn.Module | Mapping[str, Any]
 OptimizerSpec = Callable[[Iterable[torch.Tensor]], Optimizer] | Mapping[str, Any]
@@ -33,6 +38,8 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 # layers whose weights are decayed: matrices that multiply an input (a recurrent layer's too)
 DECAYED = (*LINEAR, nn.RNNBase)
 # the argument of each scheduler that is the run's length, filled from the Trainer when left unset
+# optimizers that update the rows of a sparse gradient themselves (SGD only without momentum)
+SPARSE_CAPABLE = (Adagrad, SGD)
 RUN_LENGTH = {OneCycleLR: "total_steps", CosineAnnealingLR: "T_max", PolynomialLR: "total_iters"}
 
 
@@ -131,19 +138,26 @@ def parameter_groups(
     is `lr` × `backbone_lr_scale`; each group keeps its `lr_scale` for schedulers that set a learning
     rate of their own (OneCycleLR's `max_lr`). The groups exist from the start, frozen or not, so
     freezing (`dltemplate.callbacks.finetune`) never changes what DDP or the optimizer hold.
+
+    The weights of embeddings with sparse gradients (`sparse=True`, e.g. net=ngram_bag) form a group
+    of their own, "sparse" (marked `"sparse": True`, no decay): each step touches only the rows of
+    the batch's tokens, and `build_optimizer` gives them a sparse-capable optimizer.
     """
     backbone = set() if backbone_lr_scale is None else backbone_parameters(model)
+    sparse = sparse_parameters(model)
     if backbone_lr_scale is not None and not backbone:
         raise ConfigError(
             "module.finetune sets a backbone learning rate, but the net has no `backbone` "
             "(net=timm and net=transformer have one)"
         )
-    if weight_decay == 0.0 and not backbone:  # one group, in `model.parameters()` order, as without this function
+    if (
+        weight_decay == 0.0 and not backbone and not sparse
+    ):  # one group, in `model.parameters()` order, as without this function
         return [{"params": list(model.parameters())}]
     decayed, other, seen = [], [], set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if id(param) in seen:  # shared (tied) parameters: the first layer that holds one decides
+            if id(param) in seen or id(param) in sparse:  # shared (tied) parameters: the first layer decides
                 continue
             seen.add(id(param))
             decays = weight_decay != 0.0 and isinstance(module, DECAYED) and name.startswith("weight")
@@ -160,7 +174,79 @@ def parameter_groups(
         groups[-1]["weight_decay"] = 0.0
         groups[-2].update(settings)
         groups[-1].update(settings)
+    groups.append({"params": [p for p in model.parameters() if id(p) in sparse], "name": "sparse", "sparse": True})
+    groups[-1]["weight_decay"] = 0.0
     return [g for g in groups if g["params"]]
+
+
+def sparse_parameters(model: nn.Module) -> set[int]:
+    """Ids of the weights of embeddings whose gradients are sparse (`nn.Embedding`/`nn.EmbeddingBag`, sparse=True)."""
+    return {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse and module.weight.requires_grad
+    }
+
+
+def dense_gradients_when_distributed(module) -> None:
+    """Switch embeddings to dense gradients when the module trains under a distributed strategy.
+
+    DDP over NCCL cannot all-reduce sparse gradients, and DDP decides which gradients are sparse
+    when it wraps the module: call this from the LightningModule's `setup` hook, which runs before.
+    The optimizer then sees ordinary dense parameters (`sparse_parameters` finds none).
+    """
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or not isinstance(trainer.strategy, ParallelStrategy):
+        return
+    switched = []
+    for name, layer in module.named_modules():
+        if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)) and layer.sparse:
+            layer.sparse = False
+            switched.append(name)
+    if switched:
+        log.info(
+            "%s: dense gradients under %s (sparse ones cannot be all-reduced)",
+            switched,
+            type(trainer.strategy).__name__,
+        )
+
+
+class WithSparseRows(Optimizer):
+    """One optimizer made of two: `dense` for ordinary parameters, `sparse` for embedding rows.
+
+    Lightning's automatic optimization steps one optimizer, and a scheduler sets learning rates
+    through `param_groups`: both see the two optimizers' groups (the same dicts), so a schedule
+    moves both learning rates together.
+    """
+
+    def __init__(self, dense: Optimizer, sparse: Optimizer) -> None:
+        self.dense, self.sparse = dense, sparse
+        super().__init__([{"params": g["params"]} for g in (*dense.param_groups, *sparse.param_groups)], dense.defaults)
+        self.param_groups = [*dense.param_groups, *sparse.param_groups]
+        self.state = ChainMap(dense.state, sparse.state)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.dense.step()
+        self.sparse.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none)
+        self.sparse.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.dense.load_state_dict(state_dict["dense"])
+        self.sparse.load_state_dict(state_dict["sparse"])
+        self.param_groups = [*self.dense.param_groups, *self.sparse.param_groups]
+        self.state = ChainMap(self.dense.state, self.sparse.state)
 
 
 def backbone_parameters(model: nn.Module) -> set[int]:
@@ -183,13 +269,34 @@ def build_optimizer(
         optimizer = registry.instantiate({**optimizer, "_partial_": True}, "optimizer", where="optimizer")
     if isinstance(params, nn.Module):
         accepted = _parameters(getattr(optimizer, "func", optimizer))
-        if "weight_decay" in accepted or backbone_lr_scale is not None:
+        if "weight_decay" in accepted or backbone_lr_scale is not None or sparse_parameters(params):
             decay = _setting(optimizer, accepted, "weight_decay") if "weight_decay" in accepted else 0.0
             lr = _setting(optimizer, accepted, "lr")
             params = parameter_groups(params, decay, lr, backbone_lr_scale)
         else:
             params = params.parameters()
+        params = list(params)
+        if any(isinstance(g, Mapping) and g.get("sparse") for g in params):
+            return _with_sparse_rows(optimizer, params, accepted)
     return optimizer(params)
+
+
+def _with_sparse_rows(optimizer: Any, groups: list[dict[str, Any]], accepted: Mapping[str, inspect.Parameter]):
+    """The optimizer for parameter groups that include sparse embedding rows (`parameter_groups`' "sparse").
+
+    Adagrad, and SGD without momentum, update sparse rows themselves: one optimizer. Any other
+    (AdamW, Adam, RMSprop, SGD with momentum) keeps the dense groups, and the rows get `SparseAdam`
+    with the same learning rate (and betas, eps where it has them), joined as `WithSparseRows`.
+    """
+    cls = getattr(optimizer, "func", optimizer)
+    momentum = _setting(optimizer, accepted, "momentum") if "momentum" in accepted else 0
+    if isinstance(cls, type) and issubclass(cls, SPARSE_CAPABLE) and not momentum:
+        return optimizer(groups)
+    dense = [g for g in groups if not g.get("sparse")]
+    rows = [{k: v for k, v in g.items() if k != "weight_decay"} for g in groups if g.get("sparse")]
+    settings = {k: _setting(optimizer, accepted, k) for k in ("lr", "betas", "eps") if k in accepted}
+    sparse = SparseAdam(rows, **{k: v for k, v in settings.items() if v is not None})
+    return WithSparseRows(optimizer(dense), sparse) if dense else sparse
 
 
 def _setting(optimizer: Any, accepted: Mapping[str, inspect.Parameter], name: str) -> Any:

@@ -19,6 +19,9 @@ class NGramBag(nn.Module):
         buckets: Hash buckets shared by all n-grams; more means fewer collisions and more parameters.
         dropout: Dropout on the averaged embedding.
         pad_index: Id of the padding token.
+        sparse: Sparse embedding gradients: a step updates only the rows of the batch's tokens and
+            n-grams, not all `vocab_size + buckets` rows (the optimizer gets a sparse-capable part,
+            see `dltemplate.modules.factories.parameter_groups`; dense under DDP).
     """
 
     def __init__(
@@ -30,11 +33,12 @@ class NGramBag(nn.Module):
         buckets: int = 2**19,
         dropout: float = 0.0,
         pad_index: int = 0,
+        sparse: bool = True,
     ) -> None:
         super().__init__()
         self.vocab_size, self.ngrams, self.buckets, self.pad_index = vocab_size, ngrams, buckets, pad_index
         size = vocab_size + (buckets if ngrams > 1 else 0)
-        self.embedding = nn.EmbeddingBag(size, embedding_dim, mode="mean", padding_idx=pad_index)
+        self.embedding = nn.EmbeddingBag(size, embedding_dim, mode="mean", padding_idx=pad_index, sparse=sparse)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(embedding_dim, out_features)
 
@@ -52,5 +56,12 @@ class NGramBag(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, ids: Tensor) -> Tensor:
-        bag = self.embedding(self.features(ids))  # (B, E); an all-padding text gives zeros
+        features = self.features(ids)  # (B, T)
+        if self.training and not torch.compiler.is_compiling():
+            # the padding (most of a batch of uneven texts) left out of the sparse gradient: a flat bag
+            kept = features != self.pad_index
+            counts = kept.sum(dim=1)  # (B,)
+            bag = self.embedding(features[kept], torch.cumsum(counts, 0) - counts)  # (B, E); empty bags: zeros
+        else:  # evaluation, export and compilation: shapes that do not depend on the data, padded bags
+            bag = self.embedding(features)  # (B, E); an all-padding text gives zeros
         return self.head(self.dropout(bag))  # (B, out_features)
