@@ -84,7 +84,14 @@ def test_a_misspelled_setting_or_choice_is_one_line_with_the_closest_names(capsy
 
 
 @pytest.mark.parametrize(
-    "argv", [["trainer.max_epochs=3"], ["-m", "task=rings,linear_regression"], ["+data.extra=1"], ["--help"]]
+    "argv",
+    [
+        ["trainer.max_epochs=3"],
+        ["-m", "task=imdb,text", "data.max_length=128"],  # a key of the swept tasks, not of the default one
+        ["+data.extra=1", "data.extra=2"],
+        ["--config-dir", "elsewhere", "task=mine"],
+        ["--help"],
+    ],
 )
 def test_settings_that_exist_sweeps_and_additions_pass_the_check(argv):
     check_command_line(CONFIG_DIR, "train", argv)  # returns: nothing to refuse

@@ -45,24 +45,24 @@ def check_command_line(config_dir: str | Path, config_name: str, argv: Sequence[
     """Refuse a misspelled setting or an unknown choice on the command line in one message, before Hydra starts.
 
     Hydra reports them itself in several lines that suggest `+key=value` (which would add the typo as
-    a new setting) or list its search path. Here each plain `key=value` override (sweeps, `+`/`~`
-    additions and Hydra's own flags are left to Hydra) is composed once; a key the config does not
-    have gets the closest existing keys, an unknown choice the group's options. Exits with status 2.
+    a new setting) or list its search path. A command line of plain `key=value` overrides is composed
+    once here; a key the config does not have gets the closest existing keys, an unknown choice the
+    group's options; exits with status 2. A command line with anything else (a sweep, a `+`/`~`
+    addition or removal, a `hydra.` setting, a flag such as -m or --config-dir) is left to Hydra.
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("--help", "-h", "--hydra-help", "--info", "-i") for arg in argv):
-        return
-    overrides = [
+    overrides = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    checkable = [
         arg
-        for arg in argv
-        if "=" in arg
-        and not arg.startswith(("-", "+", "~", "hydra.", "hydra/"))
-        and not SWEEP_SYNTAX.search(arg.split("=", 1)[1])
+        for arg in overrides
+        if not arg.startswith(("+", "~", "hydra.", "hydra/")) and not SWEEP_SYNTAX.search(arg.split("=", 1)[1])
     ]
-    if not overrides:
+    # flags (-m, --config-dir, --help, ...), additions, removals, Hydra's settings and sweeps change what
+    # the config holds in ways one composition cannot see: then Hydra checks the command line alone
+    if not checkable or len(checkable) != len(argv):
         return
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         try:
