@@ -384,3 +384,13 @@ def test_series_read_the_dotted_times_tables_read():
     # a format pandas does not guess, tried by the shared dates.best_format for series as for tables
     frame = pd.DataFrame({"reading": [f"24-02-2015 {hour:02d}.00" for hour in range(10)], "level": range(10)})
     assert find_date_column(frame)[:2] == ("reading", "%d-%m-%Y %H.%M")
+
+
+def test_step_numbers_are_not_years_and_written_dates_win_over_year_like_numbers():
+    from dltemplate.data.dates import find_date_column
+
+    steps = pd.DataFrame({"day": range(1, 48), "cases": range(47)})
+    assert find_date_column(steps) is None  # numbered steps: the series has no dates
+    dates = pd.date_range("2020-01-01", periods=47).strftime("%Y-%m-%d")
+    counts = pd.DataFrame({"cases_today": range(1700, 1747), "date": dates})
+    assert find_date_column(counts)[:2] == ("date", "%Y-%m-%d")

@@ -119,16 +119,26 @@ def _irregularity(dates: pd.Series) -> float:
     return float(len(pd.date_range(index[0], index[-1], freq=alias)) - len(index))
 
 
+YEAR_NAME = re.compile(r"year|yr", re.IGNORECASE)
+FIRST_YEAR, LAST_YEAR = pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1  # what pandas dates can hold
+
+
 def year_column(values: pd.Series, named: bool) -> bool:
-    """Whole numbers that are years: any in 1..9999 when named like a date, else 1000..2999 rising by 1."""
+    """Whole numbers that are years, within the years pandas dates hold (1678..2261): any such numbers
+    when the column is named like a year (`named`: year, yr), else numbers that rise mostly by 1.
+
+    A `day` or `week` column of step numbers (1, 2, 3, ...) is not read as years.
+    """
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or values.isna().any():
         return False
     if not (np.isfinite(values).all() and (values == values.round()).all()) or len(values) < 2:
         return False
+    if not values.between(FIRST_YEAR, LAST_YEAR).all():
+        return False
     if named:
-        return bool(values.between(1, 9999).all())
+        return True
     steps = values.diff().iloc[1:]
-    return bool(values.between(1000, 2999).all() and (steps > 0).all() and (steps == 1).mean() > 0.5)
+    return bool((steps > 0).all() and (steps == 1).mean() > 0.5)
 
 
 def find_date_column(frame: pd.DataFrame) -> tuple[str, str, str] | None:
@@ -137,7 +147,7 @@ def find_date_column(frame: pd.DataFrame) -> tuple[str, str, str] | None:
     for position, column in enumerate(frame.columns):
         values, named = frame[column], named_like_date(column)
         how = None
-        if year_column(values, named):
+        if year_column(values, bool(YEAR_NAME.search(str(column)))):
             first, last = int(values.min()), int(values.max())
             how = (YEARS, f"column {column!r}: whole numbers {first}..{last}, read as years")
         elif pd.api.types.is_numeric_dtype(values):
@@ -149,11 +159,11 @@ def find_date_column(frame: pd.DataFrame) -> tuple[str, str, str] | None:
                 fmt, share = best
                 read = "every value" if share == 1 else f"{share:.0%} of the values"
                 how = (fmt, f"column {column!r}: {read} reads as a date in the format {fmt}")
-        if how is not None:
-            found.append((not named, position, column, *how))
+        if how is not None:  # dates written out first, then years; named like a date first; leftmost first
+            found.append((how[0] == YEARS, not named, position, column, *how))
     if not found:
         return None
-    _, _, column, fmt, why = min(found)
+    *_, column, fmt, why = min(found)
     if named_like_date(column):
         why += " (named like a date)"
     return column, fmt, why
