@@ -477,3 +477,14 @@ def test_a_streamed_ddp_run_tests_every_image_once(tmp_path):
     single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False).test(module, datamodule)[0]
     assert len(datamodule.test_set) == 13
     assert record["metrics"]["test/acc"] == pytest.approx(single["test/acc"], abs=1e-6)
+
+
+@pytest.mark.slow  # six chunk builds
+def test_two_streamed_folds_each_fit_statistics_on_their_own_training_images(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=10)
+    for fold in (0, 1):  # fold 0 validates on exactly the images fold 1 trains on
+        kwargs = {"root": str(root), "folds": 2, "fold": fold, "batch_size": 8}
+        stream = ImageDataModule(cache_dir=str(tmp_path / "stream"), storage="stream", **kwargs)
+        memory = ImageDataModule(cache_dir=str(tmp_path / "memory"), storage="memory", **kwargs)
+        stream.setup("fit"), memory.setup("fit")
+        assert stream.mean == pytest.approx(memory.mean, abs=1e-9) and stream.std == pytest.approx(memory.std, abs=1e-9)

@@ -374,10 +374,13 @@ class ImageDataModule(TensorDataModule):
         splits["test"] = (test_files, test_labels)
         folders = {}
         for split, (split_files, split_labels) in splits.items():
-            key = files_key(split_files, CACHE_FORMAT, hp.channels, hp.image_size, hp.skip_corrupt, split_labels)
+            statistics = split == "train"  # in the key: the same files validate one fold and train another
+            key = files_key(
+                split_files, CACHE_FORMAT, hp.channels, hp.image_size, hp.skip_corrupt, split_labels, statistics
+            )
             folder = cache / f"chunks-{key}"
             summary = write_chunks(
-                split_files, split_labels, folder, hp.channels, hp.image_size, hp.skip_corrupt, split == "train"
+                split_files, split_labels, folder, hp.channels, hp.image_size, hp.skip_corrupt, statistics
             )
             folders[split] = (folder, summary)
         (train_folder, train), (val_folder, val), (test_folder, test) = folders.values()
