@@ -216,7 +216,7 @@ def test_a_column_of_years_stored_as_floats_is_read_as_years_and_not_modelled(tm
     assert (hp.date_column, hp.date_format, hp.frequency) == ("YEAR", "%Y", "YS-JAN")
     assert hp.value_columns == ["SUNACTIVITY"] and list(dm.series.columns) == ["SUNACTIVITY"]  # never the year
     assert dm.series.index[0] == pd.Timestamp("1700-01-01") and dm.series.index[-1] == pd.Timestamp("1759-01-01")
-    assert hp.season is None and "no calendar season" in dm.inferred["season"].reason
+    assert hp.season == 0 and "no calendar season" in dm.inferred["season"].reason
     assert {"date_column", "date_format", "frequency", "value_columns", "season", "window"} <= set(dm.inferred)
 
 
@@ -228,7 +228,7 @@ def test_a_yearly_cycle_the_data_shows_becomes_the_season_and_noise_does_not(tmp
     assert (dm.hparams.season, dm.hparams.window, dm.dims["season"]) == (11, 11, 11)
     dm = SeriesDataModule(write(frame.assign(spots=1000 + noise.cumsum()), tmp_path / "w.csv"))
     dm.setup("fit")
-    assert dm.hparams.season is None and dm.hparams.window == 8  # a random walk has no cycle
+    assert dm.hparams.season == 0 and dm.hparams.window == 8  # a random walk has no cycle
 
 
 def test_years_are_found_by_content_without_a_date_name_but_a_counter_is_not_a_date(tmp_path):
@@ -256,7 +256,7 @@ def test_year_forecasts_continue_as_years_not_nanoseconds(tmp_path):
         ("W-SUN", 300, "W-SUN", 52, 52, 52, "2005-10-02"),  # a tenth is 30: at least a season
         ("MS", 80, "MS", 12, 12, 12, "2006-09"),
         ("QS-JAN", 40, "QS-JAN", 4, 4, 8, "2010Q1"),
-        ("YS-JAN", 40, "YS-JAN", None, 4, 8, "2040"),
+        ("YS-JAN", 40, "YS-JAN", 0, 4, 8, "2040"),
     ],
 )
 def test_frequency_season_spans_and_window_follow_the_dates(
@@ -266,7 +266,7 @@ def test_frequency_season_spans_and_window_follow_the_dates(
     dm.setup("fit")
     hp = dm.hparams
     assert (hp.frequency, hp.season, hp.val_steps, hp.test_steps, hp.window) == (frequency, season, span, span, window)
-    assert dm.dims["season"] == season and len(dm.test_set) == span
+    assert dm.dims["season"] == (season or None) and len(dm.test_set) == span  # dims: None for none
     table = forecast_table(ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale), dm, steps=2)
     assert format_dates(table.index, hp.frequency, hp.date_format)[0] == first_forecast
 
@@ -285,7 +285,7 @@ def test_a_short_series_gets_spans_and_a_window_that_fit_it(tmp_path):
     dm = SeriesDataModule(write(dated_frame(30, "W-MON"), tmp_path / "s.csv"))
     dm.setup("fit")
     hp = dm.hparams
-    assert hp.season is None and "under 3 seasons" in dm.inferred["season"].reason  # 30 weeks < 3 years
+    assert hp.season == 0 and "under 3 seasons" in dm.inferred["season"].reason  # 30 weeks < 3 years
     assert (hp.val_steps, hp.test_steps, hp.window) == (3, 3, 8) and len(dm.train_set) > 0
 
 

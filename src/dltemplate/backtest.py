@@ -45,9 +45,8 @@ def origin_config(cfg: DictConfig, origin: int) -> DictConfig:
 
 def settle_inferred(cfg: DictConfig) -> DictConfig:
     """`cfg` with the data settings left null (spans, window, season, ...) inferred once from the whole
-    series, so that every origin uses the same ones whatever its cutoff."""
-    if cfg.data.get("test_steps") is not None and cfg.data.get("window") is not None:
-        return cfg
+    series, so that every origin uses the same ones whatever its cutoff (the season too: an origin's
+    shorter series could show another cycle)."""
     probe = copy.deepcopy(cfg)
     apply_net_data_settings(probe)
     datamodule = registry.instantiate(probe.data, "datamodule", where="data", recursive=False)

@@ -88,7 +88,7 @@ class SeriesDataModule(TensorDataModule):
         horizon: Steps predicted per sample.
         val_steps: Validation target steps, just before the test steps; None infers them.
         test_steps: Test target steps at the end of the series; None infers them.
-        season: Period for the seasonal-naive baseline (7 for daily data); None infers it.
+        season: Period for the seasonal-naive baseline (7 for daily data); 0 for none; None infers it.
         cutoff: Steps left off the end of the series before anything else (a backtest's earlier
             forecast origins): nothing after them is read into any split or statistic.
         download: Public source of a missing file: {url:, md5:}.
@@ -343,7 +343,9 @@ class SeriesDataModule(TensorDataModule):
         if season is None:  # no calendar season: a cycle the data shows, if any
             why = f"{kind} data has no calendar season" if kind else "no dates"
             if hp.season is None:
-                season, strength = cycle(self.series.iloc[: int(n * (1 - 2 * EVAL_SHARE))])
+                spans = (hp[k] if hp[k] is not None else math.ceil(EVAL_SHARE * n) for k in ("val_steps", "test_steps"))
+                held = sum(spans)
+                season, strength = cycle(self.series.iloc[: n - held])  # the training steps only
                 if season is not None:
                     why += f"; its changes repeat every {season} steps (autocorrelation {strength:.2f})"
         elif n < 3 * season:
@@ -363,7 +365,7 @@ class SeriesDataModule(TensorDataModule):
         window = self.infer("window", window, window_why)
         if season is not None and season > window:
             season, why = None, f"{why}, but a season of {season} is longer than the window of {window}"
-        self.infer("season", season, why)
+        self.infer("season", season or 0, why)  # 0: none (null would mean "infer it again" on restore)
 
     def _fitting_settings(self, n: int) -> str:
         """Settings that would fit `n` steps: spans of a tenth, a window of a third of the rest."""
@@ -402,7 +404,7 @@ class SeriesDataModule(TensorDataModule):
     @property
     def dims(self) -> dict[str, Any]:
         hp = self.hparams
-        season = hp.season if hp.season is not None and hp.season <= hp.window else None
+        season = hp.season if hp.season and hp.season <= hp.window else None  # 0: none
         return {
             "num_series": len(self.scale),
             "window": hp.window,
