@@ -344,7 +344,8 @@ def test_stream_and_memory_serve_the_same_batches_and_auto_says_which(tmp_path):
     assert "token ids" in auto.inferred["storage"].reason and "memory_budget_gb" not in auto.inferred
     roomy = imdb_module(tmp_path)
     roomy.setup("fit")
-    assert roomy.hparams.storage == "memory" and "RAM" in roomy.inferred["memory_budget_gb"].reason
+    assert roomy.hparams.storage == "memory" and "a quarter of this machine's" in roomy.inferred["storage"].reason
+    assert "memory_budget_gb" not in roomy.inferred  # the machine's RAM is not a setting of the data
 
 
 def test_an_edited_nested_file_invalidates_the_cache(tmp_path):

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import psutil
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -25,13 +24,12 @@ from dltemplate.data.image_files import (
     list_image_folder,
 )
 from dltemplate.data.predictions import class_table
-from dltemplate.data.tensors import TensorDataModule, require_split, whole_batch
+from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import files_key
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 MAX_INFERRED_SIZE = 224  # an inferred image size is capped here (ImageNet nets' input): data.image_size overrides
-MEMORY_SHARE = 0.25  # default memory budget: this share of the machine's RAM
 
 
 class ImageTensors(Dataset):
@@ -241,21 +239,14 @@ class ImageDataModule(TensorDataModule):
     def _choose_storage(self, decoded_bytes: int, files: int) -> str:
         """Memory when the decoded images fit the budget (or cannot be streamed), else stream."""
         hp = self.hparams
-        size = f"{files} decoded images take {decoded_bytes / 1e9:.2f} GB"
         if hp.source != "folder":
             return self.infer("storage", "memory", f"torchvision holds {hp.source} in memory itself")
-        if hp.memory_budget_gb is not None:
-            budget, named = float(hp.memory_budget_gb), "data.memory_budget_gb"
-        else:
-            ram = psutil.virtual_memory().total / 1e9
-            budget, named = ram * MEMORY_SHARE, f"a quarter of this machine's {ram:.0f} GB; data.memory_budget_gb"
-        if decoded_bytes <= budget * 1e9:
-            return self.infer("storage", "memory", f"{size}, within the memory budget {budget:.1f} GB ({named})")
+        fits, reason = memory_fits(decoded_bytes, hp.memory_budget_gb, f"{files} decoded images")
+        if fits:
+            return self.infer("storage", "memory", reason)
         if hp.cache_dir is None:
-            return self.infer("storage", "memory", f"{size}, over {budget:.1f} GB, but data.cache_dir is null")
-        return self.infer(
-            "storage", "stream", f"{size}, over the memory budget {budget:.1f} GB ({named}): LitData chunks"
-        )
+            return self.infer("storage", "memory", f"{reason}, but data.cache_dir is null")
+        return self.infer("storage", "stream", f"{reason}: LitData chunks")
 
     # ---- Lightning hooks -----------------------------------------------------------------------
 

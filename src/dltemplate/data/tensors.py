@@ -16,6 +16,26 @@ from dltemplate.data.inferred import InfersSettings
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import locked
 
+MEMORY_SHARE = 0.25  # default memory budget of storage "auto": this share of the machine's RAM
+
+
+def memory_fits(size_bytes: int, budget_gb: float | None, what: str) -> tuple[bool, str]:
+    """Whether data of `size_bytes` fits the memory budget of `storage: auto`, and why, in GB (10^9 bytes).
+
+    The one rule for every data module with a streamed path. `budget_gb` None: a quarter of this
+    machine's RAM (not recorded as a setting: it is the machine's, not the data's).
+    """
+    if budget_gb is not None:
+        budget, named = float(budget_gb), "data.memory_budget_gb"
+    else:
+        import psutil
+
+        ram = psutil.virtual_memory().total / 1e9
+        budget, named = ram * MEMORY_SHARE, f"a quarter of this machine's {ram:.0f} GB; data.memory_budget_gb"
+    fits = size_bytes <= budget * 1e9
+    where = "within" if fits else "over"
+    return fits, f"{what} take {size_bytes / 1e9:.2f} GB, {where} the memory budget {budget:.1f} GB ({named})"
+
 
 def require_split(sizes: Mapping[str, int], source: object, unit: str, setting: str, note: str = "") -> None:
     """Refuse a split that leaves a part empty, naming the data, its size and the fraction that did it.

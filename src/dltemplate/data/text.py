@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import psutil
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout, whole_batch
+from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import files_key, locked
@@ -406,11 +405,9 @@ class TextDataModule(TensorDataModule):
         hp = self.hparams
         if hp.storage != "auto":
             return hp.storage == "stream"
-        total = psutil.virtual_memory().total / 2**30
-        budget = self.infer("memory_budget_gb", round(total / 4, 1), f"a quarter of this machine's {total:.0f} GB RAM")
-        stream = size > budget * 2**30
+        fits, reason = memory_fits(size, hp.memory_budget_gb, "token ids")
+        stream = not fits
         hp.storage = None  # "auto": the choice is recorded like any setting worked out from the data
-        reason = f"token ids {size / 2**30:.2f} GB {'>' if stream else '<='} data.memory_budget_gb={budget}"
         return self.infer("storage", "stream" if stream else "memory", reason) == "stream"
 
     def _open(self, folder: Path, name: str, stream: bool) -> TokenIds:
