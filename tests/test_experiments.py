@@ -49,6 +49,7 @@ def test_parallel_sweep_records_a_failing_job_and_summarises_all(tmp_path):
     assert "test/acc" in tensorboard_tags(jobs[0])["scalars"]
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
 def test_optuna_search_records_failed_trials_and_continues_from_its_storage(tmp_path):
     provide_task_data("titanic", tmp_path / "data")

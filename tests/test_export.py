@@ -29,6 +29,7 @@ def export_config(ckpt_path, fmt: str, tmp_path):
     )
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.parametrize("task", [t for t in FAMILIES if t in TASKS])  # the families this project has
 def test_exported_models_match_the_checkpoint(make_cfg, tmp_path, task):
     overrides = provide_task_data(task, tmp_path / "data")

@@ -44,6 +44,7 @@ def _notebook_environment(path: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CACHE_DIR", str(tmp_path / "cache"))
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem != IN_KERNEL], ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path: Path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)

@@ -36,6 +36,7 @@ def test_lr_find_suggestion_reaches_a_schedule_that_interpolates_the_rate(titani
     assert result.module.scheduler_spec["max_lr"] == result.tuned["lr"] == result.module.hparams.scheduler["max_lr"]
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_batch_size_finder_sets_and_records_the_batch_size(titanic, tmp_path):
     result = train(titanic("tuner=batch_size", "tuner.max_trials=3", "tuner.steps_per_trial=1"))
     chosen = json.loads((tmp_path / "run" / "result.json").read_text())["tuned"]["batch_size"]

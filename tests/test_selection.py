@@ -50,6 +50,7 @@ def test_each_fold_fits_its_preprocessing_on_its_training_part_only(tmp_path):
     assert sorted(seen) == sorted(rest.index.tolist())
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_cross_validation_runs_every_fold_and_summarises_them(make_cfg, tmp_path):
     provide_task_data("titanic", tmp_path / "data")
     cfg = make_cfg("task=titanic", "cv.folds=3", "trainer.max_epochs=1", "callbacks.histograms=null")
@@ -97,6 +98,7 @@ def test_a_backtest_longer_than_the_series_says_which_origin_ran_out(make_cfg, t
         run_metrics(make_cfg("task=covid", "backtest.origins=5"))  # 46 days: 4 x 7 cut off leave too few
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_backtest_writes_each_origin_beside_the_naive_forecasts(make_cfg, tmp_path):
     provide_task_data("covid", tmp_path / "data")
     cfg = make_cfg("task=covid", "backtest.origins=2", "trainer.max_epochs=1")
@@ -110,6 +112,7 @@ def test_backtest_writes_each_origin_beside_the_naive_forecasts(make_cfg, tmp_pa
     assert metrics["test/rel_mae"] == pytest.approx(summary["test/rel_mae"][:2].mean())
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_a_hopeless_trial_is_pruned_and_recorded_as_pruned(tmp_path, n_jobs):
     provide_task_data("titanic", tmp_path / "data")
@@ -158,6 +161,7 @@ def test_model_selection_refuses_a_family_it_does_not_fit(make_cfg, overrides, m
         run_metrics(make_cfg(*overrides))
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.parametrize("task", ["images", "text"])
 def test_images_and_texts_cross_validate_too(make_cfg, tmp_path, task):
     overrides = provide_task_data(task, tmp_path / "data")

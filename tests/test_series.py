@@ -88,6 +88,7 @@ def test_differencing_models_increments_of_cumulative_counts(tmp_path):
     assert dm.series["confirmed_num"].iloc[0] == frame["confirmed_num"].iloc[1] - frame["confirmed_num"].iloc[0]
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_model_beats_both_naive_baselines_on_trend_plus_season(make_cfg, tmp_path):
     overrides = provide_task_data("series", tmp_path / "data")
     result = train(make_cfg("task=series", "data.window=14", *overrides))

@@ -107,6 +107,7 @@ def test_unseen_rare_and_missing_categories_get_their_own_codes(tmp_path):
     assert codes[1:] == [UNKNOWN, UNKNOWN, MISSING]  # rare, unseen, missing
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.parametrize("task", ["tabular", "tabular_regression"])
 def test_any_csv_trains_by_configuration_alone(make_cfg, tmp_path, task):
     overrides = provide_task_data(task, tmp_path / "data")

@@ -56,6 +56,7 @@ def hparams_records(run_dir: Path) -> tuple:
     )
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_figures_are_drawn_at_the_best_and_last_epochs_and_on_the_test_set(tracked_run):
     result, _ = tracked_run
     images = event_steps(Path(result.output_dir), "images")
@@ -87,6 +88,7 @@ def test_hparams_columns_are_the_same_for_runs_of_different_tasks(make_cfg):
     assert runs[0].metrics["val/acc_best"] == pytest.approx(runs[0].metrics["val/acc"])  # the last epoch here
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_mlflow_run_has_params_metrics_and_png_artifacts(tracked_run):
     from mlflow.tracking import MlflowClient
 
@@ -105,6 +107,7 @@ def test_mlflow_run_has_params_metrics_and_png_artifacts(tracked_run):
     assert any(name.startswith("val~roc+step+4+") for name in pngs), pngs
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_wandb_offline_run_holds_metrics_and_media(tracked_run):
     result, _ = tracked_run
     (run_dir,) = (Path(result.output_dir) / "wandb").glob("offline-run-*")
@@ -115,6 +118,7 @@ def test_wandb_offline_run_holds_metrics_and_media(tracked_run):
     assert {"test/confusion_matrix", "val/roc", "test/precision_recall"} <= media
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_csv_logger_keeps_metrics_and_figure_files(tracked_run):
     result, _ = tracked_run
     csv = Path(result.output_dir) / "csv"

@@ -24,6 +24,7 @@ def test_fast_dev_run_every_task(make_cfg, tmp_path, task):
     assert tested and tested <= set(COLUMNS)  # every test metric has its HPARAMS column
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_linear_regression_defaults_reach_the_noise_floor(make_cfg):
     result = train(make_cfg())  # the default task, default settings
     weight = load_checkpoint(result.best_checkpoint)["state_dict"]

@@ -31,6 +31,7 @@ def test_the_walkthrough_names_every_file_it_needs():
     ]
 
 
+@pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 def test_following_the_walkthrough_gives_a_task_that_learns(tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, conf)
