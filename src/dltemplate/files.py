@@ -7,6 +7,7 @@ disk) never leaves a half-written file where a complete one is expected.
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -65,6 +66,29 @@ def cached(path: Path | None, build: Callable[[], T], what: str) -> T:
         write_atomically(path, lambda p: torch.save(value, p))
         log.info("%s built once; cached in %s", what, path)
     return value
+
+
+def cached_folder(folder: Path, build: Callable[[Path], None], marker: str, what: str) -> Path:
+    """`folder`, filled once by `build(partial folder)` (which creates it and writes `marker` last), then reused.
+
+    The folder counterpart of `cached`: built under a lock whatever the number of processes, into a
+    partial folder that replaces `folder` in one rename only when complete, so a killed run leaves
+    either the finished folder or none (an incomplete one, without `marker`, is built again).
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with locked(folder):
+        if (folder / marker).is_file():
+            return folder
+        partial = folder.with_name(f".{folder.name}.{os.getpid()}.part")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            build(partial)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(partial, folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        log.info("%s built once; cached in %s", what, folder)
+    return folder
 
 
 def files_key(paths: Iterable[Path], *settings: object) -> str:

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from dltemplate.data.image_files import channel_statistics, decode_one
 from dltemplate.errors import DataError
-from dltemplate.files import locked
+from dltemplate.files import cached_folder
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,20 @@ def write_chunks(
     The summary holds, in the chunks' order, each sample's `positions` (index into `files`) and
     `labels`, the image `shape`, and with `statistics` the channel `mean` and `std`.
     """
-    summary_path = folder / SUMMARY
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with locked(folder):
-        if summary_path.is_file():
-            try:
-                return torch.load(summary_path, weights_only=True)
-            except Exception as error:
-                log.warning("chunk summary %s is unreadable (%s); decoding again", summary_path, type(error).__name__)
-        partial_dir = folder.with_name(f".{folder.name}.{os.getpid()}.part")
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        try:
-            summary = _optimize(files, labels, partial_dir, channels, size, skip_corrupt, statistics)
-            torch.save(summary, partial_dir / SUMMARY)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(partial_dir, folder)
-        finally:
-            shutil.rmtree(partial_dir, ignore_errors=True)
-        log.info("%d images decoded once into chunks in %s", len(summary["labels"]), folder)
-    return summary
+
+    def build(partial: Path) -> None:
+        summary = _optimize(files, labels, partial, channels, size, skip_corrupt, statistics)
+        torch.save(summary, partial / SUMMARY)  # last: marks the folder complete
+
+    what = f"{len(files)} images decoded into chunks"
+    cached_folder(folder, build, SUMMARY, what)
+    try:
+        return torch.load(folder / SUMMARY, weights_only=True)
+    except Exception as error:
+        log.warning("chunk summary %s is unreadable (%s); decoding again", folder / SUMMARY, type(error).__name__)
+        shutil.rmtree(folder, ignore_errors=True)
+    cached_folder(folder, build, SUMMARY, what)
+    return torch.load(folder / SUMMARY, weights_only=True)
 
 
 def _optimize(files, labels, folder: Path, channels, size, skip_corrupt, statistics) -> dict[str, Any]:

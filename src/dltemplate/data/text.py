@@ -2,7 +2,6 @@
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from dltemplate.data.targets import MissingTarget, check_missing_target, rows_wi
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
-from dltemplate.files import files_key, locked
+from dltemplate.files import cached_folder, files_key
 
 log = logging.getLogger(__name__)
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
@@ -328,21 +327,12 @@ class TextDataModule(TensorDataModule):
             self._scratch = tempfile.TemporaryDirectory(prefix="text-")
             self._tokenise_all(Path(self._scratch.name))
             return Path(self._scratch.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with locked(path):
-            if (path / "meta.pt").is_file():
-                return path
-            partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-            shutil.rmtree(partial, ignore_errors=True)
+
+        def build(partial: Path) -> None:
             partial.mkdir()
-            try:
-                self._tokenise_all(partial)
-                shutil.rmtree(path, ignore_errors=True)  # an incomplete folder left by a killed run
-                os.replace(partial, path)
-            finally:
-                shutil.rmtree(partial, ignore_errors=True)
-            log.info("tokenised texts built once; cached in %s", path)
-        return path
+            self._tokenise_all(partial)  # writes meta.pt last
+
+        return cached_folder(path, build, "meta.pt", "tokenised texts")
 
     def _cache_path(self) -> Path | None:
         """The cache file of these settings and these files: every file of a folder, else the archive or CSVs."""
