@@ -70,8 +70,9 @@ def test_a_users_mistake_is_one_message_without_a_traceback(tmp_path, command, m
     ("argv", "message"),
     [
         (["trainer.max_epoch=3"], "trainer.max_epoch is not a setting of trainer; did you mean trainer.max_epochs"),
-        (["task=titanc"], "task=titanc is not a choice of task; did you mean task=titanic?"),
-        (["task=rings", "net=mlpp"], "net=mlpp is not a choice of net; did you mean net=mlp?"),
+        ([f"task={TASKS[0][:-1]}"], f"is not a choice of task; did you mean task={TASKS[0]}"),  # this project's
+        (["net=mlpp"], "net=mlpp is not a choice of net; did you mean net=mlp?"),
+        (["trainer.max_epoch=3", "hydra.run.dir=x"], "did you mean trainer.max_epochs"),  # Hydra's settings pass
         (["trainer.max_epochs.x=3"], "trainer.max_epochs holds a value, not settings"),
     ],
 )
@@ -90,6 +91,7 @@ def test_a_misspelled_setting_or_choice_is_one_line_with_the_closest_names(capsy
         ["-m", "task=imdb,text", "data.max_length=128"],  # a key of the swept tasks, not of the default one
         ["+data.extra=1", "data.extra=2"],
         ["--config-dir", "elsewhere", "task=mine"],
+        ["hydra.searchpath=[file://elsewhere]", "task=mine"],
         ["--help"],
     ],
 )

@@ -47,23 +47,27 @@ def check_command_line(config_dir: str | Path, config_name: str, argv: Sequence[
     Hydra reports them itself in several lines that suggest `+key=value` (which would add the typo as
     a new setting) or list its search path. A command line of plain `key=value` overrides is composed
     once here; a key the config does not have gets the closest existing keys, an unknown choice the
-    group's options; exits with status 2. A command line with anything else (a sweep, a `+`/`~`
-    addition or removal, a `hydra.` setting, a flag such as -m or --config-dir) is left to Hydra.
+    group's options; exits with status 2. Hydra's own settings (`hydra.run.dir=...`) are passed over;
+    a command line with anything else (a sweep, a `+`/`~` addition or removal, Hydra's search path, a
+    flag such as -m or --config-dir) is left to Hydra.
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    # Hydra's own settings (hydra.run.dir=...) do not change the config; its search path does
+    own = [arg for arg in argv if arg.startswith(("hydra.", "hydra/")) and not arg.startswith("hydra.searchpath")]
+    rest = [arg for arg in argv if arg not in own]
     checkable = [
         arg
-        for arg in overrides
-        if not arg.startswith(("+", "~", "hydra.", "hydra/")) and not SWEEP_SYNTAX.search(arg.split("=", 1)[1])
+        for arg in rest
+        if "=" in arg and not arg.startswith(("-", "+", "~", "hydra")) and not SWEEP_SYNTAX.search(arg.split("=", 1)[1])
     ]
-    # flags (-m, --config-dir, --help, ...), additions, removals, Hydra's settings and sweeps change what
+    # flags (-m, --config-dir, --help, ...), additions, removals, the search path and sweeps change what
     # the config holds in ways one composition cannot see: then Hydra checks the command line alone
-    if not checkable or len(checkable) != len(argv):
+    if not checkable or len(checkable) != len(rest):
         return
+    overrides = checkable
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         try:
             compose(config_name, overrides=overrides)
