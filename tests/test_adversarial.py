@@ -335,13 +335,15 @@ def test_a_full_disk_leaves_the_previous_result_and_the_summary_survives(tmp_pat
 def test_tensorboard_shows_each_step_once_after_resuming_from_an_earlier_checkpoint(make_cfg, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    first = train(make_cfg("task=linear_regression", "trainer.max_epochs=2", "test=false", run="tb"))
+    steps = "trainer.log_every_n_steps=4"  # step values of every half epoch (8 batches)
+    first = train(make_cfg("task=linear_regression", "trainer.max_epochs=2", "test=false", steps, run="tb"))
     run_dir = Path(first.output_dir)
     early = run_dir / "checkpoints" / "early.ckpt"
     early.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())  # what a kill leaves behind:
-    train(make_cfg("task=linear_regression", "trainer.max_epochs=4", f"ckpt_path={early}", "test=false", run="tb2"))
+    resume = ["task=linear_regression", "trainer.max_epochs=4", f"ckpt_path={early}", "test=false", steps]
+    train(make_cfg(*resume, run="tb2"))
     # events of epochs 3-4 exist; resuming from the epoch-2 checkpoint replays them
-    train(make_cfg("task=linear_regression", "trainer.max_epochs=4", f"ckpt_path={early}", "test=false", run="tb3"))
+    train(make_cfg(*resume, run="tb3"))
     accumulator = EventAccumulator(str(run_dir))
     accumulator.Reload()
     for tag in ("val/loss", "train/loss_step"):

@@ -7,6 +7,7 @@ import logging
 import re
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,9 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None, extra_callbac
             extra["log_graph"] = False  # TorchScript cannot trace a compiled net
         loggers.append(instantiate(config, **extra))
     check_trainer_types(cfg.trainer)
+    # Step values are read from the device every log_every_n_steps global steps, across epochs: an
+    # epoch shorter than that loses nothing, so Lightning's warning about it is noise here
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

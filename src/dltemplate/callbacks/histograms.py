@@ -12,9 +12,10 @@ class ParameterHistograms(Callback):
     `weights/<layer>/grad_norm`, each layer's gradient norm averaged over the epoch's steps.
 
     The `weights/` group sorts after `train/` and `val/` in TensorBoard, so the histograms no longer
-    crowd the top of its pages. Parameters are written at the end of the epoch; gradients at the
-    epoch's first optimizer step, the only moment they are sure to exist (Lightning frees them
-    between steps).
+    crowd the top of its pages. Parameters are written at the end of the epoch. Gradients exist only
+    during a step (Lightning frees them between steps): the epoch's first optimizer step copies them
+    on the device, and they are written at the epoch's end with the parameters, so that no step
+    waits for the device to hand them to the host. The per-layer norms are summed on the device too.
 
     Args:
         every_n_epochs: Epoch interval of the histograms; the last epoch is always written too.
@@ -29,20 +30,24 @@ class ParameterHistograms(Callback):
         self._steps = 0
         self._layers: list[str] = []  # the layers summed in `_sums`, on the device, until folded into `_norms`
         self._sums: torch.Tensor | None = None
+        self._names: list[str] = []  # the parameters whose norms `_index` adds up
+        self._index: torch.Tensor | None = None  # each parameter's layer in `_layers`, on the device
+        self._grads: dict[str, torch.Tensor] = {}  # the epoch's first gradients, copied on the device
+        self._grads_step = 0
 
     def _due(self, trainer: Trainer) -> bool:
         last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
         return trainer.current_epoch % self.every_n_epochs == 0 or last
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._norms, self._steps, self._layers, self._sums = {}, 0, [], None
+        self._norms, self._steps, self._sums = {}, 0, None
 
     def _fold(self) -> None:
-        """Add the running per-layer sums of the current layer set to `_norms`."""
+        """Add the running per-layer sums (read from the device) to `_norms`, and start new sums."""
         if self._sums is not None:
             for layer, total in zip(self._layers, self._sums.tolist(), strict=True):
                 self._norms[layer] = self._norms.get(layer, 0.0) + total
-        self._layers, self._sums = [], None
+        self._sums = None
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         if not self.gradients or not trainer.is_global_zero:
@@ -55,22 +60,26 @@ class ParameterHistograms(Callback):
             # one fused kernel for every parameter's norm (as clip_grad_norm_ does), then one sum per layer:
             # a handful of operations per step instead of three per parameter
             layers = [name.rsplit(".", 1)[0] for name, _ in named]
-            order = list(dict.fromkeys(layers))
-            index = torch.tensor([order.index(layer) for layer in layers])
             norms = torch.stack(torch._foreach_norm([_values(param.grad).float() for _, param in named]))
-            squares = torch.zeros(len(order), device=norms.device).index_add_(0, index.to(norms.device), norms.pow(2))
-            if order != self._layers:  # the layers with gradients changed (a backbone unfroze)
+            names = [name for name, _ in named]
+            if names != self._names:  # the parameters with gradients changed (a backbone unfroze)
                 self._fold()
-                self._layers, self._sums = order, torch.zeros(len(order), device=norms.device)
-            self._sums += squares.sqrt()
+                order = list(dict.fromkeys(layers))
+                self._names, self._layers = names, order
+                # built once per parameter set: a host tensor copied to the device every step would wait
+                self._index = torch.tensor([order.index(layer) for layer in layers], device=norms.device)
+            if self._sums is None:
+                self._sums = torch.zeros(len(self._layers), device=norms.device)
+            self._sums += torch.zeros_like(self._sums).index_add_(0, self._index, norms.pow(2)).sqrt()
         self._steps += 1
         if self._due(trainer) and self._grads_written_epoch != trainer.current_epoch:
-            self._grads_written_epoch = trainer.current_epoch
-            for name, param in pl_module.named_parameters():
-                if param.grad is not None:
-                    log_histogram(trainer, f"weights/{name}/grad", _values(param.grad), trainer.global_step)
+            self._grads_written_epoch, self._grads_step = trainer.current_epoch, trainer.global_step
+            self._grads = {name: _values(param.grad).clone() for name, param in named}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for name, grad in self._grads.items():
+            log_histogram(trainer, f"weights/{name}/grad", grad, self._grads_step)
+        self._grads = {}
         self._fold()
         if self._norms and self._steps:
             norms = {f"weights/{layer}/grad_norm": float(n) / self._steps for layer, n in self._norms.items()}

@@ -26,7 +26,7 @@ class LinearDataModule(TensorDataModule):
         noise_std: Standard deviation of the Gaussian noise.
         x_range: (low, high) of the uniform inputs.
         data_seed: Seed of the sampling, fixed so every training seed sees the same data.
-        batch_size, num_workers, split_seed: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, on_device: see `TensorDataModule`.
     """
 
     def __init__(
@@ -41,9 +41,10 @@ class LinearDataModule(TensorDataModule):
         data_seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
+        on_device: bool | None = None,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed)
+        super().__init__(batch_size, num_workers, split_seed, on_device=on_device)
         self.save_hyperparameters(logger=False)
 
     def sample(self, n: int, generator: torch.Generator) -> TensorDataset:

@@ -26,7 +26,7 @@ class RingsDataModule(TensorDataModule):
         outer_radius: Mean radius of the negative (outer) ring.
         noise_std: Standard deviation of the radii.
         data_seed: Seed of the sampling.
-        batch_size, num_workers, split_seed: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, on_device: see `TensorDataModule`.
     """
 
     class_names = ("outer", "inner")
@@ -42,9 +42,10 @@ class RingsDataModule(TensorDataModule):
         data_seed: int = 0,
         batch_size: int = 64,
         num_workers: int = 0,
+        on_device: bool | None = None,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed)
+        super().__init__(batch_size, num_workers, split_seed, on_device=on_device)
         self.save_hyperparameters(logger=False)
 
     def sample(self, n_per_class: int, generator: torch.Generator) -> TensorDataset:

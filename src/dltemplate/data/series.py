@@ -92,7 +92,7 @@ class SeriesDataModule(TensorDataModule):
         cutoff: Steps left off the end of the series before anything else (a backtest's earlier
             forecast origins): nothing after them is read into any split or statistic.
         download: Public source of a missing file: {url:, md5:}.
-        batch_size, num_workers: see `TensorDataModule`.
+        batch_size, num_workers, on_device: see `TensorDataModule`.
     """
 
     def __init__(
@@ -116,8 +116,9 @@ class SeriesDataModule(TensorDataModule):
         download: dict[str, str] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
+        on_device: bool | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed=0)
+        super().__init__(batch_size, num_workers, split_seed=0, on_device=on_device)
         if transform not in (None, "log1p"):
             raise ConfigError(f"data.transform must be null or 'log1p', got {transform!r}")
         if missing not in ("error", "interpolate"):

@@ -60,7 +60,7 @@ class TabularDataModule(TensorDataModule):
         sep: Column separator of the CSV files.
         missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
-        batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device: see `TensorDataModule`.
     """
 
     def __init__(
@@ -84,12 +84,13 @@ class TabularDataModule(TensorDataModule):
         missing_target: MissingTarget = "drop",
         batch_size: int = 64,
         num_workers: int = 0,
+        on_device: bool | None = None,
         split_seed: int = 0,
         folds: int | None = None,
         fold: int = 0,
         fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
+        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device=on_device)
         if task not in ("classification", "regression"):
             raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
         check_missing_target(missing_target)

@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 
+from dltemplate.data.batches import DeviceBatches, Rows, fits_device, rows_of
 from dltemplate.data.inferred import InfersSettings
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import locked
@@ -110,6 +111,9 @@ class TensorDataModule(InfersSettings, LightningDataModule):
             fold `fold` validates (instead of `val_fraction`); the test split is untouched.
         fold: Which fold validates, 0 .. folds - 1.
         fold_seed: Seed of the fold assignment (one per repeat of repeated k-fold).
+        on_device: Keep the in-memory splits on the training device and draw batches there (see
+            `dltemplate.data.batches`); null: when they fit `DEVICE_SHARE` of its memory (always on
+            a CPU); false: a DataLoader, pinned memory and asynchronous copies on a GPU.
     """
 
     collate_fn = None  # None: PyTorch's default; `whole_batch` for datasets that serve whole batches
@@ -125,6 +129,7 @@ class TensorDataModule(InfersSettings, LightningDataModule):
         folds: int | None = None,
         fold: int = 0,
         fold_seed: int = 0,
+        on_device: bool | None = None,
     ) -> None:
         super().__init__()
         if folds is not None and not (folds >= 2 and 0 <= fold < folds):
@@ -140,6 +145,8 @@ class TensorDataModule(InfersSettings, LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.predict_set: Dataset | None = None
+        self.on_device = on_device
+        self._moved: dict[int, tuple[Dataset, Rows]] = {}  # split → its rows on the training device
 
     def prepare_data(self) -> None:
         """Lightning's once-per-node step: fetch missing data (`fetch_data`) unless restored from a checkpoint.
@@ -183,28 +190,43 @@ class TensorDataModule(InfersSettings, LightningDataModule):
         self.val_positions = mask.nonzero().squeeze(1)
         return mask
 
-    def split(self, dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
-        """Randomly split `dataset` into train and validation parts, reproducibly."""
+    def split(self, dataset: TensorDataset, val_fraction: float) -> tuple[TensorDataset, TensorDataset]:
+        """Randomly split `dataset` into train and validation parts, reproducibly (tensors of each part's rows)."""
         if not 0 < val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
         generator = torch.Generator().manual_seed(self.split_seed)
-        train, val = random_split(dataset, [1 - val_fraction, val_fraction], generator=generator)
-        return train, val
+        parts = random_split(dataset, [1 - val_fraction, val_fraction], generator=generator)
+        return tuple(TensorDataset(*(t[part.indices] for t in dataset.tensors)) for part in parts)
 
     @property
     def example_input_array(self) -> Tensor:
         """Two training inputs, for the model graph and the layer summary."""
         return self.train_set[:2][0]
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        """A loader over `dataset`; for evaluation (not `shuffle`) under DDP, each sample on exactly one rank.
+    def _device(self) -> torch.device:
+        """The device the Trainer trains on (the CPU without a Trainer)."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
-        Lightning's default DistributedSampler pads uneven splits with repeated samples, which would
-        count them twice in validation and test metrics; `UnrepeatedDistributedSampler` gives ranks
+    def _resident(self, device: torch.device) -> bool:
+        """Whether the in-memory splits live on `device`: `on_device`, or (null) when they all fit its budget."""
+        if self.on_device is not None:
+            return bool(self.on_device)
+        splits = [rows_of(s) for s in (self.train_set, self.val_set, self.test_set)]
+        return fits_device(sum(rows.nbytes for rows in splits if rows is not None), device)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader | DeviceBatches:
+        """Batches of `dataset`: drawn on the training device when its rows live there, else a DataLoader.
+
+        Under DDP, evaluation (not `shuffle`) sees each sample on exactly one rank: Lightning's default
+        DistributedSampler pads uneven splits with repeated samples, which would count them twice in
+        validation and test metrics; `UnrepeatedDistributedSampler` (and `DeviceBatches`) give ranks
         shards that differ by at most one sample instead (safe without gradients).
         """
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        device, rows = self._device(), rows_of(dataset)
+        if rows is not None and self._resident(device):
+            return self._device_batches(dataset, rows, device, shuffle)
         sampler = None
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if not shuffle and distributed and torch.distributed.get_world_size() > 1:
@@ -216,9 +238,22 @@ class TensorDataModule(InfersSettings, LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=self.num_workers > 0 and torch.cuda.is_available(),  # worker batches copy asynchronously
+            pin_memory=device.type == "cuda",  # page-locked batches copy to the GPU without waiting
             collate_fn=self.collate_fn,
         )
+
+    def _device_batches(self, dataset: Dataset, rows: Rows, device: torch.device, shuffle: bool) -> DeviceBatches:
+        """`DeviceBatches` of `dataset`'s rows, moved to `device` once (kept for the next loader of that split)."""
+        moved = self._moved.get(id(dataset))
+        if moved is None or moved[0] is not dataset or moved[1].device != device:
+            moved = self._moved[id(dataset)] = (dataset, rows.to(device))
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        seed = torch.initial_seed() % 2**62  # the run's seed (seed_everything): the same in every process
+        if trainer is not None and world > 1:
+            seed = trainer.strategy.broadcast(seed)  # unseeded runs too: one permutation for every rank
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+        return DeviceBatches(moved[1], self.batch_size, shuffle, seed, epoch, rank, world)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

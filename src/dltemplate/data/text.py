@@ -54,11 +54,76 @@ class TokenIds(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         rows = np.asarray(indices)
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        batch = np.full((len(rows), max(int((ends - starts).max()), 1)), self.pad_id, dtype=np.int64)  # (B, L)
-        for row, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-            batch[row, : end - start] = self.ids[start:end]
+        starts, lengths = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]
+        steps = np.arange(max(int(lengths.max()), 1))  # (L,): the batch's longest text
+        inside = steps[None, :] < lengths[:, None]  # (B, L)
+        positions = np.where(inside, starts[:, None] + steps[None, :], 0)  # one gather, no loop over texts
+        batch = np.where(inside, self.ids[positions] if len(self.ids) else 0, self.pad_id).astype(np.int64)
         return torch.from_numpy(batch), self.labels[rows]
+
+
+class TokenTensors:
+    """Token ids as tensors on one device, served as `Rows`: a batch is (B, width) ids and (B,) labels.
+
+    Every batch is padded to `width`, the longest text's length, rather than to its own longest:
+    that would need the batch's lengths on the host, which waits for the device.
+    """
+
+    def __init__(self, flat: Tensor, starts: Tensor, lengths: Tensor, labels: Tensor, pad_id: int, width: int) -> None:
+        self.flat, self.starts, self.lengths, self.labels = flat, starts, lengths, labels
+        self.pad_id, self.width = pad_id, width
+        self.steps = torch.arange(width, device=flat.device)  # (W,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.flat, self.starts, self.lengths, self.labels))
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    def to(self, device: torch.device) -> "TokenTensors":
+        moved = (t.to(device) for t in (self.flat, self.starts, self.lengths, self.labels))
+        return TokenTensors(*moved, self.pad_id, self.width)
+
+    def gather(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        positions = self.starts[index, None] + self.steps  # (B, W); `flat` ends with one padding id to point at
+        positions = positions.clamp_(max=len(self.flat) - 1)
+        ids = self.flat[positions].long().masked_fill_(self.steps >= self.lengths[index, None], self.pad_id)
+        return ids, self.labels[index]
+
+
+class TokenRows(TokenIds):
+    """`TokenIds` held in memory, which serve as `Rows` (see `TokenTensors`) and move to the training device."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, labels: Tensor, pad_id: int = 0) -> None:
+        super().__init__(ids, offsets, labels, pad_id)
+        lengths = np.diff(np.asarray(offsets))
+        self.tensors = TokenTensors(
+            torch.from_numpy(np.append(np.asarray(ids, dtype=np.int32), np.int32(pad_id))),
+            torch.from_numpy(np.asarray(offsets[:-1], dtype=np.int64)),
+            torch.from_numpy(lengths.astype(np.int64)),
+            labels,
+            pad_id,
+            max(int(lengths.max()) if len(lengths) else 1, 1),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return self.tensors.nbytes
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensors.device
+
+    def to(self, device: torch.device) -> TokenTensors:
+        return self.tensors.to(device)
+
+    def gather(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.tensors.gather(index)
 
 
 def build_tokenizer(lowercase: bool) -> Tokenizer:
@@ -110,7 +175,7 @@ class TextDataModule(TensorDataModule):
             from the cache folder, so memory does not grow with the corpus) or "auto" (memory when the
             ids fit `memory_budget_gb`, else stream; the choice is shown with the inferred settings).
         memory_budget_gb: RAM the ids may take under "auto"; None: a quarter of this machine's RAM.
-        batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device: see `TensorDataModule`.
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
@@ -141,12 +206,13 @@ class TextDataModule(TensorDataModule):
         memory_budget_gb: float | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
+        on_device: bool | None = None,
         split_seed: int = 0,
         folds: int | None = None,
         fold: int = 0,
         fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed)
+        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device=on_device)
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         check_missing_target(missing_target)
@@ -346,7 +412,8 @@ class TextDataModule(TensorDataModule):
             files = [p for p in (source, Path(hp.test_file) if hp.test_file else None) if p is not None and p.is_file()]
         if hp.tokenizer is not None and Path(hp.tokenizer).is_dir():  # a local tokenizer's files are part of the key
             files = [*files, *sorted(p for p in Path(hp.tokenizer).iterdir() if p.is_file())]
-        serving = ("batch_size", "num_workers", "storage", "memory_budget_gb")  # how ids are served, not what they are
+        # how ids are served, not what they are
+        serving = ("batch_size", "num_workers", "on_device", "storage", "memory_budget_gb")
         settings = sorted((k, v) for k, v in hp.items() if k not in serving)
         return Path(hp.cache_dir) / f"text-{files_key(files, settings)}"
 
@@ -409,7 +476,7 @@ class TextDataModule(TensorDataModule):
             ids = np.fromfile(path, dtype=np.int32)
         offsets = np.load(folder / f"{name}.offsets.npy", mmap_mode="r" if stream else None)
         labels = torch.from_numpy(np.load(folder / f"{name}.labels.npy"))
-        return TokenIds(ids, offsets, labels, self.pad_id)
+        return TokenIds(ids, offsets, labels, self.pad_id) if stream else TokenRows(ids, offsets, labels, self.pad_id)
 
     # ---- prediction ----------------------------------------------------------------------------
 

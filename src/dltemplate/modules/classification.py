@@ -18,10 +18,11 @@ from dltemplate.modules.factories import (
     build_net,
     check_finite,
     configure_optimizers,
-    dense_gradients_when_distributed,
+    dense_gradients_where_needed,
     objects_to_skip,
     without_downloads,
 )
+from dltemplate.modules.metrics import log_epoch_metrics
 
 
 class ClassificationModule(LightningModule):
@@ -79,8 +80,12 @@ class ClassificationModule(LightningModule):
         task = "binary" if self.binary else "multiclass"
         self.loss_fn = build_loss(loss, task, class_weights=class_weights, label_smoothing=label_smoothing)
 
-        # training tracks accuracy only: AUROC keeps every prediction, too costly on every step
-        self.train_metrics = MetricCollection({"acc": Accuracy(task=task, num_classes=num_classes)}, prefix="train/")
+        # training tracks accuracy only: AUROC keeps every prediction, too costly on every step. It is
+        # fed predicted labels without argument checks: checks and probability inputs make torchmetrics
+        # look at the values on the host (torch.unique, a range test), which waits for the device
+        self.train_metrics = MetricCollection(
+            {"acc": Accuracy(task=task, num_classes=num_classes, validate_args=False)}, prefix="train/"
+        )
         metrics = MetricCollection(
             {
                 "acc": Accuracy(task=task, num_classes=num_classes),
@@ -92,7 +97,7 @@ class ClassificationModule(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def setup(self, stage: str) -> None:
-        dense_gradients_when_distributed(self)  # before DDP wraps the net: NCCL cannot reduce sparse gradients
+        dense_gradients_where_needed(self)  # before DDP wraps the net: NCCL cannot reduce sparse gradients
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits: (B,) for binary problems, (B, num_classes) otherwise."""
@@ -102,35 +107,33 @@ class ClassificationModule(LightningModule):
     def predict_proba(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits) if self.binary else logits.softmax(dim=-1)
 
+    def predicted_class(self, probs: Tensor) -> Tensor:
+        """(B,) class indices from `predict_proba`'s output."""
+        return (probs > 0.5).long() if self.binary else probs.argmax(dim=-1)
+
     def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
         x, target = batch
         logits = self(x)
         loss = self.loss_fn(logits, target)
         probs = self.predict_proba(logits.detach())
-        metrics.update(probs, target)
-        self.log(
-            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
-        )
+        if stage == "train":  # labels, not probabilities: see train_metrics
+            metrics.update(self.predicted_class(probs), target)
+        else:
+            metrics.update(probs, target)
+        # the step loss stays on the device (the progress bar reads it every log interval, see
+        # callbacks/progress.py): a step value marked prog_bar is turned into a number every step
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
         return {"loss": loss, "preds": probs, "target": target}
 
-    def _log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
-        """Log the epoch's metrics once, computed over every process (torchmetrics gathers), then reset.
-
-        Logging the metric objects on every step instead costs Lightning a walk over each metric's
-        state per step (a millisecond each: 10% of a small CNN's step on a CPU).
-        """
-        if any(metric.update_called for metric in metrics.values()):
-            self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
-        metrics.reset()
-
     def on_train_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.train_metrics)
+        log_epoch_metrics(self, self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.val_metrics, prog_bar=True)
+        log_epoch_metrics(self, self.val_metrics, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_metrics)
+        log_epoch_metrics(self, self.test_metrics)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self._step(batch, self.train_metrics, "train")

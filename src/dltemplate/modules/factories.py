@@ -188,15 +188,22 @@ def sparse_parameters(model: nn.Module) -> set[int]:
     }
 
 
-def dense_gradients_when_distributed(module) -> None:
-    """Switch embeddings to dense gradients when the module trains under a distributed strategy.
+def dense_gradients_where_needed(module) -> None:
+    """Switch embeddings to dense gradients when the module trains on an accelerator or distributed.
 
     DDP over NCCL cannot all-reduce sparse gradients, and DDP decides which gradients are sparse
     when it wraps the module: call this from the LightningModule's `setup` hook, which runs before.
-    The optimizer then sees ordinary dense parameters (`sparse_parameters` finds none).
+    On an accelerator a sparse gradient is slower than a dense one: summing its rows (`coalesce`)
+    has a size that depends on the data, so the host waits for the device on every step, while a
+    dense update of even a few million embedding rows is a fraction of a millisecond there. Sparse
+    gradients are kept for one process on the CPU, where they save most of the update's work. The
+    optimizer then sees ordinary dense parameters (`sparse_parameters` finds none).
     """
     trainer = getattr(module, "_trainer", None)
-    if trainer is None or not isinstance(trainer.strategy, ParallelStrategy):
+    if trainer is None:
+        return
+    distributed = isinstance(trainer.strategy, ParallelStrategy)
+    if not distributed and trainer.strategy.root_device.type == "cpu":
         return
     switched = []
     for name, layer in module.named_modules():
@@ -204,11 +211,9 @@ def dense_gradients_when_distributed(module) -> None:
             layer.sparse = False
             switched.append(name)
     if switched:
-        log.info(
-            "%s: dense gradients under %s (sparse ones cannot be all-reduced)",
-            switched,
-            type(trainer.strategy).__name__,
-        )
+        where = type(trainer.strategy).__name__ if distributed else trainer.strategy.root_device.type
+        reason = "sparse ones cannot be all-reduced" if distributed else "sparse ones make the host wait"
+        log.info("%s: dense gradients on %s (%s)", switched, where, reason)
 
 
 class WithSparseRows(Optimizer):
@@ -391,22 +396,25 @@ def check_finite(loss: torch.Tensor, module) -> None:
 
     The check runs on the device every step (the first non-finite step and value are kept there);
     the host reads it, which waits for the device, only every `FINITE_CHECK_EVERY` steps and at
-    the last batch of each epoch, so a GPU is not held up on every step.
+    the last batch of each epoch, so a GPU is not held up on every step. The step number goes to the
+    device as a fill (`torch.full`), which is queued like any kernel; `torch.tensor(step, device=...)`
+    would copy it from pageable host memory and wait.
     """
     bad = ~torch.isfinite(loss.detach())
-    step = torch.tensor(module.global_step, device=loss.device)
+    step = torch.full((), module.global_step, device=loss.device, dtype=torch.long)
     first = getattr(module, "_first_nonfinite", None)
     if first is None or first[0].device != loss.device:
-        first = (torch.full((), -1, device=loss.device), torch.zeros((), device=loss.device))
+        first = (torch.full((), -1, device=loss.device, dtype=torch.long), torch.zeros((), device=loss.device))
     unseen = bad & (first[0] < 0)
     first = (torch.where(unseen, step, first[0]), torch.where(unseen, loss.detach().float(), first[1]))
     module._first_nonfinite = first
     trainer = getattr(module, "_trainer", None)
     if module.global_step % FINITE_CHECK_EVERY and not (trainer is not None and trainer.is_last_batch):
         return
-    at = int(first[0])
+    at, value = torch.stack([first[0].float(), first[1]]).tolist()  # one read of both (float32: MPS has no float64)
     if at >= 0:
+        at = int(at)
         raise FloatingPointError(
-            f"training loss is {float(first[1])} at epoch {module.current_epoch}, step {at}: "
+            f"training loss is {value} at epoch {module.current_epoch}, step {at}: "
             "the run diverged; lower module.optimizer.lr or check the inputs for NaN/inf values"
         )

@@ -86,9 +86,10 @@ class ForecastingModule(LightningModule):
         x, target = batch
         preds = self(x)
         loss = self.loss_fn(preds, target)
-        self.log(
-            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
-        )
+        # the step loss stays on the device (the progress bar reads it every log interval, see
+        # callbacks/progress.py): a step value marked prog_bar is turned into a number every step
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
         preds, target, history = self.to_units(preds.detach()), self.to_units(target), self.to_units(x)
         if stage != "train":
             metrics, baselines = (

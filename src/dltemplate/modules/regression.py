@@ -19,6 +19,7 @@ from dltemplate.modules.factories import (
     objects_to_skip,
     without_downloads,
 )
+from dltemplate.modules.metrics import log_epoch_metrics
 
 
 class RegressionModule(LightningModule):
@@ -87,6 +88,7 @@ class RegressionModule(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.negative_counts = torch.zeros((), dtype=torch.bool)  # a negative count seen this epoch (poisson)
 
     def forward(self, x: Tensor) -> Tensor:
         """Predictions on the targets' scale: (B,) for one target, (B, num_outputs) otherwise."""
@@ -107,18 +109,41 @@ class RegressionModule(LightningModule):
         x, target = batch
         out = self._outputs(x)
         if self.counts:
-            if bool((target < 0).any()):
-                raise DataError(f"module.loss=poisson needs counts, but a {stage} target is negative")
+            self.negative_counts = self.negative_counts | (target < 0).any()  # read once per epoch
             loss = self.loss_fn(out + self.log_mean, target)
         else:
             loss = self.loss_fn(out, (target - self.hparams.target_mean) / self.hparams.target_std)
         preds = self.to_units(out.detach())
         metrics.update(preds, target)
-        self.log(
-            f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, sync_dist=stage != "train"
-        )
-        self.log_dict(metrics, on_step=False, on_epoch=True)
+        # the step loss stays on the device (the progress bar reads it every log interval, see
+        # callbacks/progress.py): a step value marked prog_bar is turned into a number every step
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
         return {"loss": loss, "preds": preds, "target": target}
+
+    def _end_epoch(self, metrics: MetricCollection, stage: str) -> None:
+        """Refuse negative counts seen this epoch, then log the epoch's metrics once and reset them.
+
+        Both are read on the host once per epoch rather than every step: each read waits for the device.
+        """
+        if self.counts and bool(self.negative_counts):
+            self.negative_counts = torch.zeros((), dtype=torch.bool, device=self.device)
+            raise DataError(f"module.loss=poisson needs counts, but a {stage} target is negative")
+        log_epoch_metrics(self, metrics)
+
+    def on_train_epoch_start(self) -> None:
+        self.negative_counts = torch.zeros((), dtype=torch.bool, device=self.device)
+
+    on_validation_epoch_start = on_test_epoch_start = on_train_epoch_start
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch(self.train_metrics, "train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch(self.test_metrics, "test")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         out = self._step(batch, self.train_metrics, "train")

@@ -57,11 +57,14 @@ class NGramBag(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         features = self.features(ids)  # (B, T)
-        if self.training and not torch.compiler.is_compiling():
-            # the padding (most of a batch of uneven texts) left out of the sparse gradient: a flat bag
+        if self.training and self.embedding.sparse and not torch.compiler.is_compiling():
+            # the padding (most of a batch of uneven texts) left out of the sparse gradient: a flat bag.
+            # Its size depends on the data (the host waits for the device), which only a sparse
+            # gradient on the CPU repays; on accelerators the embeddings train dense (see
+            # `dense_gradients_where_needed`) and take the padded bag below.
             kept = features != self.pad_index
             counts = kept.sum(dim=1)  # (B,)
             bag = self.embedding(features[kept], torch.cumsum(counts, 0) - counts)  # (B, E); empty bags: zeros
-        else:  # evaluation, export and compilation: shapes that do not depend on the data, padded bags
+        else:  # evaluation, export, compilation, dense gradients: shapes that do not depend on the data
             bag = self.embedding(features)  # (B, E); an all-padding text gives zeros
         return self.head(self.dropout(bag))  # (B, out_features)
