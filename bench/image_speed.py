@@ -1,6 +1,6 @@
 """Seconds per epoch on cifar2 with the book's CNN: three pipelines side by side, same images and net.
 
-    DATA_DIR=../shared/data python bench/image_speed.py [--epochs 4] [--batch-size 50]
+    DATA_DIR=../shared/data python bench/image_speed.py [--epochs 4] [--batch-size 50] [--device cuda]
 
 1. book:      a plain PyTorch loop over torchvision ImageFolder + ToTensor (JPEGs decoded every epoch),
               DataLoader with num_workers=3 as in the book
@@ -37,16 +37,17 @@ from dltemplate.train import train
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def run_epochs(epochs: int, train_batches, val_batches, lr: float) -> list[float]:
+def run_epochs(epochs: int, train_batches, val_batches, lr: float, device: torch.device) -> list[float]:
     """A plain training loop; returns each epoch's seconds (training and validation)."""
     torch.manual_seed(0)
-    net = SimpleCNN()
+    net = SimpleCNN().to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    accuracy, seconds = BinaryAccuracy(), []
+    accuracy, seconds = BinaryAccuracy().to(device), []
     for _ in range(epochs):
         start = time.perf_counter()
         net.train()
         for x, y in train_batches():
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-ops when already there
             logits = net(x).squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
             optimizer.zero_grad()
@@ -57,8 +58,9 @@ def run_epochs(epochs: int, train_batches, val_batches, lr: float) -> list[float
         net.eval()
         with torch.no_grad():
             for x, y in val_batches():
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 accuracy.update(net(x).squeeze(1).sigmoid(), y)
-        accuracy.compute(), accuracy.reset()
+        accuracy.compute(), accuracy.reset()  # (reads the device: the epoch's work is done)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -69,7 +71,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three pipelines")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--book-workers", type=int, default=3, help="DataLoader workers of the book's pipeline")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the plain loops' tensors live there too")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     overrides = [
@@ -81,6 +85,7 @@ def main() -> None:
         "data.storage=memory",
         f"trainer.max_epochs={args.epochs}",
         "test=false",
+        *(["trainer=gpu", "trainer.precision=32-true"] if device.type == "cuda" else []),
     ]
     probe = compose_config(CONFIG_DIR, overrides)
     lr = probe.module.optimizer.lr
@@ -102,12 +107,14 @@ def main() -> None:
         )
 
     def tensor_batches(dataset, shuffle):
-        """A plain loop over the same cached tensors (uint8 → normalised floats per batch, as the template)."""
+        """A plain loop over the same cached tensors, on the device (uint8 → normalised floats per batch, as
+        the template)."""
+        images, labels = dataset.images.to(device), dataset.labels.to(device)
 
         def batches():
-            order = torch.randperm(len(dataset)) if shuffle else torch.arange(len(dataset))
+            order = torch.randperm(len(labels), device=device) if shuffle else torch.arange(len(labels), device=device)
             for chunk in order.split(args.batch_size):
-                yield datamodule.normalize(dataset.images[chunk]), dataset.labels[chunk]
+                yield datamodule.normalize(images[chunk]), labels[chunk]
 
         return batches
 
@@ -127,10 +134,14 @@ def main() -> None:
     book, plain, template, bare = [], [], [], []
     for round_ in range(args.rounds):
         steady = slice(1, None)  # drop each round's first epoch
-        plain += run_epochs(args.epochs, tensor_batches(train_set, True), tensor_batches(val_set, False), lr)[steady]
+        plain += run_epochs(args.epochs, tensor_batches(train_set, True), tensor_batches(val_set, False), lr, device)[
+            steady
+        ]
         template += template_epochs([], f"{stamp}_round{round_}")
         bare += template_epochs(features_off, f"{stamp}_round{round_}_bare")
-        book += run_epochs(args.epochs, folder_batches(train_idx, True), folder_batches(val_idx, False), lr)[steady]
+        book += run_epochs(args.epochs, folder_batches(train_idx, True), folder_batches(val_idx, False), lr, device)[
+            steady
+        ]
 
     b, t, p, r = (statistics.median(x) for x in (book, template, plain, bare))
     print(

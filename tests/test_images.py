@@ -488,3 +488,31 @@ def test_two_streamed_folds_each_fit_statistics_on_their_own_training_images(tmp
         memory = ImageDataModule(cache_dir=str(tmp_path / "memory"), storage="memory", **kwargs)
         stream.setup("fit"), memory.setup("fit")
         assert stream.mean == pytest.approx(memory.mean, abs=1e-9) and stream.std == pytest.approx(memory.std, abs=1e-9)
+
+
+def test_mistakes_keep_each_class_most_confident_errors_across_batches():
+    from dltemplate.callbacks.images import Mistakes
+
+    torch.manual_seed(0)
+    mistakes = Mistakes(max_images=4, to_view=lambda images: images.cpu())
+    seen = []
+    for _ in range(3):
+        images, probs = torch.rand(10, 1, 2, 2), torch.softmax(torch.randn(10, 3) * 3, dim=1)
+        target = torch.randint(0, 3, (10,))
+        mistakes.update(images, probs, target)
+        confidence, predicted = probs.max(dim=1)
+        seen += [
+            (float(c), img, int(p), int(t))
+            for c, img, p, t in zip(confidence, images, predicted, target, strict=True)
+            if p != t
+        ]
+    expected_by_class = {c: sorted((m for m in seen if m[3] == c), key=lambda m: -m[0]) for c in range(3)}
+    expected, queues = [], [list(expected_by_class[c]) for c in range(3)]
+    while len(expected) < 4 and any(queues):
+        for queue in queues:
+            if queue and len(expected) < 4:
+                expected.append(queue.pop(0))
+    got = mistakes.compute()
+    assert [(round(c, 5), p, t) for c, _, p, t in got] == [(round(c, 5), p, t) for c, _, p, t in expected]
+    for (_, image, _, _), (_, want, _, _) in zip(got, expected, strict=True):
+        torch.testing.assert_close(image, want)

@@ -109,6 +109,11 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None, callbacks: Sequence[
     log.info("data ready in %.1f s", data_seconds)
     module = build_module(cfg, datamodule)
     trainer = build_trainer(cfg, resume_step, callbacks)
+    precision = cfg.get("matmul_precision") or "highest"
+    if precision not in ("highest", "high", "medium"):
+        raise ConfigError(f"matmul_precision={precision!r}: choose highest, high (TF32) or medium (bf16)")
+    if trainer.strategy.root_device.type == "cuda":  # TF32 for float32 matmuls (convolutions use it already)
+        torch.set_float32_matmul_precision(precision)
 
     fitting = cfg.get("train", True)
     tuned = run_tuner(cfg, trainer, module, datamodule) if fitting and cfg.get("ckpt_path") is None else {}

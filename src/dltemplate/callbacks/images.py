@@ -58,11 +58,19 @@ class ImageGrids(EvaluationRecords):
 
 
 class Mistakes:
-    """The most confident mistakes per true class, kept on the CPU as viewable images."""
+    """The most confident mistakes per true class, kept on the device until `compute` brings them to the CPU.
+
+    Each batch merges its mistakes into every class's top `keep` by one `topk` (correct predictions
+    count as confidence -inf): no step reads a value on the host, which would wait for the device.
+    A class keeps `max_images` mistakes when there are up to four classes, else four times its share
+    of the grid, which bounds the images held however many classes there are.
+    """
 
     def __init__(self, max_images: int, to_view) -> None:
         self.max_images, self.to_view = max_images, to_view
-        self.by_class: dict[int, list[tuple[float, Tensor, int, int]]] = {}
+        self.confidence: Tensor | None = None  # (K, keep): -inf where no mistake is kept
+        self.images: Tensor | None = None  # (K, keep, C, H, W)
+        self.predicted: Tensor | None = None  # (K, keep)
 
     def to(self, device: torch.device) -> "Mistakes":
         return self
@@ -70,21 +78,37 @@ class Mistakes:
     def update(self, images: Tensor, probs: Tensor, target: Tensor) -> None:
         if probs.ndim == 1:  # binary: P(class 1)
             probs = torch.stack([1 - probs, probs], dim=1)
-        confidence, predicted = probs.max(dim=1)
-        wrong = (predicted != target).nonzero().flatten()
-        if len(wrong) == 0:
-            return
-        shown = self.to_view(images[wrong])
-        for image, i in zip(shown, wrong.tolist(), strict=True):
-            kept = self.by_class.setdefault(int(target[i]), [])
-            kept.append((float(confidence[i]), image, int(predicted[i]), int(target[i])))
-        for label, kept in self.by_class.items():
-            self.by_class[label] = sorted(kept, key=lambda m: -m[0])[: self.max_images]
+        confidence, predicted = probs.float().max(dim=1)  # (B,)
+        classes = probs.shape[1]
+        keep = self.max_images if classes <= 4 else max(1, -(-4 * self.max_images // classes))
+        wrong = torch.where(predicted != target, confidence, torch.full_like(confidence, -torch.inf))
+        if self.confidence is None:  # `keep` empty places per class (-inf: no mistake there yet)
+            self.confidence = confidence.new_full((classes, keep), -torch.inf)
+            self.images = images.new_zeros((classes, keep, *images.shape[1:]))
+            self.predicted = predicted.new_zeros((classes, keep))
+        # candidates: the places kept so far, class by class, then this batch's images
+        arange = torch.arange(classes, device=target.device)
+        labels = torch.cat([arange.repeat_interleave(keep), target])  # (N,)
+        candidates = torch.cat([self.confidence.reshape(-1), wrong])
+        mine = labels[None, :] == arange[:, None]  # (K, N): a candidate counts for its own class only
+        per_class = torch.where(mine, candidates[None, :], -torch.inf)
+        top = per_class.topk(keep, dim=1).indices  # (K, keep)
+        self.confidence = per_class.gather(1, top)
+        self.predicted = torch.cat([self.predicted.reshape(-1), predicted])[top]
+        self.images = torch.cat([self.images.reshape(-1, *images.shape[1:]), images.detach()])[top]
 
     def compute(self) -> list[tuple[float, Tensor, int, int]]:
         """Up to `max_images` mistakes: each class's most confident, then each class's next, ..."""
+        if self.confidence is None:
+            return []
+        confidence, predicted = self.confidence.cpu(), self.predicted.cpu()  # the one read, at the epoch's end
+        queues = []
+        for label in range(confidence.shape[0]):
+            found = [i for i in range(confidence.shape[1]) if confidence[label, i] > -torch.inf]
+            shown = self.to_view(self.images[label, found]) if found else []
+            pairs = zip(found, shown, strict=True)
+            queues.append([(float(confidence[label, i]), image, int(predicted[label, i]), label) for i, image in pairs])
         chosen: list[tuple[float, Tensor, int, int]] = []
-        queues = [list(kept) for _, kept in sorted(self.by_class.items())]
         while len(chosen) < self.max_images and any(queues):
             for queue in queues:
                 if queue and len(chosen) < self.max_images:
