@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from dltemplate import registry
-from dltemplate.checkpoint import load_checkpoint, restore
+from dltemplate.checkpoint import checkpoint_run_config, load_checkpoint, restore
 from dltemplate.cli import run_entry_point
 from dltemplate.config import compose_config
 from dltemplate.errors import CheckpointError, ConfigError, OutputExistsError
 from dltemplate.evaluate import evaluate
+from dltemplate.evaluate import main as evaluate_main
 from dltemplate.export import export_checkpoint
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.predict import main as predict_main
@@ -204,6 +205,75 @@ def test_a_checkpoint_chooses_no_folder_to_write_and_no_url_to_fetch(titanic_run
     bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
     table = predict(predict_cfg(bad, tmp, "paths"))
     assert len(table) == 5 and not elsewhere.exists()
+
+
+def _secret_file(tmp_path: Path) -> Path:
+    """A file outside every data folder, whose first line must never be shown."""
+    secret = tmp_path / "private" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("SECRET-FIRST-LINE:x:0:0\nroot:x:0:0\n")
+    return secret
+
+
+def test_a_checkpoint_chooses_no_file_to_read(titanic_run, tmp_path, capsys):
+    result, tmp = titanic_run
+    secret = _secret_file(tmp_path)
+
+    def edit(checkpoint):
+        checkpoint["config"]["data"]["test_file"] = str(secret)
+        checkpoint["config"]["data"]["train_file"] = "../" * 20 + str(secret)
+
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    cfg = compose_config(CONFIG_DIR, [f"ckpt_path={bad}", f"paths.data_dir={tmp / 'data'}"], tmp_path / "e", "evaluate")
+    with pytest.raises(SystemExit):
+        run_entry_point(evaluate_main, cfg)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "not read" in err and "+data.test_file=<file>" in err and "SECRET-FIRST-LINE" not in err
+    # the files passed by the user are read: the checkpoint's own choice is only withheld
+    data = tmp / "data" / "titanic"
+    given = [f"+data.test_file={data / 'test.csv'}", f"+data.train_file={data / 'train.csv'}"]
+    cfg = compose_config(
+        CONFIG_DIR, [f"ckpt_path={bad}", f"paths.data_dir={tmp / 'data'}", *given], tmp_path / "e2", "evaluate"
+    )
+    assert "test/acc" in evaluate(cfg)
+    # predicting reads neither setting
+    assert len(predict(predict_cfg(bad, tmp, "withheld"))) == 5
+
+
+@pytest.mark.parametrize("value", ["${oc.env:DLTEMPLATE_SECRET}", "${oc.env:HOME}/.bashrc", "${paths.data_dir}${x}"])
+def test_interpolations_in_a_checkpoint_are_not_resolved(titanic_run, tmp_path, monkeypatch, capsys, value):
+    result, tmp = titanic_run
+    monkeypatch.setenv("DLTEMPLATE_SECRET", "hunter2-secret-value")
+
+    def edit(checkpoint):
+        checkpoint["config"]["data"]["test_file"] = value
+        checkpoint["config"]["task_name"] = "${oc.env:DLTEMPLATE_SECRET}"
+
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    assert checkpoint_run_config(load_checkpoint(bad), bad).task_name == "${oc.env:DLTEMPLATE_SECRET}"
+    cfg = compose_config(CONFIG_DIR, [f"ckpt_path={bad}", f"paths.data_dir={tmp / 'data'}"], tmp_path / "e", "evaluate")
+    with pytest.raises(SystemExit):
+        run_entry_point(evaluate_main, cfg)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "is an interpolation" in err
+    assert "hunter2" not in err and str(Path.home()) + "/.bashrc" not in err
+
+
+def test_a_checkpoint_path_under_the_data_folder_is_followed(titanic_run, tmp_path):
+    result, tmp = titanic_run
+    stored = torch.load(result.best_checkpoint, weights_only=True)["config"]["data"]
+    assert stored["test_file"] == "${paths.data_dir}/titanic/test.csv"  # as train.py writes it
+    with_dots = crafted(
+        Path(result.best_checkpoint),
+        tmp_path / "dots.ckpt",
+        lambda c: c["config"]["data"].update(test_file="${paths.data_dir}/../../titanic/test.csv"),
+    )
+    cfg = compose_config(
+        CONFIG_DIR, [f"ckpt_path={with_dots}", f"paths.data_dir={tmp / 'data'}"], tmp_path / "e", "evaluate"
+    )
+    with pytest.raises(CheckpointError, match=r"test_file='\$\{paths.data_dir\}/\.\./\.\./titanic/test.csv'"):
+        evaluate(cfg)
 
 
 # ---- damaged checkpoints -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 
 from dltemplate import api
 from dltemplate.config import compose_config
+from dltemplate.errors import CheckpointError
 from dltemplate.forecast import with_written_dates
 from dltemplate.serve import CheckpointAPI, free_port, local_server
 from dltemplate.train import train
@@ -157,6 +158,31 @@ def test_forecast_dates_are_written_as_forecast_py_writes_them(make_cfg, tmp_pat
     model = api.load(ckpt, data_dir=str(tmp_path / "data"))
     last = model.datamodule.read(model.datamodule.hparams.file)[1].index[-1]  # daily data
     assert [row["date"] for row in rows] == [str((last + pd.Timedelta(days=d)).date()) for d in (1, 2, 3)]
+
+
+@pytest.mark.skipif("covid" not in TASKS, reason="the series family is not in this project")
+def test_a_checkpoint_cannot_make_the_server_read_a_file_or_a_variable(make_cfg, tmp_path, monkeypatch):
+    ckpt = trained(make_cfg, tmp_path, "covid")
+    secret = tmp_path / "private" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("SECRET-FIRST-LINE:x:0:0\n")
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["config"]["data"]["file"] = str(secret)
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    served = CheckpointAPI(str(tmp_path / "evil.ckpt"), serve_config(tmp_path / "evil.ckpt", tmp_path))
+    served.setup("cpu")
+    refused = served.encode_response(served.predict(served.decode_request({"horizon": 3})))
+    assert refused.status_code == 400 and b"SECRET" not in refused.body and b"input=<file>" in refused.body
+    series = records(covid_like_frame().iloc[:30])  # the series given in the request is read
+    rows = served.encode_response(served.predict(served.decode_request({"horizon": 2, "series": series})))
+    assert len(rows["predictions"]) == 2
+    monkeypatch.setenv("DLTEMPLATE_SECRET", "hunter2-secret-value")
+    checkpoint["config"]["data"]["file"] = "${oc.env:DLTEMPLATE_SECRET}"
+    torch.save(checkpoint, tmp_path / "env.ckpt")
+    served = CheckpointAPI(str(tmp_path / "env.ckpt"), serve_config(tmp_path / "env.ckpt", tmp_path))
+    with pytest.raises(CheckpointError, match="is an interpolation") as refused_env:
+        served.setup("cpu")
+    assert "hunter2" not in str(refused_env.value)
 
 
 @pytest.mark.skipif("rings" not in TASKS, reason="the regression family is not in this project")

@@ -8,8 +8,14 @@ What is guaranteed for any file given as a checkpoint:
   is imported or called, so it can only build the project's own nets, modules, data modules,
   feature functions, losses and initialisation schemes, `torch.nn` layers and losses, and
   `torch.optim` optimizers and schedulers (a loss or scheme named by a short name goes the same way);
-- it chooses no place to read from or write to beyond its data files: `paths` (data, cache and log
-  folders) are the current run's, and the data module's download sources are switched off, so
+- its stored config is data, taken as written: no interpolation in it is resolved (`${oc.env:...}`
+  stays those characters), except a leading `${paths.<name>}` in a data setting, which is this
+  run's path; any other interpolation in its data settings is refused;
+- it chooses no place to read from or write to: `paths` (data, cache and log folders) are the
+  current run's, a file or folder setting of its data module (`file`, `*_file`, `root`, `folder`,
+  `archive`, `*_dir`, ...) is followed only where it lies inside this run's `paths.data_dir` or
+  `paths.cache_dir` (else it is withheld: evaluating needs it passed as `+data.<key>=`, forecasting
+  the trained series needs `input=`), and the data module's download sources are switched off, so
   restoring never downloads anything;
 - its net is built without pretrained weights or weight files (`pretrained`, `weights`), whatever
   its config says (`dltemplate.modules.factories.no_downloads`): the trained weights are in its
@@ -19,6 +25,7 @@ What is guaranteed for any file given as a checkpoint:
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,12 @@ from dltemplate.rundir import read_result
 log = logging.getLogger(__name__)
 
 DOWNLOAD_KEYS = ("download", "url")  # where data modules keep their download sources
+# data settings that name a file or folder to read (or write): followed only inside this run's paths
+PATH_KEYS = re.compile(r"(^|_)(file|root|folder|archive|dir|path)s?$")
+# where a followed file or folder may lie: this run's
+READABLE_PATHS = ("data_dir", "cache_dir")
+_INTERPOLATION = re.compile(r"(\\*)\$\{")  # OmegaConf: backslashes before `${` escape in pairs
+_PATHS_PREFIX = re.compile(r"\$\{paths\.(\w+)\}(.*)", re.DOTALL)
 
 
 def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
@@ -100,7 +113,34 @@ def checkpoint_run_config(checkpoint: Mapping[str, Any], path: str | Path) -> Di
     for part in ("data", "module", "net"):
         if not isinstance(config.get(part), dict) or "_target_" not in config[part]:
             raise CheckpointError(f"{path}: its run config has no {part} config with a _target_")
-    return OmegaConf.create(config)
+    try:
+        return OmegaConf.create(literal(config))
+    except Exception as error:  # tensors, bytes or odd keys where settings belong
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: its run config holds something other than settings ({reason}); "
+            "use a checkpoint written by this template's train.py"
+        ) from None
+
+
+def literal(value: Any) -> Any:
+    """Plain data as an OmegaConf config holds it literally: every `${` escaped, so nothing resolves.
+
+    A checkpoint's config is data; `${oc.env:SECRET}` in it must stay those characters, whoever reads
+    `cfg.task_name` or `cfg.data.file` later.
+    """
+    if isinstance(value, str):
+        return _INTERPOLATION.sub(lambda found: found.group(1) * 2 + "\\${", value)
+    if isinstance(value, Mapping):
+        return {key: literal(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [literal(item) for item in value]
+    return value
+
+
+def is_path_setting(key: Any) -> bool:
+    """Whether a data setting names a file or folder (`train_file`, `file`, `root`, `cache_dir`, ...)."""
+    return isinstance(key, str) and PATH_KEYS.search(key.lower()) is not None
 
 
 def default_paths(data_dir: str | None = None) -> dict[str, str]:
@@ -114,7 +154,10 @@ def default_paths(data_dir: str | None = None) -> dict[str, str]:
 
 
 def restore(
-    ckpt_path: str | Path, paths: Mapping[str, Any] | None = None, data_overrides: Mapping[str, Any] | None = None
+    ckpt_path: str | Path,
+    paths: Mapping[str, Any] | None = None,
+    data_overrides: Mapping[str, Any] | None = None,
+    reads_data: bool = False,
 ) -> tuple[LightningModule, LightningDataModule, DictConfig]:
     """Rebuild the trained module, its data module (with fitted preprocessing) and the run config.
 
@@ -124,29 +167,39 @@ def restore(
             replace the checkpoint's, which name no place this process reads or writes.
         data_overrides: Data settings that replace the checkpoint's (e.g. another `test_file`); the
             fitted preprocessing stays the checkpoint's.
+        reads_data: The caller reads the data module's files (evaluation): a file setting the
+            checkpoint names outside this run's paths is then refused, with how to pass it. Otherwise
+            such a setting is withheld (None; listed in the data module's `withheld_paths`).
+
+    The returned config is the checkpoint's, taken literally (see `literal`), with this run's `paths`.
     """
     path = find_checkpoint(ckpt_path, prefer="best")
     checkpoint = load_checkpoint(path)
     cfg = checkpoint_run_config(checkpoint, path)
     paths = default_paths() if paths is None else paths
-    cfg.paths = OmegaConf.create(
-        OmegaConf.to_container(paths, resolve=True) if OmegaConf.is_config(paths) else dict(paths)
-    )
-    try:
-        data_config = OmegaConf.to_container(cfg.data, resolve=True)
-    except Exception as error:
-        raise CheckpointError(f"{path}: its data config cannot be resolved ({error})") from None
-    unknown = sorted(set(data_overrides or {}) - set(data_config) - {"_target_"})
+    paths = OmegaConf.to_container(paths, resolve=True) if OmegaConf.is_config(paths) else dict(paths)
+    cfg.paths = OmegaConf.create(literal(paths))
+    where = f"{path}: config.data"
+    stored = checkpoint["config"]["data"]
+    overrides = {k: v for k, v in (data_overrides or {}).items() if k != "_target_"}
+    unknown = sorted(set(overrides) - set(stored))
     if unknown:
-        raise CheckpointError(f"data override(s) {unknown} are not settings of {data_config.get('_target_')}")
-    data_config.update({k: v for k, v in (data_overrides or {}).items() if k != "_target_"})
+        raise CheckpointError(f"data override(s) {unknown} are not settings of {stored.get('_target_')}")
+    data_config, withheld = data_settings(stored, overrides, paths, where)
+    if withheld and reads_data:
+        given = " ".join(f"+data.{key}=<{'file' if 'file' in key else 'folder'}>" for key in withheld)
+        raise CheckpointError(
+            f"{where} names {_listed(withheld)}: outside this run's paths.data_dir ({paths.get('data_dir')}) and "
+            f"paths.cache_dir, so not read (a checkpoint chooses no file to read); pass {given}, "
+            "or paths.data_dir=<the folder that holds them>"
+        )
     for key in DOWNLOAD_KEYS:  # a checkpoint names no URL to fetch
         if key in data_config:
             data_config[key] = None
-    where = f"{path}: config.data"
     data_cls = _built(lambda: registry.resolve(data_config.get("_target_"), "datamodule", where), path)
     datamodule = _built(lambda: registry.instantiate(data_config, "datamodule", where, recursive=False), path)
     datamodule.fetches_data = False
+    datamodule.withheld_paths = withheld
     state = checkpoint.get(data_cls.__qualname__)
     if state:
         _built(lambda: datamodule.load_state_dict(state), path)
@@ -154,6 +207,66 @@ def restore(
     with no_downloads():
         module = _built(lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), path)
     return module, datamodule, cfg
+
+
+def data_settings(
+    stored: Mapping[str, Any], overrides: Mapping[str, Any], paths: Mapping[str, Any], where: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data settings to build a restored data module with, and the file settings withheld.
+
+    `overrides` (the user's) are taken as given. The checkpoint's own are taken as written, except
+    that a leading `${paths.<name>}` becomes this run's path; any other interpolation is refused. A
+    file or folder setting (`is_path_setting`) is kept only where it lies inside this run's
+    `paths.data_dir` or `paths.cache_dir`; otherwise it is withheld (None here, its stored value in
+    the second dict).
+    """
+    settings: dict[str, Any] = {}
+    withheld: dict[str, Any] = {}
+    for key, value in stored.items():
+        if key in overrides:
+            settings[key] = overrides[key]
+            continue
+        value = _with_paths(value, paths, f"{where}.{key}")
+        if key != "_target_" and is_path_setting(key) and value is not None and not _inside(value, paths):
+            withheld[key], value = stored[key], None
+        settings[key] = value
+    return settings, withheld
+
+
+def _with_paths(value: Any, paths: Mapping[str, Any], where: str) -> Any:
+    """`value` with a leading `${paths.<name>}` of its strings filled in; any other interpolation refused."""
+    if isinstance(value, Mapping):
+        return {k: _with_paths(v, paths, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_with_paths(v, paths, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    found = _PATHS_PREFIX.fullmatch(value)
+    if found and "${" not in found.group(2) and paths.get(found.group(1)) is not None:
+        return f"{paths[found.group(1)]}{found.group(2)}"
+    raise CheckpointError(
+        f"{where}={value!r} is an interpolation; a checkpoint's settings are taken as written, and only a "
+        "leading ${paths.<name>} is filled in (with this run's paths). Use a checkpoint written by this "
+        "template's train.py"
+    )
+
+
+def _inside(value: Any, paths: Mapping[str, Any]) -> bool:
+    """Whether a file setting's value is one path inside this run's data or cache folder."""
+    if not isinstance(value, (str, Path)) or not str(value) or "\0" in str(value):
+        return False
+    target = Path(os.path.abspath(value))
+    if ".." in Path(value).parts:
+        return False
+    for name in READABLE_PATHS:
+        root = paths.get(name)
+        if root is not None and target.is_relative_to(Path(os.path.abspath(root))):
+            return True
+    return False
+
+
+def _listed(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in settings.items())
 
 
 def _built(make, path: Path) -> Any:
