@@ -6,7 +6,9 @@ file; a run's records must change only when that run itself succeeds or resumes.
 
 import io
 import json
+import os
 import pickle
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -30,7 +32,9 @@ from dltemplate.sweeps import summarise
 from dltemplate.train import main as train_main
 from dltemplate.train import train
 from tests.datasets import titanic_frame, write_titanic
-from tests.helpers import CONFIG_DIR
+from tests.helpers import CONFIG_DIR, ROOT
+
+SRC_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
 
 
 class Payload:
@@ -152,6 +156,26 @@ def test_a_module_outside_the_allowlist_is_never_imported(tmp_path, monkeypatch)
         with pytest.raises(ConfigError, match=r"evil_module.Net"):
             registry.resolve("evil_module.Net", kind)
     assert not marker.exists() and "evil_module" not in sys.modules
+
+
+def test_every_name_in_a_config_is_checked_before_any_is_imported(tmp_path):
+    """An allowed net holding a refused layer: neither the net's file nor the layer's module is imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_layer.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\nclass X: ...\n")
+    script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path)!r})
+from dltemplate import registry
+config = {{"_target_": "dltemplate.nets.mlp.MLP", "activation": {{"_target_": "evil_layer.X"}}}}
+try:
+    registry.instantiate(config, "net")
+except registry.ConfigError as error:
+    print("refused:", error)
+print("imported:", sorted(m for m in sys.modules if m in ("dltemplate.nets.mlp", "evil_layer")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=SRC_ENV)
+    assert "refused: config.activation names _target_='evil_layer.X'" in result.stdout, result.stderr[-2000:]
+    assert "imported: []" in result.stdout and not marker.exists()
 
 
 @pytest.mark.parametrize(
