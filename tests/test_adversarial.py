@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -324,6 +325,58 @@ def test_damaged_checkpoints_are_one_clear_message(titanic_run, tmp_path, capsys
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_damaged_last_checkpoint_names_its_cause_and_the_checkpoints_beside_it(titanic_run, tmp_path):
+    result, _ = titanic_run
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "epoch001.ckpt").write_bytes(Path(result.best_checkpoint).read_bytes())
+    last = folder / "last.ckpt"
+    for data, cause in [
+        (Path(result.best_checkpoint).read_bytes()[:1000], "a damaged or truncated checkpoint archive (1000 bytes"),
+        (b"", "it is empty (0 bytes)"),
+        (pickle.dumps({"state_dict": 1})[:5], "a damaged or truncated legacy checkpoint"),
+        (b"garbage" * 10, "it is not a checkpoint"),
+    ]:
+        last.write_bytes(data)
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(last)
+        message = str(refused.value)
+        assert cause in message and "use another checkpoint beside it (epoch001.ckpt)" in message, message
+        assert "weights_only" not in message and "last.ckpt" not in message.replace(str(last), "")
+
+
+def _crafted_state(checkpoint, value):
+    checkpoint["TabularDataModule"]["encoder"] = value
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["hyper_parameters"]["net"].update(_args_=5), r"net\._args_ must be a list of positional"),
+        (lambda c: c["hyper_parameters"]["net"].update(_args_="abc"), r"net\._args_ must be a list of positional"),
+        (lambda c: c["hyper_parameters"]["net"].update(hidden=[-4]), r"net settings .* cannot build .*negative"),
+        (lambda c: c["hyper_parameters"]["net"].update(hidden=["wide"]), r"net settings .* cannot build its net"),
+        (
+            lambda c: c["hyper_parameters"]["net"].update(hidden=[10**12, 32]),
+            r"net settings .* do not fit its weights: net\.mlp\.layers\.0\.bias is \[64\] in the weights and "
+            r"\[1000000000000\] as the settings build it",
+        ),
+        (lambda c: _crafted_state(c, "garbage"), r"its fitted preprocessing \(the TabularDataModule state"),
+        (lambda c: _crafted_state(c, {"a": 1}), r"its fitted preprocessing .* is damaged or not this data module's"),
+        (lambda c: c["hyper_parameters"].update(num_classes="two"), r"its module settings \(hyper_parameters\)"),
+    ],
+    ids=["args-int", "args-text", "negative-size", "text-size", "huge-size", "encoder-text", "encoder-dict", "classes"],
+)
+def test_a_crafted_checkpoint_is_one_line_naming_the_part_at_fault(titanic_run, tmp_path, capsys, edit, message):
+    result, tmp = titanic_run
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    with pytest.raises(SystemExit) as exit_info:
+        run_entry_point(predict_main, predict_cfg(bad, tmp, "crafted"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err) and "does not fit this version" not in err, err
 
 
 def _pickled_object() -> bytes:

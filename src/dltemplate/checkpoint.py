@@ -95,14 +95,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path} holds Python objects other than tensors and plain data; it is refused, since "
                 "loading it could run code. Use a checkpoint written by this template's train.py"
             ) from None
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise CheckpointError(
-            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {reason}); it is damaged or "
-            "truncated (an interrupted copy?) or not a checkpoint. Use another one, e.g. the run's last.ckpt"
-        ) from None
+        raise CheckpointError(unreadable(path)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def unreadable(path: Path) -> str:
+    """Why `path` cannot be loaded, from its own bytes (torch's message is about its own options), and
+    which other checkpoints lie beside it."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            head = file.read(4)
+    except OSError as error:
+        return f"{path} cannot be read as a checkpoint: {error.strerror or error}"
+    if size == 0:
+        cause = "it is empty (0 bytes)"
+    elif head.startswith(b"PK\x03\x04"):
+        cause = f"it is a damaged or truncated checkpoint archive ({size} bytes; an interrupted write or copy?)"
+    elif head[:1] == b"\x80":
+        cause = "it is a damaged or truncated legacy checkpoint, or a pickle that torch.save did not write"
+    else:
+        cause = f"it is not a checkpoint (its first bytes {head!r} are not those of a file torch.save writes)"
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name)
+    hint = (
+        f"use another checkpoint beside it ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
+        if others
+        else "use another checkpoint of the run, or train again"
+    )
+    return f"{path} cannot be read as a checkpoint: {cause}; {hint}"
 
 
 def checkpoint_run_config(checkpoint: Mapping[str, Any], path: str | Path) -> DictConfig:
@@ -197,16 +219,73 @@ def restore(
         if key in data_config:
             data_config[key] = None
     data_cls = _built(lambda: registry.resolve(data_config.get("_target_"), "datamodule", where), path)
-    datamodule = _built(lambda: registry.instantiate(data_config, "datamodule", where, recursive=False), path)
+    name = data_cls.__qualname__
+    datamodule = _built(
+        lambda: registry.instantiate(data_config, "datamodule", where, recursive=False),
+        f"{path}: its data settings (config.data) cannot build {name}",
+    )
     datamodule.fetches_data = False
     datamodule.withheld_paths = withheld
-    state = checkpoint.get(data_cls.__qualname__)
+    state = checkpoint.get(name)
     if state:
-        _built(lambda: datamodule.load_state_dict(state), path)
-    module_cls = _built(lambda: registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module"), path)
+        _built(
+            lambda: datamodule.load_state_dict(state),
+            f"{path}: its fitted preprocessing (the {name} state: encoders, classes, vocabulary) is damaged "
+            "or not this data module's",
+        )
+    module_cls = _built(
+        lambda: registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module"), f"{path}"
+    )
+    net_error = check_net_sizes(checkpoint, path)
+    at_fault = (
+        "its net settings (hyper_parameters.net) cannot build its net"
+        if net_error is not None
+        else f"its module settings (hyper_parameters) cannot build {module_cls.__qualname__} with its weights"
+    )
     with no_downloads():
-        module = _built(lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), path)
+        module = _built(
+            lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), f"{path}: {at_fault}"
+        )
     return module, datamodule, cfg
+
+
+def check_net_sizes(checkpoint: Mapping[str, Any], path: Path) -> Exception | None:
+    """Refuse a net whose settings build other shapes than its weights, before any memory is taken.
+
+    The net of `hyper_parameters.net` is built on the meta device (shapes, no storage) and compared
+    with the weights of the state dict, so that a crafted size (`hidden: [10**12]`) is one message
+    rather than terabytes asked of the allocator. Returns the error of a net that cannot even be built
+    on the meta device (the real build then says what is wrong), else None.
+    """
+    from dltemplate.modules.factories import build_net
+
+    spec = (checkpoint.get("hyper_parameters") or {}).get("net")
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        with torch.device("meta"), no_downloads():
+            net = build_net(dict(spec))
+    except UserError as error:
+        raise CheckpointError(f"{path}: its net settings (hyper_parameters.net) are refused: {error}") from None
+    except Exception as error:  # a negative or text size; built for real, it fails the same way
+        return error
+    weights = {k[4:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    built = net.state_dict()
+    for key in sorted(set(weights) | set(built)):
+        have, want = weights.get(key), built.get(key)
+        have_shape = None if have is None else tuple(getattr(have, "shape", ()))
+        want_shape = None if want is None else tuple(want.shape)
+        if have_shape != want_shape:
+            raise CheckpointError(
+                f"{path}: its net settings (hyper_parameters.net) do not fit its weights: net.{key} is "
+                f"{_shape(have_shape)} in the weights and {_shape(want_shape)} as the settings build it; "
+                "use a checkpoint written by this template's train.py"
+            )
+    return None
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "absent" if shape is None else f"[{'×'.join(map(str, shape))}]"
 
 
 def data_settings(
@@ -269,15 +348,21 @@ def _listed(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in settings.items())
 
 
-def _built(make, path: Path) -> Any:
-    """Run `make`; a config error keeps its message, anything else is a checkpoint that does not fit."""
+def _built(make, what: str | Path) -> Any:
+    """Run `make`; a config error keeps its message, anything else is said as `what` and the error's first line.
+
+    `what` names the part of the checkpoint that failed (its data settings, its fitted preprocessing,
+    its net or module settings), so the message says where the cause is.
+    """
     try:
         return make()
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
     except UserError:
         raise
-    except (TypeError, KeyError, ValueError, RuntimeError) as error:
+    except (TypeError, KeyError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = "; ".join(lines)[:300] or type(error).__name__
         raise CheckpointError(
-            f"{path} does not fit this version of the template ({type(error).__name__}: {error})"
+            f"{what} ({type(error).__name__}: {reason}); use a checkpoint written by this template's train.py"
         ) from None

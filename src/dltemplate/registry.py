@@ -16,12 +16,14 @@ against the *kind* of thing expected at that place:
     init        weight-initialisation schemes registered with `@register("init")` (`dltemplate.nets.init`)
     feature     functions registered with `@register("feature")` (derived table columns)
 
-A name is accepted only in one of these forms: `<package>.<submodule>.<Name>` where the submodule
-lies inside the project package of that kind and defines `Name` itself (re-exports such as
-`dltemplate.data.tabular.pd` are refused), `torch.nn.<Name>`-style members of the exact torch
-namespace of the kind, or an object registered for the kind. Only then is the submodule imported,
-and the object must still be of the kind's base class. Extend the allowlist with `register(kind)`
-(a class or function of yours) or `add_source(kind, ...)` (a new namespace or a new kind).
+Every `_target_` of a config is first checked by its form alone (`check_names`), so a config with
+one refused name imports nothing it names. A name is accepted only in one of these forms:
+`<package>.<submodule>.<Name>` where the submodule lies inside the project package of that kind and
+defines `Name` itself (re-exports such as `dltemplate.data.tabular.pd` are refused),
+`torch.nn.<Name>`-style members of the exact torch namespace of the kind, or an object registered
+for the kind. Only then is the submodule imported, and the object must still be of the kind's base
+class. Extend the allowlist with `register(kind)` (a class or function of yours) or
+`add_source(kind, ...)` (a new namespace or a new kind).
 
 `instantiate` builds a checked config. It is deliberately not Hydra's `instantiate`: Hydra imports
 whatever a name says before anyone can look at it, and resolves interpolations (`${oc.create:...}`)
@@ -242,6 +244,10 @@ def check(config: Any, kind: str, where: str = "config", recursive: bool = True)
     unknown = sorted(k for k in config if str(k).startswith("_") and str(k).endswith("_") and k not in SPECIAL_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown special key(s) {unknown}; allowed: {sorted(SPECIAL_KEYS)}")
+    if not isinstance(config.get("_args_", []), (list, tuple)):
+        raise ConfigError(f"{where}._args_ must be a list of positional arguments, got {config['_args_']!r}")
+    if not isinstance(config.get("_partial_", False), bool):
+        raise ConfigError(f"{where}._partial_ must be true or false, got {config['_partial_']!r}")
     checked = {k: v for k, v in config.items() if k not in ("_target_", "_recursive_", "_convert_")}
     checked["_target_"] = resolve(config["_target_"], kind, where)
     if recursive:
