@@ -218,6 +218,37 @@ def test_a_module_target_in_the_checkpoint_config_is_checked(titanic_run, tmp_pa
         restore(bad)
 
 
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        (lambda c: c["config"]["module"].update(_target_="evil_module.Module"), "evil_module.Module"),
+        (lambda c: c["hyper_parameters"]["net"].update(activation={"_target_": "evil_module.X"}), "evil_module.X"),
+        (lambda c: c["hyper_parameters"].update(optimizer={"_target_": "evil_module.Opt"}), "evil_module.Opt"),
+    ],
+    ids=["module", "layer-of-the-net", "optimizer"],
+)
+def test_a_checkpoint_with_one_refused_name_imports_nothing_it_names(titanic_run, tmp_path, edit, refused):
+    result, _ = titanic_run
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_module.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path)!r})
+from dltemplate.checkpoint import restore
+from dltemplate.errors import CheckpointError
+try:
+    restore({str(bad)!r})
+except CheckpointError as error:
+    print("refused:", error)
+names = ("dltemplate.data.tabular", "dltemplate.modules.classification", "dltemplate.nets.tabular", "evil_module")
+print("imported:", sorted(m for m in sys.modules if m in names))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=SRC_ENV)
+    assert f"_target_={refused!r}" in result.stdout, result.stdout + result.stderr[-2000:]
+    assert "imported: []" in result.stdout and not marker.exists(), result.stdout
+
+
 def test_a_checkpoint_chooses_no_folder_to_write_and_no_url_to_fetch(titanic_run, tmp_path):
     result, tmp = titanic_run
     elsewhere = tmp_path / "elsewhere"

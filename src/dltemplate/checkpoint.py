@@ -218,6 +218,7 @@ def restore(
     for key in DOWNLOAD_KEYS:  # a checkpoint names no URL to fetch
         if key in data_config:
             data_config[key] = None
+    check_names(checkpoint, data_config, path)
     data_cls = _built(lambda: registry.resolve(data_config.get("_target_"), "datamodule", where), path)
     name = data_cls.__qualname__
     datamodule = _built(
@@ -247,6 +248,36 @@ def restore(
             lambda: module_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), f"{path}: {at_fault}"
         )
     return module, datamodule, cfg
+
+
+# what the module's saved hyperparameters may build, by key (the net is checked with its layers)
+HYPERPARAMETER_KINDS = {"optimizer": "optimizer", "scheduler": "scheduler", "loss": "loss"}
+
+
+def check_names(checkpoint: Mapping[str, Any], data_config: Mapping[str, Any], path: Path) -> None:
+    """Refuse the checkpoint if any `_target_` it holds is not of an allowed form for its place, before
+    anything is imported: the data module and its derived columns, the module, and the net (with its
+    layers and init scheme), optimizer, scheduler and loss of the module's saved hyperparameters.
+
+    The errors are those each part raises when it is built (a derived column's is a `ConfigError`).
+    """
+    registry.check_names(data_config, "datamodule", f"{path}: config.data", recursive=False)
+    derived = data_config.get("derived")
+    for column, spec in (derived or {}).items() if isinstance(derived, Mapping) else ():
+        registry.check_names(spec, "feature", f"data.derived.{column}")
+    try:
+        registry.check_names(checkpoint["config"]["module"], "module", f"{path}: config.module", recursive=False)
+        hparams = checkpoint.get("hyper_parameters") or {}
+        net = hparams.get("net")
+        if isinstance(net, Mapping):
+            registry.check_names({k: v for k, v in net.items() if k != "init"}, "net", "net")
+            if isinstance(net.get("init"), Mapping):
+                registry.check_names(net["init"], "init", "net.init")
+        for key, kind in HYPERPARAMETER_KINDS.items():
+            if isinstance(hparams.get(key), Mapping) and "_target_" in hparams[key]:
+                registry.check_names(hparams[key], kind, key, recursive=False)
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}" if not str(error).startswith(str(path)) else str(error)) from None
 
 
 def check_net_sizes(checkpoint: Mapping[str, Any], path: Path) -> Exception | None:
