@@ -396,9 +396,22 @@ def _crafted_state(checkpoint, value):
         ),
         (lambda c: _crafted_state(c, "garbage"), r"its fitted preprocessing \(the TabularDataModule state"),
         (lambda c: _crafted_state(c, {"a": 1}), r"its fitted preprocessing .* is damaged or not this data module's"),
-        (lambda c: c["hyper_parameters"].update(num_classes="two"), r"its module settings \(hyper_parameters\)"),
+        (lambda c: c["hyper_parameters"].update(num_classes="two"), r"num_classes='two', not a whole number"),
+        (lambda c: c["hyper_parameters"].update(num_classes=10**9), r"num_classes=1000000000, but .* 2 classes"),
+        (lambda c: c["hyper_parameters"].update(class_weights="x"), r"its module settings \(hyper_parameters\)"),
     ],
-    ids=["args-int", "args-text", "negative-size", "text-size", "huge-size", "encoder-text", "encoder-dict", "classes"],
+    ids=[
+        "args-int",
+        "args-text",
+        "negative-size",
+        "text-size",
+        "huge-size",
+        "encoder-text",
+        "encoder-dict",
+        "classes-text",
+        "classes-huge",
+        "module-setting",
+    ],
 )
 def test_a_crafted_checkpoint_is_one_line_naming_the_part_at_fault(titanic_run, tmp_path, capsys, edit, message):
     result, tmp = titanic_run

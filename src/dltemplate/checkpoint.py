@@ -17,6 +17,9 @@ What is guaranteed for any file given as a checkpoint:
   `paths.cache_dir` (else it is withheld: evaluating needs it passed as `+data.<key>=`, forecasting
   the trained series needs `input=`), and the data module's download sources are switched off, so
   restoring never downloads anything;
+- every `_target_` in it is checked by name before anything is imported (`check_names`), its net is
+  built on the meta device and compared with its weights before any memory is taken, and its
+  `num_classes` must be its data module's count of classes: a crafted size is one message;
 - its net is built without pretrained weights or weight files (`pretrained`, `weights`), whatever
   its config says (`dltemplate.modules.factories.no_downloads`): the trained weights are in its
   state dict, a transformer's architecture and tokenizer in its config and data state; no
@@ -237,6 +240,7 @@ def restore(
     module_cls = _built(
         lambda: registry.resolve(cfg.module.get("_target_"), "module", f"{path}: config.module"), f"{path}"
     )
+    check_class_count(checkpoint, datamodule, path)
     net_error = check_net_sizes(checkpoint, path)
     at_fault = (
         "its net settings (hyper_parameters.net) cannot build its net"
@@ -278,6 +282,22 @@ def check_names(checkpoint: Mapping[str, Any], data_config: Mapping[str, Any], p
                 registry.check_names(hparams[key], kind, key, recursive=False)
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}" if not str(error).startswith(str(path)) else str(error)) from None
+
+
+def check_class_count(checkpoint: Mapping[str, Any], datamodule: LightningDataModule, path: Path) -> None:
+    """Refuse a module's `num_classes` that is not a whole number or not the data module's count of classes
+    (a crafted `num_classes: 1000000000` would size the metrics' state by it)."""
+    count = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
+    if count is None:
+        return
+    names = getattr(datamodule, "class_names", None)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 2:
+        raise CheckpointError(f"{path}: its module settings say num_classes={count!r}, not a whole number from 2")
+    if isinstance(names, (list, tuple)) and names and count != len(names):
+        raise CheckpointError(
+            f"{path}: its module settings say num_classes={count}, but its data module has {len(names)} classes; "
+            "use a checkpoint written by this template's train.py"
+        )
 
 
 def check_net_sizes(checkpoint: Mapping[str, Any], path: Path) -> Exception | None:
