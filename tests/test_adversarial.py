@@ -376,6 +376,7 @@ def test_a_damaged_last_checkpoint_names_its_cause_and_the_checkpoints_beside_it
         message = str(refused.value)
         assert cause in message and "use another checkpoint beside it (epoch001.ckpt)" in message, message
         assert "weights_only" not in message and "last.ckpt" not in message.replace(str(last), "")
+        assert "garb" not in message  # nothing of the file's contents is shown
 
 
 def _crafted_state(checkpoint, value):

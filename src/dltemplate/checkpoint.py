@@ -120,7 +120,7 @@ def unreadable(path: Path) -> str:
     elif head[:1] == b"\x80":
         cause = "it is a damaged or truncated legacy checkpoint, or a pickle that torch.save did not write"
     else:
-        cause = f"it is not a checkpoint (its first bytes {head!r} are not those of a file torch.save writes)"
+        cause = "it is not a checkpoint (its first bytes are not those of a file torch.save writes)"
     others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name)
     hint = (
         f"use another checkpoint beside it ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
