@@ -44,7 +44,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import find_checkpoint, restore
-from dltemplate.data.image_files import image_pixels
 from dltemplate.data.predictions import class_table
 from dltemplate.errors import DataError, UserError
 from dltemplate.forecast import forecast_table, with_written_dates
@@ -170,6 +169,8 @@ class CheckpointAPI(litserve.LitAPI):
 
     def _decode_images(self, value: list, expected: str) -> Decoded | Rejected:
         """Each image decoded from base64 and its size read from its header, before any pixel is decoded."""
+        from dltemplate.data.image_files import image_pixels  # the image family's: only image models get here
+
         images = []
         for i, image in enumerate(value):
             try:
