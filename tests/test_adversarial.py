@@ -6,7 +6,10 @@ file; a run's records must change only when that run itself succeeds or resumes.
 
 import io
 import json
+import os
 import pickle
+import re
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -15,11 +18,12 @@ import pytest
 import torch
 
 from dltemplate import registry
-from dltemplate.checkpoint import load_checkpoint, restore
+from dltemplate.checkpoint import checkpoint_run_config, load_checkpoint, restore
 from dltemplate.cli import run_entry_point
 from dltemplate.config import compose_config
 from dltemplate.errors import CheckpointError, ConfigError, OutputExistsError
 from dltemplate.evaluate import evaluate
+from dltemplate.evaluate import main as evaluate_main
 from dltemplate.export import export_checkpoint
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.predict import main as predict_main
@@ -29,7 +33,9 @@ from dltemplate.sweeps import summarise
 from dltemplate.train import main as train_main
 from dltemplate.train import train
 from tests.datasets import titanic_frame, write_titanic
-from tests.helpers import CONFIG_DIR
+from tests.helpers import CONFIG_DIR, ROOT
+
+SRC_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
 
 
 class Payload:
@@ -153,6 +159,26 @@ def test_a_module_outside_the_allowlist_is_never_imported(tmp_path, monkeypatch)
     assert not marker.exists() and "evil_module" not in sys.modules
 
 
+def test_every_name_in_a_config_is_checked_before_any_is_imported(tmp_path):
+    """An allowed net holding a refused layer: neither the net's file nor the layer's module is imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_layer.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\nclass X: ...\n")
+    script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path)!r})
+from dltemplate import registry
+config = {{"_target_": "dltemplate.nets.mlp.MLP", "activation": {{"_target_": "evil_layer.X"}}}}
+try:
+    registry.instantiate(config, "net")
+except registry.ConfigError as error:
+    print("refused:", error)
+print("imported:", sorted(m for m in sys.modules if m in ("dltemplate.nets.mlp", "evil_layer")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=SRC_ENV)
+    assert "refused: config.activation names _target_='evil_layer.X'" in result.stdout, result.stderr[-2000:]
+    assert "imported: []" in result.stdout and not marker.exists()
+
+
 @pytest.mark.parametrize(
     ("target", "kind"),
     [
@@ -192,6 +218,37 @@ def test_a_module_target_in_the_checkpoint_config_is_checked(titanic_run, tmp_pa
         restore(bad)
 
 
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        (lambda c: c["config"]["module"].update(_target_="evil_module.Module"), "evil_module.Module"),
+        (lambda c: c["hyper_parameters"]["net"].update(activation={"_target_": "evil_module.X"}), "evil_module.X"),
+        (lambda c: c["hyper_parameters"].update(optimizer={"_target_": "evil_module.Opt"}), "evil_module.Opt"),
+    ],
+    ids=["module", "layer-of-the-net", "optimizer"],
+)
+def test_a_checkpoint_with_one_refused_name_imports_nothing_it_names(titanic_run, tmp_path, edit, refused):
+    result, _ = titanic_run
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_module.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path)!r})
+from dltemplate.checkpoint import restore
+from dltemplate.errors import CheckpointError
+try:
+    restore({str(bad)!r})
+except CheckpointError as error:
+    print("refused:", error)
+names = ("dltemplate.data.tabular", "dltemplate.modules.classification", "dltemplate.nets.tabular", "evil_module")
+print("imported:", sorted(m for m in sys.modules if m in names))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=SRC_ENV)
+    assert f"_target_={refused!r}" in result.stdout, result.stdout + result.stderr[-2000:]
+    assert "imported: []" in result.stdout and not marker.exists(), result.stdout
+
+
 def test_a_checkpoint_chooses_no_folder_to_write_and_no_url_to_fetch(titanic_run, tmp_path):
     result, tmp = titanic_run
     elsewhere = tmp_path / "elsewhere"
@@ -204,6 +261,75 @@ def test_a_checkpoint_chooses_no_folder_to_write_and_no_url_to_fetch(titanic_run
     bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
     table = predict(predict_cfg(bad, tmp, "paths"))
     assert len(table) == 5 and not elsewhere.exists()
+
+
+def _secret_file(tmp_path: Path) -> Path:
+    """A file outside every data folder, whose first line must never be shown."""
+    secret = tmp_path / "private" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("SECRET-FIRST-LINE:x:0:0\nroot:x:0:0\n")
+    return secret
+
+
+def test_a_checkpoint_chooses_no_file_to_read(titanic_run, tmp_path, capsys):
+    result, tmp = titanic_run
+    secret = _secret_file(tmp_path)
+
+    def edit(checkpoint):
+        checkpoint["config"]["data"]["test_file"] = str(secret)
+        checkpoint["config"]["data"]["train_file"] = "../" * 20 + str(secret)
+
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    cfg = compose_config(CONFIG_DIR, [f"ckpt_path={bad}", f"paths.data_dir={tmp / 'data'}"], tmp_path / "e", "evaluate")
+    with pytest.raises(SystemExit):
+        run_entry_point(evaluate_main, cfg)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "not read" in err and "+data.test_file=<file>" in err and "SECRET-FIRST-LINE" not in err
+    # the files passed by the user are read: the checkpoint's own choice is only withheld
+    data = tmp / "data" / "titanic"
+    given = [f"+data.test_file={data / 'test.csv'}", f"+data.train_file={data / 'train.csv'}"]
+    cfg = compose_config(
+        CONFIG_DIR, [f"ckpt_path={bad}", f"paths.data_dir={tmp / 'data'}", *given], tmp_path / "e2", "evaluate"
+    )
+    assert "test/acc" in evaluate(cfg)
+    # predicting reads neither setting
+    assert len(predict(predict_cfg(bad, tmp, "withheld"))) == 5
+
+
+@pytest.mark.parametrize("value", ["${oc.env:DLTEMPLATE_SECRET}", "${oc.env:HOME}/.bashrc", "${paths.data_dir}${x}"])
+def test_interpolations_in_a_checkpoint_are_not_resolved(titanic_run, tmp_path, monkeypatch, capsys, value):
+    result, tmp = titanic_run
+    monkeypatch.setenv("DLTEMPLATE_SECRET", "hunter2-secret-value")
+
+    def edit(checkpoint):
+        checkpoint["config"]["data"]["test_file"] = value
+        checkpoint["config"]["task_name"] = "${oc.env:DLTEMPLATE_SECRET}"
+
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    assert checkpoint_run_config(load_checkpoint(bad), bad).task_name == "${oc.env:DLTEMPLATE_SECRET}"
+    cfg = compose_config(CONFIG_DIR, [f"ckpt_path={bad}", f"paths.data_dir={tmp / 'data'}"], tmp_path / "e", "evaluate")
+    with pytest.raises(SystemExit):
+        run_entry_point(evaluate_main, cfg)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "is an interpolation" in err
+    assert "hunter2" not in err and str(Path.home()) + "/.bashrc" not in err
+
+
+def test_a_checkpoint_path_under_the_data_folder_is_followed(titanic_run, tmp_path):
+    result, tmp = titanic_run
+    stored = torch.load(result.best_checkpoint, weights_only=True)["config"]["data"]
+    assert stored["test_file"] == "${paths.data_dir}/titanic/test.csv"  # as train.py writes it
+    with_dots = crafted(
+        Path(result.best_checkpoint),
+        tmp_path / "dots.ckpt",
+        lambda c: c["config"]["data"].update(test_file="${paths.data_dir}/../../titanic/test.csv"),
+    )
+    cfg = compose_config(
+        CONFIG_DIR, [f"ckpt_path={with_dots}", f"paths.data_dir={tmp / 'data'}"], tmp_path / "e", "evaluate"
+    )
+    with pytest.raises(CheckpointError, match=r"test_file='\$\{paths.data_dir\}/\.\./\.\./titanic/test.csv'"):
+        evaluate(cfg)
 
 
 # ---- damaged checkpoints -------------------------------------------------------------------------
@@ -230,6 +356,72 @@ def test_damaged_checkpoints_are_one_clear_message(titanic_run, tmp_path, capsys
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_damaged_last_checkpoint_names_its_cause_and_the_checkpoints_beside_it(titanic_run, tmp_path):
+    result, _ = titanic_run
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "epoch001.ckpt").write_bytes(Path(result.best_checkpoint).read_bytes())
+    last = folder / "last.ckpt"
+    for data, cause in [
+        (Path(result.best_checkpoint).read_bytes()[:1000], "a damaged or truncated checkpoint archive (1000 bytes"),
+        (b"", "it is empty (0 bytes)"),
+        (pickle.dumps({"state_dict": 1})[:5], "a damaged or truncated legacy checkpoint"),
+        (b"garbage" * 10, "it is not a checkpoint"),
+    ]:
+        last.write_bytes(data)
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(last)
+        message = str(refused.value)
+        assert cause in message and "use another checkpoint beside it (epoch001.ckpt)" in message, message
+        assert "weights_only" not in message and "last.ckpt" not in message.replace(str(last), "")
+        assert "garb" not in message  # nothing of the file's contents is shown
+
+
+def _crafted_state(checkpoint, value):
+    checkpoint["TabularDataModule"]["encoder"] = value
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["hyper_parameters"]["net"].update(_args_=5), r"net\._args_ must be a list of positional"),
+        (lambda c: c["hyper_parameters"]["net"].update(_args_="abc"), r"net\._args_ must be a list of positional"),
+        (lambda c: c["hyper_parameters"]["net"].update(hidden=[-4]), r"net settings .* cannot build .*negative"),
+        (lambda c: c["hyper_parameters"]["net"].update(hidden=["wide"]), r"net settings .* cannot build its net"),
+        (
+            lambda c: c["hyper_parameters"]["net"].update(hidden=[10**12, 32]),
+            r"net settings .* do not fit its weights: net\.mlp\.layers\.0\.bias is \[64\] in the weights and "
+            r"\[1000000000000\] as the settings build it",
+        ),
+        (lambda c: _crafted_state(c, "garbage"), r"its fitted preprocessing \(the TabularDataModule state"),
+        (lambda c: _crafted_state(c, {"a": 1}), r"its fitted preprocessing .* is damaged or not this data module's"),
+        (lambda c: c["hyper_parameters"].update(num_classes="two"), r"num_classes='two', not a whole number"),
+        (lambda c: c["hyper_parameters"].update(num_classes=10**9), r"num_classes=1000000000, but .* 2 classes"),
+        (lambda c: c["hyper_parameters"].update(class_weights="x"), r"its module settings \(hyper_parameters\)"),
+    ],
+    ids=[
+        "args-int",
+        "args-text",
+        "negative-size",
+        "text-size",
+        "huge-size",
+        "encoder-text",
+        "encoder-dict",
+        "classes-text",
+        "classes-huge",
+        "module-setting",
+    ],
+)
+def test_a_crafted_checkpoint_is_one_line_naming_the_part_at_fault(titanic_run, tmp_path, capsys, edit, message):
+    result, tmp = titanic_run
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    with pytest.raises(SystemExit) as exit_info:
+        run_entry_point(predict_main, predict_cfg(bad, tmp, "crafted"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err) and "does not fit this version" not in err, err
 
 
 def _pickled_object() -> bytes:

@@ -183,6 +183,35 @@ def test_corrupt_images_stop_the_run_or_are_skipped_and_counted(tmp_path, caplog
     assert "skipped 1 image(s)" in caplog.text
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny grey PNG whose header says it is `width`×`height`: what a decompression bomb looks like
+    before decoding (its pixel data is that of a 1×1 image, so decoding it would fail, not explode)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    data = b"IDAT" + zlib.compress(b"\x00\x00")
+    idat = struct.pack(">I", len(data) - 4) + data + struct.pack(">I", zlib.crc32(data))
+    end = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + idat + end
+
+
+def test_an_image_too_large_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(30000, 30000))  # 3.6 GB decoded as RGBA, a few hundred bytes on disk
+    assert image_files.image_pixels(bomb) == (900_000_000, "900000000")  # over twice PIL's limit
+    decoded = []
+    monkeypatch.setattr(image_files, "decode_image", lambda *a, **k: decoded.append(a))
+    with pytest.raises(DataError, match=r"bomb\.png is 900000000 pixels, more than 89478485"):
+        image_files.decode_one(bomb, 3, None)
+    bomb.write_bytes(png_claiming(10000, 10000))  # over the limit, under twice it: PIL only warns
+    with pytest.raises(DataError, match=r"is 10000×10000 pixels"):
+        image_files.decode_one(bomb, 3, None)
+    assert decoded == []  # refused before anything was decoded
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

@@ -16,6 +16,7 @@ import torch
 
 from dltemplate import api
 from dltemplate.config import compose_config
+from dltemplate.errors import CheckpointError
 from dltemplate.forecast import with_written_dates
 from dltemplate.serve import CheckpointAPI, free_port, local_server
 from dltemplate.train import train
@@ -66,6 +67,8 @@ def requests_for(
         bad = [
             ({"rows": records(frame.drop(columns="Sex"))}, 400, "Sex"),
             ({"rows": "all of them"}, 422, "'rows' must be"),
+            ({"rows": [{**records(frame)[0], "Name": "\ud800"}]}, 422, "rows[0].Name is not valid Unicode text"),
+            ({"rows": [{}]}, 422, "rows[0] is an empty object"),
         ]
     elif task == "cifar2":
         files = sorted((data_dir / "cifar2" / "test").rglob("*.*"))[:5]
@@ -74,6 +77,7 @@ def requests_for(
         bad = [
             ({"images": ["not base64 at all!"]}, 422, "not valid base64"),
             ({"images": [base64.b64encode(b"no image here").decode()]}, 400, "cannot decode image image0"),
+            ({"images": [images[0], ""]}, 422, "images[1] is empty"),
         ]
     elif task == "imdb":
         texts = ["A wonderful, moving film.", "Boring and dull; a waste.", "", "zzz qqq"]
@@ -134,18 +138,52 @@ def test_a_bad_request_does_not_fail_the_requests_batched_with_it(make_cfg, tmp_
     served = CheckpointAPI(ckpt, serve_config(ckpt, tmp_path), max_batch_size=8)
     served.setup("cpu")
     frame = titanic_frame(5, seed=7).drop(columns="Survived")
+    surrogate, commas, too_long = (records(frame.iloc[:1]) for _ in range(3))
+    surrogate[0]["Name"] = "Smith, Mr. \ud800"  # a lone surrogate: not text any encoder can write
+    commas[0]["Name"] = "," * 100_000  # the title pattern once took minutes on this
+    too_long[0]["Name"] = "x" * 100_001
     payloads = [
         {"rows": records(frame.iloc[:2])},
         {"rows": records(frame.iloc[2:3].drop(columns="Fare"))},  # missing a column: fails the joint call
         {"texts": ["wrong key"]},  # refused before prediction
+        {"rows": surrogate},
+        {"rows": [{}]},
+        {"rows": too_long},
+        {"rows": commas},
         {"rows": records(frame.iloc[3:])},
     ]
-    first, missing, wrong, last = answer(served, payloads)
+    start = time.perf_counter()
+    first, missing, wrong, lone, empty, long_, many_commas, last = answer(served, payloads)
+    assert time.perf_counter() - start < 20
     expected = records(api.load(ckpt, data_dir=str(tmp_path / "data")).predict(frame))
     assert_same(first["predictions"], expected[:2])
     assert_same(last["predictions"], expected[3:])
     assert missing.status_code == 400 and b"Fare" in missing.body
     assert wrong.status_code == 422 and b"needs 'rows'" in wrong.body
+    assert lone.status_code == 422 and b"rows[0].Name is not valid Unicode text" in lone.body
+    assert empty.status_code == 422 and b"rows[0] is an empty object" in empty.body
+    assert long_.status_code == 413 and b"100001 characters; at most 100000 (max_chars)" in long_.body
+    assert len(many_commas["predictions"]) == 1
+    for refused in (missing, wrong, lone, empty, long_):
+        assert "\n" not in json.loads(refused.body)["detail"]
+
+
+@pytest.mark.skipif("cifar2" not in TASKS, reason="the image family is not in this project")
+def test_images_are_checked_one_by_one_before_any_is_decoded(tmp_path):
+    from tests.test_images import png_claiming
+
+    served = CheckpointAPI("unused.ckpt", serve_config("unused.ckpt", tmp_path))  # decoding needs no model
+    served.kind, served.max_items, served.max_chars, served.max_image_pixels = "images", 10, 100, 4096 * 4096
+    small = base64.b64encode(png_claiming(32, 32)).decode()
+    for images, status, detail in [
+        ([small, ""], 422, "images[1] is empty"),
+        ([small, "not base64!"], 422, "images[1] is not valid base64"),
+        ([base64.b64encode(png_claiming(30000, 30000)).decode()], 413, "images[0] is 900000000 pixels; at most"),
+        ([small, base64.b64encode(png_claiming(5000, 4000)).decode()], 413, "images[1] is 5000×4000 pixels"),
+    ]:
+        refused = served.decode_request({"images": images})
+        assert (refused.status, detail in refused.detail) == (status, True), refused
+    assert served.decode_request({"images": [small, small]}).count == 2
 
 
 @pytest.mark.skipif("covid" not in TASKS, reason="the series family is not in this project")
@@ -157,6 +195,31 @@ def test_forecast_dates_are_written_as_forecast_py_writes_them(make_cfg, tmp_pat
     model = api.load(ckpt, data_dir=str(tmp_path / "data"))
     last = model.datamodule.read(model.datamodule.hparams.file)[1].index[-1]  # daily data
     assert [row["date"] for row in rows] == [str((last + pd.Timedelta(days=d)).date()) for d in (1, 2, 3)]
+
+
+@pytest.mark.skipif("covid" not in TASKS, reason="the series family is not in this project")
+def test_a_checkpoint_cannot_make_the_server_read_a_file_or_a_variable(make_cfg, tmp_path, monkeypatch):
+    ckpt = trained(make_cfg, tmp_path, "covid")
+    secret = tmp_path / "private" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("SECRET-FIRST-LINE:x:0:0\n")
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["config"]["data"]["file"] = str(secret)
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    served = CheckpointAPI(str(tmp_path / "evil.ckpt"), serve_config(tmp_path / "evil.ckpt", tmp_path))
+    served.setup("cpu")
+    refused = served.encode_response(served.predict(served.decode_request({"horizon": 3})))
+    assert refused.status_code == 400 and b"SECRET" not in refused.body and b"input=<file>" in refused.body
+    series = records(covid_like_frame().iloc[:30])  # the series given in the request is read
+    rows = served.encode_response(served.predict(served.decode_request({"horizon": 2, "series": series})))
+    assert len(rows["predictions"]) == 2
+    monkeypatch.setenv("DLTEMPLATE_SECRET", "hunter2-secret-value")
+    checkpoint["config"]["data"]["file"] = "${oc.env:DLTEMPLATE_SECRET}"
+    torch.save(checkpoint, tmp_path / "env.ckpt")
+    served = CheckpointAPI(str(tmp_path / "env.ckpt"), serve_config(tmp_path / "env.ckpt", tmp_path))
+    with pytest.raises(CheckpointError, match="is an interpolation") as refused_env:
+        served.setup("cpu")
+    assert "hunter2" not in str(refused_env.value)
 
 
 @pytest.mark.skipif("rings" not in TASKS, reason="the regression family is not in this project")

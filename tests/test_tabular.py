@@ -515,3 +515,29 @@ def test_roles_and_derived_columns_from_the_command_line_reach_the_run_config(ma
     saved = yaml.safe_load((tmp_path / "run" / "inferred.yaml").read_text())
     assert saved["data.dates"]["value"] == ["sold", "seen"]
     assert "seen: dates in format %d-%m-%Y %H.%M → year, month, day, weekday, hour" in saved["data.dates"]["from"]
+
+
+TITANIC_NAMES = [
+    "Braund, Mr. Owen Harris",
+    "Cumings, Mrs. John Bradley (Florence Briggs Thayer)",
+    "Rothes, the Countess. of (Lucy Noel Martha Dyer-Edwards)",
+    'Duff Gordon, Sir. Cosmo Edmund ("Mr Morgan")',
+    "van Melkebeke, Mr. Philemon",
+    "Nobody without a title",
+]
+
+
+def test_the_title_pattern_takes_linear_time_and_any_pattern_is_bounded():
+    import time
+
+    from dltemplate.data.features import regex_extract
+
+    pattern = yaml.safe_load((CONFIG_DIR / "task" / "titanic.yaml").read_text())["data"]["derived"]["Title"]["pattern"]
+    names = pd.DataFrame({"Name": TITANIC_NAMES})
+    titles = regex_extract(names, "Name", pattern).tolist()
+    assert titles[:5] == ["Mr", "Mrs", "the Countess", "Sir", "Mr"] and pd.isna(titles[5])
+    hostile = pd.DataFrame({"Name": ["," * 100_000, ", " + " " * 100_000, ", a" * 50_000]})
+    for used in (pattern, r",\s*([^.]+)\.", r"(\w+\s?)*,"):  # the stock pattern; the old one; cubic
+        start = time.perf_counter()
+        regex_extract(hostile, "Name", used)
+        assert time.perf_counter() - start < 5, used  # unbounded, the old pattern took minutes

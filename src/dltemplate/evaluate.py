@@ -16,7 +16,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     `cfg.data` replaces data settings of the checkpoint (e.g. `test_file`) to score another labelled set.
     """
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths, data_overrides=data)
+    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths, data_overrides=data, reads_data=True)
     trainer = build_trainer(cfg)
     metrics = trainer.test(module, datamodule=datamodule)[0]
     return {k: float(v) for k, v in metrics.items()}

@@ -37,6 +37,12 @@ def forecast_table(
         )
     if steps < 1:
         raise ConfigError(f"steps={steps}: the number of steps to forecast must be at least 1")
+    if source is None and datamodule.hparams.file is None:  # withheld by `restore`: outside this run's paths
+        raise ConfigError(
+            "the checkpoint names its series file outside this run's paths.data_dir, so it is not read; "
+            "give the series to continue (input=<file>, or 'series' rows in a request), or run with "
+            "paths.data_dir=<the folder that holds it>"
+        )
     levels, series = datamodule.read(datamodule.hparams.file if source is None else source)
     window, horizon = datamodule.hparams.window, datamodule.hparams.horizon
     if len(series) < window:

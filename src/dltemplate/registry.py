@@ -16,12 +16,14 @@ against the *kind* of thing expected at that place:
     init        weight-initialisation schemes registered with `@register("init")` (`dltemplate.nets.init`)
     feature     functions registered with `@register("feature")` (derived table columns)
 
-A name is accepted only in one of these forms: `<package>.<submodule>.<Name>` where the submodule
-lies inside the project package of that kind and defines `Name` itself (re-exports such as
-`dltemplate.data.tabular.pd` are refused), `torch.nn.<Name>`-style members of the exact torch
-namespace of the kind, or an object registered for the kind. Only then is the submodule imported,
-and the object must still be of the kind's base class. Extend the allowlist with `register(kind)`
-(a class or function of yours) or `add_source(kind, ...)` (a new namespace or a new kind).
+Every `_target_` of a config is first checked by its form alone (`check_names`), so a config with
+one refused name imports nothing it names. A name is accepted only in one of these forms:
+`<package>.<submodule>.<Name>` where the submodule lies inside the project package of that kind and
+defines `Name` itself (re-exports such as `dltemplate.data.tabular.pd` are refused),
+`torch.nn.<Name>`-style members of the exact torch namespace of the kind, or an object registered
+for the kind. Only then is the submodule imported, and the object must still be of the kind's base
+class. Extend the allowlist with `register(kind)` (a class or function of yours) or
+`add_source(kind, ...)` (a new namespace or a new kind).
 
 `instantiate` builds a checked config. It is deliberately not Hydra's `instantiate`: Hydra imports
 whatever a name says before anyone can look at it, and resolves interpolations (`${oc.create:...}`)
@@ -48,11 +50,15 @@ class Namespace:
     subpackage: str
     base: str  # "module:Class", imported lazily (Lightning is slow to import)
 
-    def find(self, module_name: str, attr: str) -> Any:
+    def allows(self, module_name: str, attr: str) -> bool:
+        """Whether the name has this namespace's form (nothing imported)."""
         package = f"{PACKAGE}.{self.subpackage}"
         if not module_name.startswith(f"{package}.") and module_name != package:
-            return None
-        if module_name.count(".") > package.count(".") + 1:  # one file deep: nets/mlp.py, not deeper
+            return False
+        return module_name.count(".") <= package.count(".") + 1  # one file deep: nets/mlp.py, not deeper
+
+    def find(self, module_name: str, attr: str) -> Any:
+        if not self.allows(module_name, attr):
             return None
         try:  # imports only `package` itself (ours) to look for the submodule
             if importlib.util.find_spec(module_name) is None:
@@ -72,8 +78,11 @@ class Members:
     module: str
     base: str
 
+    def allows(self, module_name: str, attr: str) -> bool:
+        return module_name == self.module and not attr.startswith("_")
+
     def find(self, module_name: str, attr: str) -> Any:
-        if module_name != self.module or attr.startswith("_"):
+        if not self.allows(module_name, attr):
             return None
         obj = getattr(importlib.import_module(self.module), attr, None)  # torch namespaces: already imported
         return obj if _is_subclass(obj, _load(self.base)) else None
@@ -88,6 +97,9 @@ class Registered:
 
     kind: str
     modules: tuple[str, ...] = ()
+
+    def allows(self, module_name: str, attr: str) -> bool:
+        return self.find(module_name, attr) is not None  # imports only the project's registering modules
 
     def find(self, module_name: str, attr: str) -> Any:
         for module in self.modules:
@@ -147,18 +159,66 @@ def resolve(target: Any, kind: str, where: str = "config") -> Any:
 
     Nothing outside the allowed namespaces is imported, whatever `target` says.
     """
-    if not isinstance(target, str) or "." not in target:
-        raise ConfigError(f"{where}: _target_ must be a dotted name of an allowed {kind}, got {target!r}")
-    module_name, attr = target.rsplit(".", 1)
+    module_name, attr = _split(target, kind, where)
     for source in _SOURCES[kind]:
         obj = source.find(module_name, attr)
         if obj is not None:
             return obj
-    raise ConfigError(
+    raise _refused(target, kind, where)
+
+
+def _split(target: Any, kind: str, where: str) -> tuple[str, str]:
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"{where}: _target_ must be a dotted name of an allowed {kind}, got {target!r}")
+    module_name, attr = target.rsplit(".", 1)
+    return module_name, attr
+
+
+def _refused(target: Any, kind: str, where: str) -> ConfigError:
+    return ConfigError(
         f"{where} names _target_={target!r}, which is not an allowed {kind}: {describe(kind)}. "
         f"A project {kind} of your own goes in the project's package or is registered with "
         f"{PACKAGE}.registry.register({kind!r})"
     )
+
+
+def check_names(config: Any, kind: str, where: str = "config", recursive: bool = True) -> None:
+    """Refuse `config` if any `_target_` in it (every depth when `recursive`) is not of an allowed form
+    for its place, before anything it names is imported; `check` does this first.
+
+    Only the names' form is looked at (`<package>.<subpackage>.<file>.<Name>`, a member of the kind's
+    torch namespace, a registered name); the objects are found and checked by `resolve` afterwards.
+    """
+    if not isinstance(config, Mapping) or "_target_" not in config:
+        raise ConfigError(f"{where}: expected a config with a _target_, got {config!r}")
+    target = config["_target_"]
+    module_name, attr = _split(target, kind, where)
+    if not any(source.allows(module_name, attr) for source in _SOURCES[kind]):
+        raise _refused(target, kind, where)
+    if recursive:
+        inner = _NESTED.get(kind, ())
+        for key, value in config.items():
+            if key != "_target_":
+                _check_nested_names(value, inner, f"{where}.{key}")
+
+
+def _check_nested_names(value: Any, kinds: tuple[str, ...], where: str) -> None:
+    if isinstance(value, Mapping):
+        if "_target_" in value:
+            if not kinds:
+                raise ConfigError(f"{where}: nothing may be built here, but it names _target_={value['_target_']!r}")
+            errors = []
+            for kind in kinds:
+                try:
+                    return check_names(value, kind, where)
+                except ConfigError as error:
+                    errors.append(str(error))
+            raise ConfigError(errors[0])
+        for key, item in value.items():
+            _check_nested_names(item, kinds, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_nested_names(item, kinds, f"{where}[{i}]")
 
 
 def describe(kind: str) -> str:
@@ -180,11 +240,14 @@ def check(config: Any, kind: str, where: str = "config", recursive: bool = True)
     Nested `_target_`s must be of the kinds allowed inside `kind` (a net may hold layers); with
     `recursive=False` they stay data for the object itself to build (and check) later.
     """
-    if not isinstance(config, Mapping) or "_target_" not in config:
-        raise ConfigError(f"{where}: expected a config with a _target_, got {config!r}")
+    check_names(config, kind, where, recursive)  # every name first: nothing is imported for a refused config
     unknown = sorted(k for k in config if str(k).startswith("_") and str(k).endswith("_") and k not in SPECIAL_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown special key(s) {unknown}; allowed: {sorted(SPECIAL_KEYS)}")
+    if not isinstance(config.get("_args_", []), (list, tuple)):
+        raise ConfigError(f"{where}._args_ must be a list of positional arguments, got {config['_args_']!r}")
+    if not isinstance(config.get("_partial_", False), bool):
+        raise ConfigError(f"{where}._partial_ must be true or false, got {config['_partial_']!r}")
     checked = {k: v for k, v in config.items() if k not in ("_target_", "_recursive_", "_convert_")}
     checked["_target_"] = resolve(config["_target_"], kind, where)
     if recursive:

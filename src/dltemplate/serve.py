@@ -118,6 +118,7 @@ class CheckpointAPI(litserve.LitAPI):
             cfg.trainer.accelerator, cfg.trainer.devices = "gpu", [int(str(device).partition(":")[2] or 0)]
         self.trainer = build_trainer(cfg)
         self.max_items, self.max_horizon = cfg.max_items, cfg.max_horizon
+        self.max_chars, self.max_image_pixels = cfg.max_chars, cfg.max_image_pixels
 
     def decode_request(self, request: dict) -> Decoded | Rejected:
         """Check the request's shape and size; the prediction code checks the values themselves."""
@@ -134,22 +135,59 @@ class CheckpointAPI(litserve.LitAPI):
         if self.kind == "table":
             if not all(isinstance(row, dict) for row in value):
                 return Rejected(422, f"'rows' must be {expected}")
-            return Decoded(pd.DataFrame.from_records(value), len(value))
+            empty = next((i for i, row in enumerate(value) if not row), None)
+            if empty is not None:
+                return Rejected(422, f"rows[{empty}] is an empty object; each row needs the raw columns (no target)")
+            return self._checked_text(value, "rows") or Decoded(pd.DataFrame.from_records(value), len(value))
         if self.kind == "texts":
             if not all(isinstance(text, str) for text in value):
                 return Rejected(422, f"'texts' must be {expected}")
-            return Decoded(value, len(value))
+            return self._checked_text(value, "texts") or Decoded(value, len(value))
         if self.kind == "images":
-            try:
-                return Decoded([base64.b64decode(image, validate=True) for image in value], len(value))
-            except (binascii.Error, TypeError, ValueError):
-                return Rejected(422, f"'images' must be {expected}; one of them is not valid base64")
+            return self._decode_images(value, expected)
         width = self.datamodule.dims["in_features"]
         if not all(
             isinstance(v, list) and len(v) == width and all(isinstance(x, (int, float)) for x in v) for v in value
         ):
             return Rejected(422, f"'features' must be {expected} of length {width}")
         return Decoded(torch.tensor(value, dtype=torch.float32), len(value))
+
+    def _checked_text(self, value: Any, where: str) -> Rejected | None:
+        """Refuse a string that is not valid Unicode (a lone surrogate) or longer than `max_chars`."""
+        for place, text in _strings(value, where):
+            if len(text) > self.max_chars:
+                return Rejected(413, f"{place} holds {len(text)} characters; at most {self.max_chars} (max_chars)")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                return Rejected(
+                    422,
+                    f"{place} is not valid Unicode text: character {error.start} is a lone surrogate "
+                    f"({text[error.start]!a}); send the text as UTF-8",
+                )
+        return None
+
+    def _decode_images(self, value: list, expected: str) -> Decoded | Rejected:
+        """Each image decoded from base64 and its size read from its header, before any pixel is decoded."""
+        from dltemplate.data.image_files import image_pixels  # the image family's: only image models get here
+
+        images = []
+        for i, image in enumerate(value):
+            try:
+                data = base64.b64decode(image, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                return Rejected(422, f"'images' must be {expected}; images[{i}] is not valid base64")
+            if not data:
+                return Rejected(422, f"images[{i}] is empty: send the base64 of an image file (PNG, JPEG, ...)")
+            size = image_pixels(data)
+            if size is not None and size[0] > self.max_image_pixels:
+                return Rejected(
+                    413,
+                    f"images[{i}] is {size[1]} pixels; at most {self.max_image_pixels} pixels "
+                    "(max_image_pixels): send a smaller image",
+                )
+            images.append(data)
+        return Decoded(images, len(images))
 
     def _decode_series(self, request: dict) -> Decoded | Rejected:
         horizon, rows = request["horizon"], request.get("series")
@@ -159,6 +197,9 @@ class CheckpointAPI(litserve.LitAPI):
             return Rejected(422, "'series' must be a list of objects, one per time step, with the series' columns")
         if rows is not None and len(rows) > self.max_items:
             return Rejected(413, f"{len(rows)} series rows in one request; at most {self.max_items} (max_items)")
+        refused = None if rows is None else self._checked_text(rows, "series")
+        if refused is not None:
+            return refused
         return Decoded((horizon, None if rows is None else pd.DataFrame.from_records(rows)), horizon)
 
     def predict(self, x: Any) -> Any:
@@ -241,6 +282,19 @@ class CheckpointAPI(litserve.LitAPI):
             return JSONResponse({"detail": output.detail}, status_code=output.status)
         # through pandas' JSON writer: NaN becomes null (forecast dates are already text)
         return {"predictions": json.loads(output.to_json(orient="records", date_format="iso"))}
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(place, string) for every string in a request's value (keys of row objects too)."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key, f"{where} (a column name)")
+            yield from _strings(item, f"{where}.{key}" if isinstance(key, str) and key.isprintable() else where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
 
 
 def _message(error: Exception) -> str:

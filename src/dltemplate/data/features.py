@@ -5,7 +5,7 @@ Each function takes the DataFrame first and returns one new column. A data confi
 
     derived:
       Title: {_target_: dltemplate.data.features.regex_extract, _partial_: true, column: Name,
-              pattern: ',\\s*([^.]+)\\.'}
+              pattern: ',\\s*([^.,\\s][^.,]*)\\.'}
 
 Only functions registered here with `@register("feature")` may be named (a checkpoint's config is
 data, see `dltemplate.registry`); add yours the same way.
@@ -20,9 +20,17 @@ from dltemplate.registry import register
 
 
 @register("feature")
-def regex_extract(frame: pd.DataFrame, column: str, pattern: str) -> pd.Series:
-    """The first capture group of `pattern` in `column` (missing where it does not match)."""
-    return frame[column].astype("string").str.extract(pattern, expand=False).str.strip()
+def regex_extract(frame: pd.DataFrame, column: str, pattern: str, max_chars: int = 1000) -> pd.Series:
+    """The first capture group of `pattern` in `column` (missing where it does not match).
+
+    The pattern is applied to the first `max_chars` characters of each value: Python's regular
+    expressions backtrack, and a pattern whose work grows as a power of its input's length must not let
+    one long value (a request's `"Name": ",,,,..."`) keep the process busy for minutes. (A pattern
+    with nested repeats, `(a+)+b`, is exponential: no length limit helps it; write patterns that
+    cannot backtrack much, as the Titanic title's does.)
+    """
+    text = frame[column].astype("string")
+    return text.str.slice(0, max_chars).str.extract(pattern, expand=False).str.strip()
 
 
 @register("feature")

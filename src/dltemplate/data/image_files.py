@@ -1,6 +1,9 @@
 """Read image folders into uint8 tensors, decoding each file once and caching the result on disk."""
 
+import io
 import logging
+import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,11 +66,36 @@ def as_uint8_image(decoded: torch.Tensor, channels: int) -> torch.Tensor:
     return image
 
 
+def image_pixels(source: str | Path | bytes) -> tuple[int, str] | None:
+    """The pixels of an image file and its size in words ("640×480"), from its header only (nothing is
+    decoded); None when PIL cannot read the header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                width, height = image.size
+                return width * height, f"{width}×{height}"
+    except Image.DecompressionBombError as error:  # over twice PIL's limit: only the count is said
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+        return pixels, f"{pixels}"
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
 def decode_one(path: Path, channels: int, size: int | Sequence[int] | None) -> torch.Tensor:
     """One file as a uint8 (channels, H, W) image, resized to `size` (a side or (H, W)) when given.
 
-    Raises DataError, naming the file, when it cannot be decoded.
+    Raises DataError, naming the file, when it cannot be decoded, or when its header says it holds more
+    than PIL's `Image.MAX_IMAGE_PIXELS` pixels (checked before decoding: a small file can expand to
+    gigabytes).
     """
+    found = image_pixels(path)
+    if found is not None and Image.MAX_IMAGE_PIXELS is not None and found[0] > Image.MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"image {path} is {found[1]} pixels, more than {Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS); "
+            "resize it, or raise that limit if you trust the file"
+        )
     mode = {3: ImageReadMode.RGB, 1: ImageReadMode.GRAY}[channels]
     try:
         image = as_uint8_image(decode_image(str(path), mode=mode), channels)
