@@ -88,15 +88,15 @@ def test_regression_losses_compare_standardised_targets_and_poisson_predicts_pos
     net = {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1}
     x, y = torch.randn(8, 2), torch.poisson(torch.full((8,), 3.0))
     mse = RegressionModule(net, target_mean=3.0, target_std=2.0)
-    out = mse._step((x, y), mse.train_metrics, "train")
+    out = mse.model_step((x, y), "train")
     torch.testing.assert_close(out["loss"], F.mse_loss((out["preds"] - 3.0) / 2.0, (y - 3.0) / 2.0))
 
     poisson = RegressionModule(net, loss="poisson", target_mean=3.0, target_std=2.0)
-    out = poisson._step((x, y), poisson.train_metrics, "train")
+    out = poisson.model_step((x, y), "train")
     rate = out["preds"]
     assert (rate > 0).all()
     torch.testing.assert_close(out["loss"], F.poisson_nll_loss(rate.log(), y))
-    poisson._step((x, y - 10), poisson.train_metrics, "train")  # noted on the device, read at the epoch's end
+    poisson.model_step((x, y - 10), "train")  # noted on the device, read at the epoch's end
     with pytest.raises(DataError, match="poisson needs counts"):
         poisson.on_train_epoch_end()
     with pytest.raises(ConfigError, match="poisson needs counts"):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.modules.factories import build_net, build_optimizer, build_scheduler, parameter_groups
 from dltemplate.modules.regression import RegressionModule
-from tests.helpers import CONFIG_DIR, fit_family
+from tests.helpers import CONFIG_DIR, FAMILIES, family_batch, fit_family
 
 MLP_SPEC = {"_target_": "dltemplate.nets.mlp.MLP", "in_features": 4, "hidden": [16]}
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
@@ -229,3 +229,43 @@ def test_every_optimizer_preset_trains_with_run_length_schedulers(make_cfg, pres
     for _ in range(3):
         optimizer.step()
         schedule.step()
+
+
+def test_mixup_overrides_only_the_training_objective(make_cfg):
+    """The mixup variant is one overridden step part: training mixes pairs, evaluation is the plain step."""
+    from dltemplate.build import build_datamodule, build_module
+    from dltemplate.modules.mixup import MixupClassification
+
+    cfg = make_cfg("task=rings", "module=mixup", "module.alpha=0.4")
+    module = build_module(cfg, build_datamodule(cfg))
+    assert isinstance(module, MixupClassification) and module.alpha == 0.4
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    assert torch.equal(module.objective(x, y, "val")[0], ClassificationModule.objective(module, x, y, "val")[0])
+    torch.manual_seed(1)
+    loss, outputs = module.objective(x, y, "train")
+    torch.manual_seed(1)  # the same draws by hand: λ, then the pairing
+    concentration = torch.full((), 0.4)
+    lam = torch.distributions.Beta(concentration, concentration, validate_args=False).sample()
+    perm = torch.randperm(16)
+    expected_outputs = module(lam * x + (1 - lam) * x[perm])
+    torch.testing.assert_close(outputs, expected_outputs)
+    bce = module.loss_fn
+    torch.testing.assert_close(loss, lam * bce(expected_outputs, y) + (1 - lam) * bce(expected_outputs, y[perm]))
+    assert not torch.allclose(loss, bce(module(x), y))
+
+
+def test_every_module_runs_the_same_step_parts(make_cfg):
+    """Classification, regression and forecasting share one model_step; each returns loss, preds and target."""
+    from dltemplate.modules.step import StepModule
+
+    for family in ("binary", "regression", "forecasting"):
+        task = FAMILIES[family][0]
+        cfg = make_cfg(f"task={task}")
+        module, _ = fit_family(cfg, family, steps=2)
+        assert isinstance(module, StepModule)
+        module.trainer = None  # the step on its own, as a newcomer would call it (self.log then only warns)
+        x, y = family_batch(family, 4)
+        out = module.model_step((x, y), "val")
+        assert set(out) == {"loss", "preds", "target"}
+        torch.testing.assert_close(out["preds"], module.predict_step(x, 0))

@@ -4,7 +4,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
@@ -16,16 +15,14 @@ from dltemplate.modules.factories import (
     OptimizerSpec,
     SchedulerSpec,
     build_net,
-    check_finite,
-    configure_optimizers,
     dense_gradients_where_needed,
     objects_to_skip,
     without_downloads,
 )
-from dltemplate.modules.metrics import log_epoch_metrics
+from dltemplate.modules.step import StepModule
 
 
-class ClassificationModule(LightningModule):
+class ClassificationModule(StepModule):
     """Trains a net that returns class logits, binary or multi-class.
 
     With `num_classes=2` the net returns one logit per sample, (B, 1) or (B,), trained by default
@@ -74,6 +71,7 @@ class ClassificationModule(LightningModule):
             self.hparams["net"] = without_downloads(self.hparams["net"])
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
         self.finetune = finetune_policy(finetune)
+        self.backbone_lr_scale = None if self.finetune is None else self.finetune["backbone_lr_scale"]
         self.binary = num_classes == 2
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
@@ -111,51 +109,20 @@ class ClassificationModule(LightningModule):
         """(B,) class indices from `predict_proba`'s output."""
         return (probs > 0.5).long() if self.binary else probs.argmax(dim=-1)
 
-    def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
-        x, target = batch
-        logits = self(x)
-        loss = self.loss_fn(logits, target)
-        probs = self.predict_proba(logits.detach())
-        if stage == "train":  # labels, not probabilities: see train_metrics
-            metrics.update(self.predicted_class(probs), target)
-        else:
-            metrics.update(probs, target)
-        # the step loss stays on the device (the progress bar reads it every log interval, see
-        # callbacks/progress.py): a step value marked prog_bar is turned into a number every step
-        training = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
-        return {"loss": loss, "preds": probs, "target": target}
+    # ---- the step's parts (see StepModule.model_step) ------------------------------------------
 
-    def on_train_epoch_end(self) -> None:
-        log_epoch_metrics(self, self.train_metrics)
+    def net_outputs(self, x: Tensor) -> Tensor:
+        return self(x)
 
-    def on_validation_epoch_end(self) -> None:
-        log_epoch_metrics(self, self.val_metrics, prog_bar=True)
+    def loss(self, outputs: Tensor, target: Tensor, stage: str) -> Tensor:
+        return self.loss_fn(outputs, target)
 
-    def on_test_epoch_end(self) -> None:
-        log_epoch_metrics(self, self.test_metrics)
+    def predictions(self, outputs: Tensor) -> Tensor:
+        return self.predict_proba(outputs)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self._step(batch, self.train_metrics, "train")
-        check_finite(out["loss"], self)
-        return out
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, self.val_metrics, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, self.test_metrics, "test")
-
-    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.predict_proba(self(x))
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        scale = None if self.finetune is None else self.finetune["backbone_lr_scale"]
-        return configure_optimizers(
-            self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor, scale
-        )
+    def update_metrics(self, preds: Tensor, target: Tensor, x: Tensor, stage: str) -> None:
+        # training accuracy takes labels, not probabilities: see train_metrics
+        super().update_metrics(self.predicted_class(preds) if stage == "train" else preds, target, x, stage)
 
     def configure_callbacks(self):
         if self.finetune is None or self.finetune["freeze_epochs"] == 0:

@@ -4,7 +4,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
@@ -15,14 +14,13 @@ from dltemplate.modules.factories import (
     OptimizerSpec,
     SchedulerSpec,
     build_net,
-    check_finite,
-    configure_optimizers,
     objects_to_skip,
     without_downloads,
 )
+from dltemplate.modules.step import StepModule
 
 
-class ForecastingModule(LightningModule):
+class ForecastingModule(StepModule):
     """Trains a net that maps (B, window, C) scaled history to (B, horizon, C) scaled forecasts.
 
     The loss is computed on the scaled series, what the net predicts (so a Huber `delta` of 1 is one
@@ -74,6 +72,7 @@ class ForecastingModule(LightningModule):
                 "smape": SymmetricMeanAbsolutePercentageError(),
             }
         )
+        self.train_metrics = None  # training tracks the loss
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
         self.val_baselines = NaiveComparison(naive_scale, season)
         self.test_baselines = NaiveComparison(naive_scale, season)
@@ -82,57 +81,38 @@ class ForecastingModule(LightningModule):
         """Scaled forecasts (B, horizon, C) from scaled history (B, window, C)."""
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
-        x, target = batch
-        preds = self(x)
-        loss = self.loss_fn(preds, target)
-        # the step loss stays on the device (the progress bar reads it every log interval, see
-        # callbacks/progress.py): a step value marked prog_bar is turned into a number every step
-        training = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
-        preds, target, history = self.to_units(preds.detach()), self.to_units(target), self.to_units(x)
+    # ---- the step's parts (see StepModule.model_step) ------------------------------------------
+
+    def net_outputs(self, x: Tensor) -> Tensor:
+        return self(x)
+
+    def loss(self, outputs: Tensor, target: Tensor, stage: str) -> Tensor:
+        return self.loss_fn(outputs, target)  # on the scaled series, what the net predicts
+
+    def predictions(self, outputs: Tensor) -> Tensor:
+        return self.to_units(outputs)
+
+    def update_metrics(self, preds: Tensor, target: Tensor, x: Tensor, stage: str) -> None:
+        if stage == "train":  # the loss is what training tracks
+            return
+        target, history = self.to_units(target), self.to_units(x)
+        self.stage_metrics(stage).update(preds.flatten(), target.flatten())
+        (self.val_baselines if stage == "val" else self.test_baselines).update(preds, target, history)
+
+    def step_output(self, loss: Tensor, preds: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return super().step_output(loss, preds, self.to_units(target))
+
+    def end_epoch(self, stage: str) -> None:
+        super().end_epoch(stage)
         if stage != "train":
-            metrics, baselines = (
-                (self.val_metrics, self.val_baselines) if stage == "val" else (self.test_metrics, self.test_baselines)
-            )
-            metrics.update(preds.flatten(), target.flatten())
-            baselines.update(preds, target, history)
-            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        return {"loss": loss, "preds": preds, "target": target}
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self._step(batch, "train")
-        check_finite(out["loss"], self)
-        return out
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, "test")
-
-    def _log_baselines(self, baselines: "NaiveComparison", stage: str) -> None:
-        self.log_dict({f"{stage}/{k}": v for k, v in baselines.compute().items()})
-        baselines.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_baselines(self.val_baselines, "val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_baselines(self.test_baselines, "test")
+            baselines = self.val_baselines if stage == "val" else self.test_baselines
+            self.log_dict({f"{stage}/{k}": v for k, v in baselines.compute().items()})
+            baselines.reset()
 
     def to_units(self, values: Tensor) -> Tensor:
         """Undo the data module's scaling (and log1p transform): the series' own units."""
         values = values * self.scale
         return torch.expm1(values) if self.hparams.transform == "log1p" else values
-
-    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.to_units(self(x))
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return configure_optimizers(self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor)
 
 
 class NaiveComparison(Metric):

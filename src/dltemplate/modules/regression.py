@@ -3,7 +3,6 @@
 import math
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
@@ -14,15 +13,13 @@ from dltemplate.modules.factories import (
     OptimizerSpec,
     SchedulerSpec,
     build_net,
-    check_finite,
-    configure_optimizers,
     objects_to_skip,
     without_downloads,
 )
-from dltemplate.modules.metrics import log_epoch_metrics
+from dltemplate.modules.step import StepModule
 
 
-class RegressionModule(LightningModule):
+class RegressionModule(StepModule):
     """Trains a net that predicts continuous targets, by default with a mean-squared-error loss.
 
     Targets are (B,) for one output or (B, num_outputs); a net output of (B, 1) is matched to (B,).
@@ -105,61 +102,28 @@ class RegressionModule(LightningModule):
             return torch.exp(out + self.log_mean)
         return out * self.hparams.target_std + self.hparams.target_mean
 
-    def _step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
-        x, target = batch
-        out = self._outputs(x)
+    # ---- the step's parts (see StepModule.model_step) ------------------------------------------
+
+    def net_outputs(self, x: Tensor) -> Tensor:
+        return self._outputs(x)
+
+    def loss(self, outputs: Tensor, target: Tensor, stage: str) -> Tensor:
         if self.counts:
-            self.negative_counts = self.negative_counts | (target < 0).any()  # read once per epoch
-            loss = self.loss_fn(out + self.log_mean, target)
-        else:
-            loss = self.loss_fn(out, (target - self.hparams.target_mean) / self.hparams.target_std)
-        preds = self.to_units(out.detach())
-        metrics.update(preds, target)
-        # the step loss stays on the device (the progress bar reads it every log interval, see
-        # callbacks/progress.py): a step value marked prog_bar is turned into a number every step
-        training = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
-        return {"loss": loss, "preds": preds, "target": target}
+            self.negative_counts = self.negative_counts | (target < 0).any()  # on the device, read per epoch
+            return self.loss_fn(outputs + self.log_mean, target)
+        return self.loss_fn(outputs, (target - self.hparams.target_mean) / self.hparams.target_std)
 
-    def _end_epoch(self, metrics: MetricCollection, stage: str) -> None:
-        """Refuse negative counts seen this epoch, then log the epoch's metrics once and reset them.
+    def predictions(self, outputs: Tensor) -> Tensor:
+        return self.to_units(outputs)
 
-        Both are read on the host once per epoch rather than every step: each read waits for the device.
-        """
+    def end_epoch(self, stage: str) -> None:
+        """Refuse negative counts seen this epoch (read once per epoch, not every step), then log the metrics."""
         if self.counts and bool(self.negative_counts):
             self.negative_counts = torch.zeros((), dtype=torch.bool, device=self.device)
             raise DataError(f"module.loss=poisson needs counts, but a {stage} target is negative")
-        log_epoch_metrics(self, metrics)
+        super().end_epoch(stage)
 
     def on_train_epoch_start(self) -> None:
         self.negative_counts = torch.zeros((), dtype=torch.bool, device=self.device)
 
     on_validation_epoch_start = on_test_epoch_start = on_train_epoch_start
-
-    def on_train_epoch_end(self) -> None:
-        self._end_epoch(self.train_metrics, "train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_epoch(self.val_metrics, "val")
-
-    def on_test_epoch_end(self) -> None:
-        self._end_epoch(self.test_metrics, "test")
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self._step(batch, self.train_metrics, "train")
-        check_finite(out["loss"], self)
-        return out
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, self.val_metrics, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, self.test_metrics, "test")
-
-    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return configure_optimizers(self, self.optimizer_spec, self.scheduler_spec, hp.scheduler_interval, hp.monitor)
