@@ -235,3 +235,43 @@ def test_init_never_overwrites_loaded_weights(tmp_path):
 def test_an_init_scheme_must_be_one_the_registry_allows(init):
     with pytest.raises(ConfigError, match=r"not an initialisation scheme|not an allowed init"):
         build_net({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1, "init": init})
+
+
+NESTED_NET = '''
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """(B, in_features) -> (B, out_features)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: list[int] = (8,)) -> None:
+        super().__init__()
+        width = hidden[0]
+        self.layers = nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+'''
+
+
+def test_a_net_in_a_folder_of_its_own_trains_by_config_and_restores(make_cfg, tmp_path, monkeypatch):
+    """nets/<folder>/<file>.py is found by its _target_ alone: no registry entry, no other file edited."""
+    import dltemplate.nets
+    from dltemplate.checkpoint import restore
+    from dltemplate.train import train
+
+    extra = tmp_path / "extra_nets"
+    (extra / "experiments").mkdir(parents=True)
+    (extra / "experiments" / "__init__.py").write_text("")
+    (extra / "experiments" / "tiny.py").write_text(NESTED_NET)
+    monkeypatch.setattr(dltemplate.nets, "__path__", [*dltemplate.nets.__path__, str(extra)])
+    target = "dltemplate.nets.experiments.tiny.TinyNet"
+    net = ["~net", f"+net._target_={target}", "+net.in_features=${dims.in_features}", "+net.out_features=1"]
+    result = train(make_cfg("task=rings", *net, "trainer.max_epochs=2"))
+    assert type(result.module.net).__module__ == "dltemplate.nets.experiments.tiny"
+    assert result.metrics["test/acc"] > 0.5
+    restored, _, _ = restore(result.best_checkpoint)
+    assert type(restored.net).__name__ == "TinyNet"
+    with pytest.raises(ConfigError, match="does not exist or does not define a net named Missing"):
+        build_net({"_target_": "dltemplate.nets.experiments.tiny.Missing", "in_features": 2, "out_features": 1})

@@ -6,7 +6,7 @@ the project did not choose. Every `_target_`, at every depth, is therefore resol
 against the *kind* of thing expected at that place:
 
     kind        may name
-    net         nn.Module classes defined in the project's `nets` package, or any `torch.nn` layer
+    net         nn.Module classes defined in the project's `nets` package (any folder depth), or any `torch.nn` layer
     layer       the same: what a net's config may hold inside it (an activation, a block)
     module      LightningModule classes defined in the project's `modules` package
     datamodule  LightningDataModule classes defined in the project's `data` package
@@ -52,10 +52,10 @@ class Namespace:
 
     def allows(self, module_name: str, attr: str) -> bool:
         """Whether the name has this namespace's form (nothing imported)."""
+        # any depth inside the subpackage (nets/mlp.py, nets/custom/tiny.py): it is the project's own code,
+        # and `find` still requires the object to be defined in that very module
         package = f"{PACKAGE}.{self.subpackage}"
-        if not module_name.startswith(f"{package}.") and module_name != package:
-            return False
-        return module_name.count(".") <= package.count(".") + 1  # one file deep: nets/mlp.py, not deeper
+        return module_name.startswith(f"{package}.") and all(part.isidentifier() for part in module_name.split("."))
 
     def find(self, module_name: str, attr: str) -> Any:
         if not self.allows(module_name, attr):
@@ -164,6 +164,13 @@ def resolve(target: Any, kind: str, where: str = "config") -> Any:
         obj = source.find(module_name, attr)
         if obj is not None:
             return obj
+    if any(isinstance(source, Namespace) and source.allows(module_name, attr) for source in _SOURCES[kind]):
+        # the right place, but nothing of that name: say so rather than "put it in the package"
+        file = module_name.replace(".", "/") + ".py"
+        raise ConfigError(
+            f"{where} names _target_={target!r}, which is not an allowed {kind}: {file} does not exist or "
+            f"does not define a {kind} named {attr} itself; check the file and the class name"
+        )
     raise _refused(target, kind, where)
 
 
