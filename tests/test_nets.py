@@ -7,6 +7,7 @@ from torch import nn
 
 from dltemplate.errors import ConfigError
 from dltemplate.modules.factories import build_net
+from dltemplate.nets import ExampleInput, example_input
 from dltemplate.nets.init import SCHEMES, init_scheme
 from tests.helpers import CONFIG_DIR, FAMILIES, fit_family
 
@@ -50,34 +51,6 @@ def needs(*nets: str):
     return pytest.mark.skipif(bool(missing), reason=f"no conf/net/{missing[0] if missing else ''}.yaml here")
 
 
-def tabular_rows(batch: int) -> torch.Tensor:
-    """(B, 4 numeric + 2 category codes), codes within their cardinalities."""
-    codes = torch.stack([torch.randint(0, k, (batch,)) for k in DIMS["cardinalities"]], dim=1).float()
-    return torch.cat([torch.randn(batch, DIMS["num_numeric"]), codes], dim=1)
-
-
-VECTOR_OUT = (DIMS["out_features"],)
-FORECAST_OUT = (DIMS["horizon"], DIMS["num_series"])
-# net class → (input of batch size B, output shape without the batch dimension)
-INPUTS = {
-    "torch.nn.Linear": (lambda b: torch.randn(b, DIMS["in_features"]), VECTOR_OUT),
-    "dltemplate.nets.mlp.MLP": (lambda b: torch.randn(b, DIMS["in_features"]), VECTOR_OUT),
-    "dltemplate.nets.tabular.TabularNet": (tabular_rows, VECTOR_OUT),
-    "dltemplate.nets.growth_lstm.GrowthRateLSTM": (lambda b: torch.rand(b, WINDOW, DIMS["num_series"]), FORECAST_OUT),
-    "dltemplate.nets.rnn_forecaster.RNNForecaster": (
-        lambda b: torch.randn(b, WINDOW, DIMS["num_series"]),
-        FORECAST_OUT,
-    ),
-    "dltemplate.nets.simple_cnn.SimpleCNN": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
-    "dltemplate.nets.resnet.SmallResNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
-    "dltemplate.nets.text_cnn.BookTextCNN": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
-    "dltemplate.nets.ngram_bag.NGramBag": (lambda b: torch.randint(0, 50, (b, 37)), VECTOR_OUT),
-    "dltemplate.nets.timm.TimmNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
-    "dltemplate.nets.torchvision.TorchvisionNet": (lambda b: torch.randn(b, 3, 32, 32), VECTOR_OUT),
-    "dltemplate.nets.transformer.TransformerNet": (lambda b: torch.randint(1, 50, (b, 37)), VECTOR_OUT),
-}
-
-
 def net_spec(name: str) -> dict:
     """The net config `name` with the test sizes, offline."""
     cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "net" / f"{name}.yaml"), OFFLINE.get(name, {}), {"dims": DIMS})
@@ -86,14 +59,23 @@ def net_spec(name: str) -> dict:
     return spec
 
 
+def output_shape(spec: dict) -> tuple[int, ...]:
+    """What a net of `spec` returns per sample: (horizon, num_series) for forecasters, else (out_features,)."""
+    return (spec["horizon"], spec["num_series"]) if "horizon" in spec else (spec["out_features"],)
+
+
+def net_input(net: torch.nn.Module, spec: dict, batch: int) -> torch.Tensor:
+    """The example input the net's class declares (`dltemplate.nets.ExampleInput`)."""
+    return example_input(type(net), batch, {k: v for k, v in spec.items() if k != "_target_"})
+
+
 @pytest.mark.parametrize("name", NETS)
 def test_forward_shape_and_finite(name):
     spec = net_spec(name)
-    assert spec["_target_"] in INPUTS, f"add an example input for {spec['_target_']} to INPUTS"
     net = build_net(spec).eval()
-    make_input, out_shape = INPUTS[spec["_target_"]]
-    out = net(make_input(4))
-    assert out.shape == (4, *out_shape)
+    assert isinstance(type(net), ExampleInput) or spec["_target_"].startswith("torch."), "declare example_input"
+    out = net(net_input(net, spec, 4))
+    assert out.shape == (4, *output_shape(spec))
     assert torch.isfinite(out).all()
 
 
@@ -166,12 +148,11 @@ def test_every_init_scheme_trains_a_step_on_each_family(make_cfg, scheme, family
 @pytest.mark.parametrize("name", NETS)
 def test_every_init_scheme_fits_every_net(name):
     spec = net_spec(name)
-    make_input, out_shape = INPUTS[spec["_target_"]]
     net = build_net(spec).eval()
     for scheme in SCHEMES:  # every scheme applies to every layer; one forward at the end keeps this fast
         init_scheme(scheme)(net)
-    out = net(make_input(4))
-    assert out.shape == (4, *out_shape) and torch.isfinite(out).all()
+    out = net(net_input(net, spec, 4))
+    assert out.shape == (4, *output_shape(spec)) and torch.isfinite(out).all()
 
 
 def test_schemes_go_by_layer_type():

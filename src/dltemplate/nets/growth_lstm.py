@@ -1,5 +1,7 @@
 """The book's COVID-19 forecaster: an LSTM that predicts growth rates of the last observed value."""
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -23,6 +25,11 @@ class GrowthRateLSTM(nn.Module):
         self.num_series, self.horizon = num_series, horizon
         self.lstm = nn.LSTM(num_series, hidden_size, num_layers=num_layers, batch_first=True)
         self.linear = nn.Linear(hidden_size, horizon * num_series)
+
+    @classmethod
+    def example_input(cls, batch: int, num_series: int, **config: Any) -> Tensor:
+        """(B, window 8, num_series) positive levels, as the growth rates need."""
+        return torch.rand(batch, 8, num_series) + 0.1
 
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.lstm(x)  # (B, W, hidden)

@@ -1,7 +1,9 @@
 """Fully connected network for vectors of features."""
 
 from collections.abc import Sequence
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -39,6 +41,11 @@ class MLP(nn.Module):
             width = size
         layers.append(nn.Linear(width, out_features))
         self.layers = nn.Sequential(*layers)
+
+    @classmethod
+    def example_input(cls, batch: int, in_features: int, **config: Any) -> Tensor:
+        """(B, in_features) features."""
+        return torch.randn(batch, in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)  # (B, in_features) -> (B, out_features)

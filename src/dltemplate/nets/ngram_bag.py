@@ -1,5 +1,7 @@
 """fastText-style classifier: the mean embedding of a text's words and hashed word pairs."""
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,11 @@ class NGramBag(nn.Module):
         self.embedding = nn.EmbeddingBag(size, embedding_dim, mode="mean", padding_idx=pad_index, sparse=sparse)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(embedding_dim, out_features)
+
+    @classmethod
+    def example_input(cls, batch: int, vocab_size: int, **config: Any) -> Tensor:
+        """(B, 37) token ids."""
+        return torch.randint(0, vocab_size, (batch, 37))
 
     def features(self, ids: Tensor) -> Tensor:
         """(B, L) token ids → (B, L + (L-1) + ...) ids of tokens and hashed n-grams, padding where absent."""

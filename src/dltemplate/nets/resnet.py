@@ -1,7 +1,9 @@
 """A small residual CNN for low-resolution images (CIFAR-sized, 32×32)."""
 
 from collections.abc import Sequence
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -61,6 +63,11 @@ class SmallResNet(nn.Module):
                 channels = width
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, out_features))
+
+    @classmethod
+    def example_input(cls, batch: int, in_channels: int = 3, **config: Any) -> Tensor:
+        """(B, C, 32, 32) normalised images."""
+        return torch.randn(batch, in_channels, 32, 32)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (B, C, H, W) -> (B, out_features)

@@ -1,7 +1,8 @@
 """Recurrent forecaster that predicts the change from the last observed value."""
 
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 
@@ -37,6 +38,11 @@ class RNNForecaster(nn.Module):
         self.rnn = rnn(num_series, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout)
         self.head = nn.Linear(hidden_size, horizon * num_series)
         self.after_init()
+
+    @classmethod
+    def example_input(cls, batch: int, num_series: int, **config: Any) -> Tensor:
+        """(B, window 8, num_series) scaled history."""
+        return torch.randn(batch, 8, num_series)
 
     def after_init(self) -> None:
         """With `residual`, start exactly at the naive forecast (also after a `net.init` scheme)."""

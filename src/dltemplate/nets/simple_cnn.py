@@ -1,5 +1,8 @@
 """The book's small CNN for cifar2 (≈54k parameters)."""
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
 
@@ -27,6 +30,11 @@ class SimpleCNN(nn.Module):
             nn.Flatten(),
         )
         self.head = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, out_features))
+
+    @classmethod
+    def example_input(cls, batch: int, in_channels: int = 3, **config: Any) -> Tensor:
+        """(B, C, 32, 32) normalised images."""
+        return torch.randn(batch, in_channels, 32, 32)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (B, C, H, W) -> (B, out_features)

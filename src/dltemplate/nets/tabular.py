@@ -1,6 +1,7 @@
 """Network for encoded table rows: numeric features plus embedded or one-hot categories."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,12 @@ class TabularNet(nn.Module):
             self.embeddings = nn.ModuleList(nn.Embedding(k, d) for k, d in zip(self.cardinalities, sizes, strict=True))
             width = num_numeric + sum(sizes)
         self.mlp = MLP(width, out_features, hidden, activation, dropout, batch_norm)
+
+    @classmethod
+    def example_input(cls, batch: int, num_numeric: int, cardinalities: Sequence[int], **config: Any) -> Tensor:
+        """(B, num_numeric + one code per category column), each code within its column's cardinality."""
+        codes = [torch.randint(0, k, (batch, 1)).float() for k in cardinalities]
+        return torch.cat([torch.randn(batch, num_numeric), *codes], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         numeric, codes = x[:, : self.num_numeric], x[:, self.num_numeric :].long()  # (B, N), (B, C)

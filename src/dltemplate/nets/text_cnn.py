@@ -1,5 +1,8 @@
 """The book's IMDB net: a tiny embedding and two Conv1d layers over 200 tokens."""
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,6 +38,11 @@ class BookTextCNN(nn.Module):
         )
         width = ((max_length - 4) // 2 - 1) // 2 * 128
         self.head = nn.Linear(width, out_features)
+
+    @classmethod
+    def example_input(cls, batch: int, vocab_size: int, **config: Any) -> Tensor:
+        """(B, 37) token ids, a length the net pads or cuts to its own."""
+        return torch.randint(0, vocab_size, (batch, 37))
 
     def forward(self, ids: Tensor) -> Tensor:
         ids = F.pad(ids[:, : self.max_length], (0, max(self.max_length - ids.shape[1], 0)), value=self.pad_index)

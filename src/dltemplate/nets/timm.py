@@ -76,6 +76,11 @@ class TimmNet(nn.Module):
         self.backbone = timm.create_model(model_name, pretrained=pretrained or weights is not None, **kwargs)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, out_features))
 
+    @classmethod
+    def example_input(cls, batch: int, in_chans: int = 3, **config: Any) -> Tensor:
+        """(B, C, 32, 32) normalised images (timm's CNNs pool adaptively)."""
+        return torch.randn(batch, in_chans, 32, 32)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))  # (B, C, H, W) -> (B, F) -> (B, out_features)
 

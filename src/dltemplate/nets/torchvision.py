@@ -11,6 +11,7 @@ mean and std (`data_settings`), and a net rebuilt from a checkpoint gets no weig
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torchvision
 from torch import Tensor, nn
 
@@ -61,6 +62,11 @@ class TorchvisionNet(nn.Module):
         setattr(parent, name.rpartition(".")[2], nn.Identity())  # the classifier, e.g. fc, classifier.1, heads.head
         self.backbone = model
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(last.in_features, out_features))
+
+    @classmethod
+    def example_input(cls, batch: int, in_chans: int = 3, **config: Any) -> Tensor:
+        """(B, C, 32, 32) normalised images."""
+        return torch.randn(batch, in_chans, 32, 32)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))  # (B, 3, H, W) -> (B, F) -> (B, out_features)

@@ -17,6 +17,7 @@ takes the padded token ids (B, L) and derives the attention mask from `pad_token
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 # parts of a saved config that describe a checkpoint's origin or its own classifier, not the encoder
@@ -68,6 +69,11 @@ class TransformerNet(nn.Module):
         else:
             self.backbone = transformers.AutoModel.from_config(model_config(model_name, config))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.config.hidden_size, out_features))
+
+    @classmethod
+    def example_input(cls, batch: int, **config: Any) -> Tensor:
+        """(B, 37) token ids from 1 (0 is padding in the test vocabularies), within any vocabulary of 50 or more."""
+        return torch.randint(1, 50, (batch, 37))
 
     def forward(self, ids: Tensor) -> Tensor:
         mask = ids != self.pad_token_id  # (B, L): padding added per batch is left out of attention
