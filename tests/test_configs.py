@@ -8,6 +8,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from dltemplate.build import build_datamodule, build_module
+from dltemplate.errors import ConfigError
 from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, TASKS
 
@@ -96,3 +97,14 @@ def test_the_slurm_launcher_refuses_an_uncounted_device_setting():
 def test_every_search_composes_with_a_multi_node_trainer(make_cfg, search):
     cfg = make_cfg(f"hparams_search={search}", "trainer=ddp", "trainer.num_nodes=2")
     assert cfg.optuna.n_trials > 0 and cfg.trainer.num_nodes == 2
+
+
+def test_a_module_whose_objective_differs_from_the_data_is_refused_before_training(make_cfg, tmp_path):
+    """data.task and the module cannot disagree silently (a regression module fed class codes)."""
+    cfg = make_cfg("task=titanic", "module=regression")
+    provide_task_data("titanic", tmp_path / "data")
+    with pytest.raises(ConfigError, match=r"data.task=classification needs a classification module.*or data.task"):
+        build_module(cfg, build_datamodule(cfg))
+    cfg = make_cfg("task=rings", "module=regression", run="rings")
+    with pytest.raises(ConfigError, match=r"data=RingsDataModule needs a classification module"):
+        build_module(cfg, build_datamodule(cfg))

@@ -24,8 +24,10 @@ from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.data.inferred import format_table, save_table
+from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.modules.factories import complete_net_config, net_data_settings
+from dltemplate.modules.step import StepModule
 from dltemplate.rundir import claim, hold_for_resume
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
         with open_dict(cfg):
             cfg.net.update(extra)
     _resolve_sized(cfg, "module")
+    check_objective(cfg, datamodule)
     module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
     if cfg.get("compile", False):
         module.net.compile()  # in place: state_dict keys stay those of the plain net
@@ -105,6 +108,22 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     if example is not None:
         module.example_input_array = example  # model graph in TensorBoard, shapes in the summary
     return module
+
+
+def check_objective(cfg: DictConfig, datamodule: LightningDataModule | None) -> None:
+    """Refuse a module whose objective differs from what the data's targets ask (data.task=regression with
+    module=classification would otherwise train on class codes, or fail deep inside the loss)."""
+    if not isinstance(datamodule, TensorDataModule):
+        return
+    module_cls = registry.resolve(cfg.module.get("_target_"), "module", where="module")
+    wanted = datamodule.objective
+    offered = module_cls.objective if issubclass(module_cls, StepModule) else None  # a module of one's own: unchecked
+    if offered is not None and offered != wanted:
+        task = f"data.task={wanted}" if "task" in cfg.data else f"data={type(datamodule).__name__}"
+        raise ConfigError(
+            f"{task} needs a {wanted} module, but module={cfg.module.get('_target_')} trains {offered}: "
+            f"use module={wanted}" + (f", or data.task={offered}" if "task" in cfg.data else "")
+        )
 
 
 def _resolve_sized(cfg: DictConfig, group: str) -> dict:

@@ -61,6 +61,8 @@ class LinearDataModule(TensorDataModule):
         train, val = self.split(self.sample(self.hparams.n, generator), self.hparams.val_fraction)
         return train, val, self.sample(self.hparams.n_test, generator)
 
+    objective = "regression"  # what its targets ask of a module (checked when the run is built)
+
     @property
     def dims(self) -> dict[str, int]:
         return {"in_features": len(self.hparams.weights), "out_features": 1}

@@ -402,6 +402,8 @@ class SeriesDataModule(TensorDataModule):
     def class_names(self) -> None:
         return None
 
+    objective = "forecasting"  # what its targets ask of a module (checked when the run is built)
+
     @property
     def dims(self) -> dict[str, Any]:
         hp = self.hparams

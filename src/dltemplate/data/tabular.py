@@ -328,6 +328,10 @@ class TabularDataModule(TensorDataModule):
         return self.classes
 
     @property
+    def objective(self) -> str:
+        return self.hparams.task  # data.task: classification or regression
+
+    @property
     def dims(self) -> dict[str, Any]:
         if self.encoder is None:
             raise RuntimeError("dims are known once setup('fit') has run")

@@ -270,3 +270,8 @@ class TensorDataModule(InfersSettings, LightningDataModule):
     @property
     def dims(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    @property
+    def objective(self) -> str:
+        """What the targets ask of a module: "classification", "regression" or "forecasting"."""
+        raise NotImplementedError

@@ -47,6 +47,8 @@ class ClassificationModule(StepModule):
             `dltemplate.callbacks.finetune`); None trains every parameter alike.
     """
 
+    objective = "classification"
+
     def __init__(
         self,
         net: NetSpec,

@@ -42,6 +42,8 @@ class ForecastingModule(StepModule):
         optimizer, scheduler, scheduler_interval, monitor: as in `RegressionModule`.
     """
 
+    objective = "forecasting"
+
     def __init__(
         self,
         net: NetSpec,

@@ -47,6 +47,8 @@ class RegressionModule(StepModule):
         target_std: Standard deviation of the training targets.
     """
 
+    objective = "regression"
+
     def __init__(
         self,
         net: NetSpec,
