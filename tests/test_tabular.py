@@ -250,6 +250,41 @@ def test_bytes_that_are_not_utf8_are_replaced_and_counted_once(tmp_path, caplog)
     assert "r\ufffdd" in dm.encoder.vocab["color"]
 
 
+@pytest.mark.parametrize(
+    ("text", "header", "why"),
+    [
+        ("ham\tGo until jurong point\nham\tOk lar\nspam\tFree entry\nham\tU dun say\n", False, "'ham', a value"),
+        ("1.5,2,3\n2.5,3,4\n3.1,4,5\n", False, "the number '1.5'"),
+        ("2020-01-01,5\n2020-01-02,6\n2020-01-03,7\n", False, "the date '2020-01-01'"),
+        ("pos,A film I would watch again and again with all of my friends\nneg,dull\nneg,awful\n", False, "sentence"),
+        ("label\ttext\nham\tGo until jurong point\nham\tOk lar\nspam\tFree entry\n", True, "read as names"),
+        ("PassengerId,Survived\n1,0\n2,1\n3,1\n", True, "'PassengerId' is a name over a column of numbers"),
+        ("country,2019,2020\nFrance,1,2\nSpain,3,4\n", True, "'country' read as names"),
+    ],
+    ids=["label-tsv", "numbers", "dates", "sentences", "named-tsv", "named-numbers", "year-names"],
+)
+def test_a_first_row_that_looks_like_data_is_not_taken_for_a_header(tmp_path, text, header, why):
+    (tmp_path / "t.csv").write_text(text)
+    rows = text.count("\n")
+    read = read_csv(tmp_path / "t.csv", header=None)
+    assert read.attrs["header"][0] is header and why in read.attrs["header"][1]
+    assert len(read) == (rows - 1 if header else rows)
+    if not header:  # named by position, as text: data.label_column=0 names the first
+        assert list(read.columns) == [str(i) for i in range(read.shape[1])]
+    forced = read_csv(tmp_path / "t.csv", header=not header)  # an explicit setting wins
+    assert len(forced) == (rows if header else rows - 1) and forced.attrs["header"] == (not header, "explicit")
+
+
+def test_a_headerless_table_trains_with_its_target_named_by_position(tmp_path):
+    frame = mixed_frame(120)[["x2", "x1", "price"]]
+    frame.to_csv(tmp_path / "t.csv", index=False, header=False)
+    dm = TabularDataModule(train_file=str(tmp_path / "t.csv"), target=2, task="regression")  # data.target=2
+    dm.setup("fit")
+    assert dm.hparams.header is False and "no header row" in dm.inferred["header"].reason
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 120  # the first row is data, not lost
+    assert dm.hparams.target == "2" and dm.hparams.numeric == ["0", "1"]
+
+
 def test_a_missing_or_empty_csv_is_one_clear_error(tmp_path):
     with pytest.raises(MissingFileError, match=r"nothing\.csv does not exist"):
         read_csv(tmp_path / "nothing.csv")

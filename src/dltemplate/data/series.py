@@ -79,6 +79,8 @@ class SeriesDataModule(TensorDataModule):
         date_format: strftime format of the dates ("%Y" for years, numeric or not); None: inferred.
         value_columns: Columns to model; None means every mostly numeric column but the date.
         sep: Column separator; None detects it (the COVID file is tab-separated).
+        header: Whether the file's first row names the columns; None detects it
+            (`csv_files.detect_header`): without one, columns are named by position, "0", "1", ...
         difference: Model step-to-step differences instead of levels.
         transform: None, or "log1p" to model log(1 + value) of a non-negative series.
         missing: "error": stop at missing values or dates; "interpolate": fill them linearly.
@@ -102,6 +104,7 @@ class SeriesDataModule(TensorDataModule):
         date_format: str | None = None,
         value_columns: Sequence[str] | None = None,
         sep: str | None = None,
+        header: bool | None = None,
         difference: bool = False,
         transform: Literal["log1p"] | None = None,
         missing: Literal["error", "interpolate"] = "error",
@@ -152,7 +155,12 @@ class SeriesDataModule(TensorDataModule):
         """
         hp = self.hparams
         name = "the given DataFrame" if isinstance(source, pd.DataFrame) else str(source)
-        frame = source.copy() if isinstance(source, pd.DataFrame) else read_csv(source, sep=hp.sep)
+        if isinstance(source, pd.DataFrame):
+            frame = source.copy()
+        else:
+            frame = read_csv(source, sep=hp.sep, header=hp.header)
+            if hp.header is None:
+                self.infer("header", *frame.attrs["header"])
         date_column = self._date_column(frame, name)
         if date_column is not None:
             frame = self._index_by_date(frame, name, date_column)

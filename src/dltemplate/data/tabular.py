@@ -58,6 +58,8 @@ class TabularDataModule(TensorDataModule):
         test_fraction: Share held out for testing when there is no `test_file`.
         download: Public source of missing files: {"train_file" | "test_file": {url:, md5:}}.
         sep: Column separator of the CSV files.
+        header: Whether the files' first row names the columns; None detects it
+            (`csv_files.detect_header`): without one, columns are named by position, "0", "1", ...
         missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
         batch_size, num_workers, split_seed, folds, fold, fold_seed: see `TensorDataModule`.
@@ -81,6 +83,7 @@ class TabularDataModule(TensorDataModule):
         test_fraction: float = 0.2,
         download: Mapping[str, Mapping[str, str]] | None = None,
         sep: str = ",",
+        header: bool | None = None,
         missing_target: MissingTarget = "drop",
         batch_size: int = 64,
         num_workers: int = 0,
@@ -95,6 +98,11 @@ class TabularDataModule(TensorDataModule):
         check_missing_target(missing_target)
         if not 0 < max_distinct_fraction <= 1:
             raise ConfigError(f"data.max_distinct_fraction must be in (0, 1], got {max_distinct_fraction}")
+        # column names as text: data.target=0 names the first column of a file without a header row
+        target, id_column = str(target), None if id_column is None else str(id_column)
+        numeric, categorical, dates, drop = (
+            None if names is None else [str(c) for c in names] for names in (numeric, categorical, dates, drop)
+        )
         self.save_hyperparameters(logger=False)
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
@@ -119,7 +127,9 @@ class TabularDataModule(TensorDataModule):
         if isinstance(source, pd.DataFrame):
             frame, name = source.copy(), name or "the given DataFrame"
         else:
-            frame, name = read_csv(source, sep=self.hparams.sep), name or str(source)
+            frame, name = read_csv(source, sep=self.hparams.sep, header=self.hparams.header), name or str(source)
+            if self.hparams.header is None:  # the training file's decision holds for every later file
+                self.infer("header", *frame.attrs["header"])
         if frame.empty:
             raise DataError(f"{name} has a header but no rows")
         for column, function in self._derived_functions().items():

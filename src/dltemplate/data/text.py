@@ -92,8 +92,10 @@ class TextDataModule(TensorDataModule):
         classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted (for
             aclimdb, the folders both splits have: train/unsup is left out).
         train_file, test_file: CSV/TSV files (csv source); without test_file, test rows are split off.
-        text_column, label_column: Columns of the CSV/TSV.
+        text_column, label_column: Columns of the CSV/TSV (names, or positions 0, 1, ... in a file
+            without a header row).
         sep: CSV separator; None detects it.
+        header: Whether the CSV's first row names the columns; None detects it (`csv_files.detect_header`).
         missing_target: CSV rows whose label is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
         lowercase: Lowercase texts before tokenising.
@@ -128,6 +130,7 @@ class TextDataModule(TensorDataModule):
         text_column: str = "text",
         label_column: str = "label",
         sep: str | None = None,
+        header: bool | None = None,
         missing_target: MissingTarget = "drop",
         lowercase: bool = True,
         min_frequency: int = 2,
@@ -152,7 +155,9 @@ class TextDataModule(TensorDataModule):
         check_missing_target(missing_target)
         if storage not in ("auto", "memory", "stream"):
             raise ConfigError(f"data.storage must be auto, memory or stream, got {storage!r}")
+        text_column, label_column = str(text_column), str(label_column)  # data.label_column=0: a position
         self.save_hyperparameters(logger=False)
+        self._header_found: tuple[bool, str] | None = None  # the training file's, from `read_csv`
         self._scratch: tempfile.TemporaryDirectory | None = None  # the ids' folder when nothing is cached
         self.tokenizer: Tokenizer | None = None
         self.pad_id = 0  # the padding token's id: [PAD] of the vocabulary, or the pretrained tokenizer's
@@ -206,7 +211,10 @@ class TextDataModule(TensorDataModule):
     def _read_labelled(self, path: str) -> pd.DataFrame:
         """A CSV/TSV of texts and labels, without (or refusing) the rows whose label is empty."""
         hp = self.hparams
-        frame = read_text_table(Path(path), hp.text_column, hp.label_column, hp.sep)
+        header = hp.header if hp.header is not None or self._header_found is None else self._header_found[0]
+        frame = read_text_table(Path(path), hp.text_column, hp.label_column, hp.sep, header)
+        if self._header_found is None:
+            self._header_found = frame.attrs["header"]
         return rows_with_target(frame, hp.label_column, path, hp.missing_target)
 
     def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
@@ -305,6 +313,7 @@ class TextDataModule(TensorDataModule):
             "classes": classes,
             "val_texts": parts["val"][0][:VAL_TEXTS_KEPT],
             "val_positions": held,
+            "header": self._header_found,
         }
         torch.save(meta, folder / "meta.pt")  # written last: a folder with it is complete
 
@@ -378,6 +387,8 @@ class TextDataModule(TensorDataModule):
     def _record_cached_inferences(self, meta: dict[str, Any]) -> None:
         """Settings and net sizes from the data, also when the tokenised data came from the cache."""
         hp = self.hparams
+        if hp.header is None and meta.get("header") is not None:
+            self.infer("header", *meta["header"])
         if hp.max_length is None:
             self.infer("max_length", meta["max_length"], "95% of the training texts have at most this many tokens")
         if hp.max_vocab is None and hp.tokenizer is None:
@@ -425,7 +436,9 @@ class TextDataModule(TensorDataModule):
                 if path.suffix == ".txt":
                     return path.read_text(encoding="utf-8", errors="replace").splitlines()
                 return list(
-                    read_text_table(path, self.hparams.text_column, None, self.hparams.sep)[self.hparams.text_column]
+                    read_text_table(path, self.hparams.text_column, None, self.hparams.sep, self.hparams.header)[
+                        self.hparams.text_column
+                    ]
                 )
             if _looks_like_path(source):
                 problem = "is a folder" if path.is_dir() else "does not exist"
