@@ -438,7 +438,7 @@ def test_explicit_settings_win_over_the_files(tmp_path):
     dm = folder_module(root, tmp_path, channels=3, image_size=10, crop_padding=0, horizontal_flip=True)
     dm.setup("fit")
     assert dm.train_set.images.shape[1:] == (3, 10, 10) and dm.hparams.crop_padding == 0
-    assert set(dm.inferred) == {"storage"}
+    assert set(dm.inferred) == {"storage", "test_folder"}  # the test folder: found, not set
 
 
 def test_prediction_converts_each_image_to_the_checkpoints_channels_and_size(tmp_path):
@@ -488,3 +488,34 @@ def test_two_streamed_folds_each_fit_statistics_on_their_own_training_images(tmp
         memory = ImageDataModule(cache_dir=str(tmp_path / "memory"), storage="memory", **kwargs)
         stream.setup("fit"), memory.setup("fit")
         assert stream.mean == pytest.approx(memory.mean, abs=1e-9) and stream.std == pytest.approx(memory.std, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["val", "valid", "validation"])
+def test_a_train_and_val_folder_without_test_uses_val_as_the_test_split(tmp_path, name):
+    root = write_image_folder(tmp_path / "pets", per_class=8)
+    (root / "test").rename(root / name)
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")
+    assert (
+        dm.hparams.test_folder == name
+        and f"{root}/{name} holds the held-out images" in dm.inferred["test_folder"].reason
+    )
+    assert len(dm.test_set) == 8  # 4 per class, from <root>/<name>
+
+
+def test_the_test_folder_can_be_named_and_a_root_without_one_says_how(tmp_path):
+    root = write_image_folder(tmp_path / "pets", per_class=8)
+    shutil.copytree(root / "test", root / "holdout")
+    (root / "test").rename(root / "val")
+    dm = folder_module(root, tmp_path, test_folder="holdout")
+    dm.setup("fit")
+    assert "test_folder" not in dm.inferred and len(dm.test_set) == 8  # explicit: nothing inferred
+    shutil.rmtree(root / "val")
+    shutil.rmtree(root / "holdout")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"has no test folder \(test/, val/, valid/, validation/\); it has \['train'\].*data.test_folder=<name>",
+    ):
+        folder_module(root, tmp_path).setup("fit")
+    with pytest.raises(FileNotFoundError, match=r"data.test_folder=holdout: .* is not a folder"):
+        folder_module(root, tmp_path, test_folder="holdout").setup("fit")

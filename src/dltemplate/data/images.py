@@ -30,6 +30,7 @@ from dltemplate.files import files_key
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 MAX_INFERRED_SIZE = 224  # an inferred image size is capped here (ImageNet nets' input): data.image_size overrides
+TEST_FOLDERS = ("test", "val", "valid", "validation")  # the held-out folder's usual names, in the order looked for
 
 
 class ImageTensors(Dataset):
@@ -52,7 +53,8 @@ class ImageDataModule(TensorDataModule):
     """Image classification data, decoded once into uint8 tensors in memory or into chunks on disk.
 
     Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
-    folders); "cifar10", "mnist" and "fashion_mnist" use torchvision's datasets, downloaded into
+    folders; the held-out folder may also be named `val/`, `valid/` or `validation/`, or anything
+    given as `test_folder`); "cifar10", "mnist" and "fashion_mnist" use torchvision's datasets, downloaded into
     `root` when missing. `classes` picks a subset (cifar2 = airplane, automobile) in that order.
 
     Storage: "memory" holds the decoded images as one uint8 tensor per split; "stream" decodes a
@@ -75,6 +77,9 @@ class ImageDataModule(TensorDataModule):
     Args:
         root: Folder of the images (or of the torchvision dataset files).
         source: "folder", "cifar10", "mnist" or "fashion_mnist".
+        test_folder: The folder under `root` whose images are the test split; None: the first of
+            `TEST_FOLDERS` that exists (recorded in the inferred table). Validation images are always
+            `val_fraction` of `train/`.
         classes: Class names to use, in order; None means all.
         image_size: Resize images to image_size × image_size; None: keep them when they share one
             size, else inferred.
@@ -104,6 +109,7 @@ class ImageDataModule(TensorDataModule):
         self,
         root: str,
         source: Literal["folder", "cifar10", "mnist", "fashion_mnist"] = "folder",
+        test_folder: str | None = None,
         classes: Sequence[str] | None = None,
         image_size: int | None = None,
         channels: Literal[1, 3] | None = None,
@@ -317,7 +323,8 @@ class ImageDataModule(TensorDataModule):
         hp = self.hparams
         root = Path(hp.root)
         files, labels, names = list_image_folder(root / "train", self.classes or hp.classes)
-        test_files, test_labels, test_names = list_image_folder(root / "test", self.classes or hp.classes)
+        test_dir = self._test_folder(root)
+        test_files, test_labels, test_names = list_image_folder(test_dir, self.classes or hp.classes)
         self._check_classes(names, test_names)
         cache = Path(hp.cache_dir) if hp.cache_dir else None
         headers, test_headers = cached_headers(files, cache), cached_headers(test_files, cache)
@@ -352,6 +359,31 @@ class ImageDataModule(TensorDataModule):
         self.train_set = ImageTensors(train_images, labels_kept[~val_kept])
         self.val_set = ImageTensors(images[val_kept], labels_kept[val_kept])
         self.test_set = ImageTensors(test_images, torch.tensor(test_labels)[test_kept])
+
+    def _test_folder(self, root: Path) -> Path:
+        """The folder of test images: `test_folder`, else the first of `TEST_FOLDERS` under `root`."""
+        hp = self.hparams
+        if hp.test_folder is not None:
+            folder = root / hp.test_folder
+            if not folder.is_dir():
+                there = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+                raise MissingFileError(
+                    f"data.test_folder={hp.test_folder}: {folder} is not a folder; {root} has {there}: "
+                    "name one of them, or data.test_folder=null to look for test/, val/, valid/, validation/"
+                )
+            return folder
+        found = [name for name in TEST_FOLDERS if (root / name).is_dir()]
+        if not found:
+            there = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+            raise MissingFileError(
+                f"{root} has no test folder ({', '.join(f'{n}/' for n in TEST_FOLDERS)}); it has {there}: "
+                "expected layout <root>/{train,test}/<class>/*.jpg|png; add one, or set data.test_folder=<name>"
+            )
+        others = [f"{n}/" for n in found[1:]]
+        reason = f"{root}/{found[0]} holds the held-out images" + (
+            f" ({', '.join(others)} not used: validation is data.val_fraction of train/)" if others else ""
+        )
+        return root / self.infer("test_folder", found[0], reason)
 
     def _setup_chunks(self, files, labels, test_files, test_labels, val_mask, names, cache: Path) -> None:
         """The stream path: each split decoded once into its own chunk folder, keyed by its files."""
