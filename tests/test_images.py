@@ -121,6 +121,20 @@ def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
     assert accuracy == pytest.approx(result.metrics["test/acc"], abs=1e-6)  # same preprocessing as in training
 
 
+def test_balanced_class_weights_reach_the_image_loss(make_cfg, tmp_path):
+    root = write_image_folder(tmp_path / "data" / "pets", per_class=8)
+    for file in sorted((root / "train" / "automobile").iterdir())[4:]:  # 8 airplanes, 4 automobiles
+        file.unlink()
+    overrides = [f"data.root={root}", "net=simple_cnn", "data.batch_size=8", "data.val_fraction=0.25"]
+    result = train(
+        make_cfg("task=images", "trainer.max_epochs=1", "module.class_weights=${dims.class_weights}", *overrides)
+    )
+    weights = result.trainer.lightning_module.hparams.class_weights
+    labels = result.trainer.datamodule.train_set.labels
+    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
+    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]
+
+
 def test_misclassified_images_are_drawn_when_there_are_some(make_cfg, tmp_path):
     write_image_folder(tmp_path / "data" / "cifar2")
     result = train(make_cfg("task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "module.optimizer.lr=1e-9"))

@@ -1,6 +1,7 @@
 """Text task: aclImdb archive and folder, CSV/TSV, vocabulary from training texts, cache, predict, bad input."""
 
 import hashlib
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -141,6 +142,19 @@ def test_a_headerless_tsv_with_the_default_columns_says_how_to_name_them(tmp_pat
     forced = TextDataModule(source="csv", train_file=str(path), header=True)
     with pytest.raises(KeyError, match=r"it has \['ham', "):  # data.header=true: the first line names them
         forced.setup("fit")
+
+
+def test_balanced_class_weights_reach_the_text_loss(make_cfg, tmp_path):
+    path = write_headerless_tsv(tmp_path / "data" / "sms.tsv")  # ham twice as common as spam
+    overrides = [f"data.train_file={path}", "data.label_column=0", "data.text_column=1", "data.min_frequency=1"]
+    result = train(
+        make_cfg("task=text", "trainer.max_epochs=1", "module.class_weights=${dims.class_weights}", *overrides)
+    )
+    weights = result.trainer.lightning_module.hparams.class_weights
+    labels = result.trainer.datamodule.train_set.labels
+    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
+    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]
+    assert json.loads((Path(result.output_dir) / "result.json").read_text())["status"] == "ok"
 
 
 def test_archive_without_the_expected_folders_is_refused(tmp_path):

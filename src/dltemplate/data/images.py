@@ -24,6 +24,7 @@ from dltemplate.data.image_files import (
     list_image_folder,
 )
 from dltemplate.data.predictions import class_table
+from dltemplate.data.targets import balanced_class_weights
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import files_key
@@ -493,6 +494,8 @@ class ImageDataModule(TensorDataModule):
             "image_size": self.input_size or self.size[0],
             "num_classes": k,
             "out_features": 1 if k == 2 else k,
+            # module.class_weights='${dims.class_weights}': balanced on the training split
+            **({} if self.train_set is None else {"class_weights": balanced_class_weights(self.train_set.labels, k)}),
         }
 
     def state_dict(self) -> dict[str, Any]:

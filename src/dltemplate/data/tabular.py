@@ -16,7 +16,7 @@ from dltemplate.data.inferred import Inferred
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_columns import ROLES, Roles, infer_roles
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
-from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
+from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
@@ -348,9 +348,8 @@ class TabularDataModule(TensorDataModule):
                 "target_mean": self.target_stats["mean"],
                 "target_std": self.target_stats["std"],
             }
-        counts = torch.bincount(self.train_set.tensors[1], minlength=len(self.classes)).float()
-        balanced = (counts.sum() / (len(counts) * counts.clamp(min=1))).tolist()
         k = len(self.classes)
+        balanced = balanced_class_weights(self.train_set.tensors[1], k)
         return {**dims, "num_classes": k, "out_features": 1 if k == 2 else k, "class_weights": balanced}
 
     def state_dict(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
-from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
+from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
@@ -495,6 +495,8 @@ class TextDataModule(TensorDataModule):
             "out_features": 1 if k == 2 else k,
             "max_length": self.hparams.max_length,
             **{k.removeprefix("dims."): v.value for k, v in self.inferred.items() if k.startswith("dims.")},
+            # module.class_weights='${dims.class_weights}': balanced on the training split
+            **({} if self.train_set is None else {"class_weights": balanced_class_weights(self.train_set.labels, k)}),
         }
 
     def state_dict(self) -> dict[str, Any]:
