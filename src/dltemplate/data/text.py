@@ -517,7 +517,14 @@ def pretrained_tokenizer(name: str, max_length: int | None) -> tuple[Tokenizer, 
         from transformers import AutoTokenizer
     except ImportError:
         raise ImportError("data.tokenizer needs transformers: pip install -e '.[hf]'") from None
-    loaded = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False)
+    from dltemplate.nets.transformer import from_hub_or_folder
+
+    loaded = from_hub_or_folder(
+        lambda: AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False),
+        name,
+        "tokenizer",
+        f"data.tokenizer={name} (net=transformer sets it)",
+    )
     if not loaded.is_fast:
         raise ConfigError(f"data.tokenizer={name}: the model has no fast tokenizer (tokenizer.json) to store")
     tokenizer = Tokenizer.from_str(loaded.backend_tokenizer.to_str())
