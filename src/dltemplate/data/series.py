@@ -87,7 +87,9 @@ class SeriesDataModule(TensorDataModule):
         sort_dates: Sort rows by date; otherwise unsorted dates are an error.
         frequency: Spacing of the dates (a pandas offset such as "D", "W-SUN", "MS", "YS"); None infers it.
         window: Input steps per sample; None infers it.
-        horizon: Steps predicted per sample.
+        horizon: Steps predicted per sample, the forecast a model makes without feeding its own
+            forecasts back; None: one season ahead when the series has a season and holds 5 of them
+            (12 for monthly data), else 1.
         val_steps: Validation target steps, just before the test steps; None infers them.
         test_steps: Test target steps at the end of the series; None infers them.
         season: Period for the seasonal-naive baseline (7 for daily data); 0 for none; None infers it.
@@ -111,7 +113,7 @@ class SeriesDataModule(TensorDataModule):
         sort_dates: bool = False,
         frequency: str | None = None,
         window: int | None = None,
-        horizon: int = 1,
+        horizon: int | None = None,
         val_steps: int | None = None,
         test_steps: int | None = None,
         season: int | None = None,
@@ -359,6 +361,7 @@ class SeriesDataModule(TensorDataModule):
         elif n < 3 * season:
             season, why = None, f"{kind} data, but {n} steps are under 3 seasons of {SEASONS[kind]}"
         planned = hp.season if hp.season is not None else season
+        self._infer_horizon(n, planned, kind)
         span = max(hp.horizon, math.ceil(EVAL_SHARE * n))
         span_why = f"a tenth of {n} steps"
         if planned and span < planned and n >= 5 * planned:
@@ -374,6 +377,18 @@ class SeriesDataModule(TensorDataModule):
         if season is not None and season > window:
             season, why = None, f"{why}, but a season of {season} is longer than the window of {window}"
         self.infer("season", season or 0, why)  # 0: none (null would mean "infer it again" on restore)
+
+    def _infer_horizon(self, n: int, season: int | None, kind: str | None) -> None:
+        """The steps forecast at once: one season ahead (what a seasonal forecast is asked for) when the
+        series holds 5 seasons, else 1; the seasonal-naive baseline is then scored at that horizon."""
+        if season and n >= 5 * season:
+            what = f"{kind} data" if kind else "the series' cycle"
+            why = f"one season ahead ({what}: {season} steps); forecast.py steps={season} feeds back no forecast"
+            self.infer("horizon", season, why)
+        elif season:
+            self.infer("horizon", 1, f"one step: {n} steps are under 5 seasons of {season}")
+        else:
+            self.infer("horizon", 1, "one step: the series has no season to forecast ahead")
 
     def _fitting_settings(self, n: int) -> str:
         """Settings that would fit `n` steps: spans of a tenth, a window of a third of the rest."""
