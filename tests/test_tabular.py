@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import http.server
+import logging
 import threading
 from pathlib import Path
 
@@ -66,6 +67,55 @@ def test_predict_from_checkpoint_and_raw_csv_reproduces_the_test_accuracy(titani
 
     with pytest.raises(FileExistsError, match="already exists"):
         predict(cfg)  # never overwrites an earlier prediction file
+
+
+def test_predicting_rows_that_have_the_target_keeps_every_column_on_request_and_logs_the_score(
+    titanic_run, tmp_path, caplog
+):
+    result, tmp = titanic_run
+    test = pd.read_csv(tmp / "data" / "titanic" / "test.csv")  # with its Survived column
+    caplog.set_level(logging.INFO, logger="dltemplate.predict")
+    keep_all = ["keep=all", f"output={tmp_path / 'out.csv'}"]
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={result.best_checkpoint}", f"input={tmp / 'data' / 'titanic' / 'test.csv'}", *keep_all],
+        output_dir=tmp_path,
+        config_name="predict",
+    )
+    table = predict(cfg)
+    assert list(table.columns) == [*test.columns, "prediction", "prob_0", "prob_1"]
+    assert table.attrs["metrics"]["acc"] == pytest.approx(result.metrics["test/acc"], abs=1e-6)
+    assert table.attrs["metrics"]["rows"] == len(test)
+    assert "the input has the target column 'Survived': acc " in caplog.text
+
+
+def test_predictions_keep_the_columns_that_identify_rows_or_their_position(make_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dltemplate.predict")
+    frame = mixed_frame(200)  # `id` (row0, row1, ...): left out as free text or an id, and a key
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    overrides = [f"data.train_file={tmp_path / 't.csv'}", "data.target=price", "data.drop=[grade]"]
+    result = train(make_cfg("task=tabular_regression", "trainer.max_epochs=1", "test=false", *overrides))
+
+    def predict_file(frame: pd.DataFrame, name: str, *extra: str) -> pd.DataFrame:
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        extra = (*extra, f"output={tmp_path / name}.out")
+        cfg = compose_config(
+            CONFIG_DIR,
+            [f"ckpt_path={result.best_checkpoint}", f"input={tmp_path / name}.csv", *extra],
+            output_dir=tmp_path / name,
+            config_name="predict",
+        )
+        return predict(cfg)
+
+    table = predict_file(frame.iloc[:50], "with_target")  # the target is there: scored
+    assert list(table.columns) == ["id", "prediction"] and table["id"].tolist() == frame["id"][:50].tolist()
+    assert set(table.attrs["metrics"]) == {"mae", "rmse", "r2", "rows"} and table.attrs["metrics"]["rows"] == 50
+    assert "the input has the target column 'price': mae " in caplog.text
+    table = predict_file(frame.iloc[50:60].drop(columns=["id", "price"]), "no_key")  # nothing identifies a row
+    assert list(table.columns) == ["row", "prediction"] and table["row"].tolist() == list(range(10))
+    assert "metrics" not in table.attrs
+    table = predict_file(frame.iloc[:5], "none", "keep=none")
+    assert list(table.columns) == ["prediction"]
 
 
 def datamodule(tmp_path: Path, frame: pd.DataFrame, **kwargs) -> TabularDataModule:

@@ -110,6 +110,8 @@ class TabularDataModule(TensorDataModule):
         self.predict_input: str | Path | pd.DataFrame | None = None
         self.predict_frame: pd.DataFrame | None = None
         self.predict_set: Dataset | None = None
+        self.predict_keep: Literal["keys", "all", "none"] = "none"  # input columns beside predictions; predict.py: keys
+        self.last_predictions: torch.Tensor | None = None
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -317,18 +319,71 @@ class TabularDataModule(TensorDataModule):
         return self._loader(self.predict_set, shuffle=False)
 
     def format_predictions(self, predictions: torch.Tensor) -> pd.DataFrame:
-        """Table of predictions for the rows of `predict_input`, with the id column if configured.
+        """Table of predictions for the rows of `predict_input`, after the input columns `predict_keep` names.
 
-        Classification: the predicted class in `prediction` and one `prob_<class>` column per class;
-        regression: the predicted value in `prediction`.
+        `predict_keep`: "keys" (`key_columns`, or the row's position in the input as `row` when it has
+        none), "all" (every input column, the target too when present) or "none" (only the configured
+        id column, as before). Classification: the predicted class in `prediction` and one
+        `prob_<class>` column per class; regression: the predicted value in `prediction`.
         """
-        table = pd.DataFrame(index=self.predict_frame.index)
-        if self.hparams.id_column:
-            table[self.hparams.id_column] = self.predict_frame[self.hparams.id_column]
+        frame, self.last_predictions = self.predict_frame, predictions
+        if self.predict_keep == "all":  # the input's own columns, not the derived ones
+            table = frame[[c for c in frame.columns if c not in (self.hparams.derived or {})]].copy()
+        elif self.predict_keep == "keys":
+            keys = self.key_columns(frame)
+            table = frame[keys].copy() if keys else pd.DataFrame({"row": range(len(frame))}, index=frame.index)
+        else:
+            own_id = [self.hparams.id_column] if self.hparams.id_column else []
+            table = frame[own_id].copy()
         if self.classes is None:
-            table["prediction"] = predictions.reshape(-1).numpy()
-            return table
-        return pd.concat([table, class_table(predictions, self.classes, index=table.index)], axis=1)
+            predicted = pd.DataFrame({"prediction": predictions.reshape(-1).numpy()}, index=table.index)
+        else:
+            predicted = class_table(predictions, self.classes, index=table.index)
+        clash = sorted(set(table.columns) & set(predicted.columns))
+        if clash:
+            raise DataError(
+                f"the input's column(s) {clash} have the names of prediction columns: rename them, or keep=keys"
+            )
+        return pd.concat([table, predicted], axis=1)
+
+    def key_columns(self, frame: pd.DataFrame) -> list[str]:
+        """The columns of `frame` that identify its rows: `id_column` when set, else the columns left out of
+        the features (`drop`) whose values are all present and distinct, each a whole number or one word."""
+        hp = self.hparams
+        if hp.id_column:
+            return [hp.id_column]
+        keys = []
+        for column in hp.drop or []:
+            values = frame[column] if column in frame.columns else None
+            if values is None or values.isna().any() or not values.is_unique:
+                continue
+            numbers = pd.to_numeric(values, errors="coerce")
+            whole = numbers.notna().all() and bool((numbers == numbers.round()).all())
+            if whole or not values.astype(str).str.contains(r"\s").any():
+                keys.append(column)
+        return keys
+
+    def predict_metrics(self) -> dict[str, float] | None:
+        """Scores of the last predictions when `predict_input` has the target column (its empty cells left out)."""
+        target = self.hparams.target
+        if self.predict_frame is None or target not in self.predict_frame.columns or self.last_predictions is None:
+            return None
+        known = self.predict_frame[target].notna().to_numpy()
+        if not known.any():
+            return None
+        predictions = self.last_predictions[torch.from_numpy(known)]
+        truth = self.encode_target(self.predict_frame[known], "the prediction input")
+        if self.classes is None:
+            error = predictions.reshape(-1) - truth
+            total = ((truth - truth.mean()) ** 2).sum()
+            r2 = 1 - float((error**2).sum() / total) if total > 0 else float("nan")
+            scores = {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt()), "r2": r2}
+        else:
+            probs = predictions.reshape(len(predictions), -1).float()  # as `class_table` reads them
+            if probs.shape[1] == 1:  # binary: P(second class)
+                probs = torch.cat([1 - probs, probs], dim=1)
+            scores = {"acc": float((probs.argmax(dim=1) == truth).float().mean())}
+        return {**scores, "rows": float(int(known.sum()))}
 
     # ---- what nets and checkpoints need ----------------------------------------------------------
 
