@@ -95,7 +95,13 @@ def test_grayscale_and_resize(tmp_path):
     dm = folder_module(write_image_folder(tmp_path / "imgs"), tmp_path, channels=1, image_size=8)
     dm.setup("fit")
     assert dm.train_set.images.shape[1:] == (1, 8, 8)
-    assert dm.dims == {"in_channels": 1, "image_size": 8, "num_classes": 2, "out_features": 1}
+    assert dm.dims == {
+        "in_channels": 1,
+        "image_size": 8,
+        "num_classes": 2,
+        "out_features": 1,
+        "class_weights": [1.0, 1.0],
+    }
 
 
 def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
@@ -445,6 +451,32 @@ def test_mixed_sizes_are_resized_to_the_median_longer_side(tmp_path):
         "images have 5 sizes, 10×12 to 40×8; the training images' median longer side is 16"
     )
     assert dm.hparams.crop_padding == 2
+
+
+@pytest.mark.parametrize(
+    ("device", "input_size", "size", "why"),
+    [
+        ("cpu", None, 64, "capped at 64 for training on a CPU (an epoch at 120 px costs ~4× as much)"),
+        ("gpu", None, 120, "the training images' median longer side is 120"),
+        ("cpu", 96, 96, "resized once to the net's input size (data.input_size=96)"),
+    ],
+    ids=["cpu", "gpu", "pretrained-net"],
+)
+def test_photos_of_mixed_sizes_get_a_size_that_fits_the_device_or_the_net(tmp_path, device, input_size, size, why):
+    sizes = {"train": [(90, 120), (120, 100), (100, 80), (150, 150), (120, 120)], "test": [(100, 100), (80, 60)]}
+    root = write_sized_folder(tmp_path / "photos", sizes)
+    dm = folder_module(root, tmp_path, input_size=input_size)
+    dm.training_device = device  # as build_datamodule sets it from the trainer
+    dm.setup("fit")
+    assert dm.hparams.image_size == size and dm.train_set.images.shape[-2:] == (size, size)
+    assert why in dm.inferred["image_size"].reason
+
+
+def test_the_training_device_comes_from_the_trainer():
+    from dltemplate.build import training_device
+
+    assert training_device({"accelerator": "cpu"}) == "cpu" and training_device({"accelerator": "gpu"}) == "gpu"
+    assert training_device({"accelerator": "auto"}) == ("gpu" if torch.cuda.is_available() else "cpu")
 
 
 def test_explicit_settings_win_over_the_files(tmp_path):

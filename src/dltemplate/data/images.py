@@ -31,6 +31,7 @@ from dltemplate.files import files_key
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 MAX_INFERRED_SIZE = 224  # an inferred image size is capped here (ImageNet nets' input): data.image_size overrides
+MAX_INFERRED_SIZE_CPU = 64  # ... and here when training on a CPU, where 224 px costs ~12× the compute of 64 px
 TEST_FOLDERS = ("test", "val", "valid", "validation")  # the held-out folder's usual names, in the order looked for
 
 
@@ -66,8 +67,9 @@ class ImageDataModule(TensorDataModule):
 
     Settings left null are worked out from the training files and shown in that table: channels
     (1 when every file is grayscale), image size (when the files differ in size: the median longer
-    side, at most 224), crop padding (1/8 of the side) and horizontal flip (off for 1-channel
-    images such as digits and documents, whose mirror image is another glyph or none).
+    side, at most 224, or 64 when `training_device` is "cpu"; a pretrained net's `input_size` when
+    set), crop padding (1/8 of the side) and horizontal flip (off for 1-channel images such as
+    digits and documents, whose mirror image is another glyph or none).
 
     Batches are moved to the training device as uint8 and only there converted to floats,
     augmented (random crop with padding, horizontal flip, drawn per image), resized to
@@ -105,6 +107,9 @@ class ImageDataModule(TensorDataModule):
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
+    # what the run trains on ("cpu" or an accelerator's name), set before setup by `build.build_datamodule`;
+    # None (unknown): an inferred image size is capped as for an accelerator
+    training_device: str | None = None
 
     def __init__(
         self,
@@ -227,12 +232,23 @@ class ImageDataModule(TensorDataModule):
         if len(distinct) <= 1 or not sides:
             return
         side = int(statistics.median(sides))
-        capped = min(side, MAX_INFERRED_SIZE)
-        reason = (
-            f"images have {len(distinct)} sizes, {_hw(distinct[0])} to {_hw(distinct[-1])}; "
-            f"the training images' median longer side is {side}"
-            + (f", capped at {MAX_INFERRED_SIZE}" if capped < side else "")
-        )
+        found = f"images have {len(distinct)} sizes, {_hw(distinct[0])} to {_hw(distinct[-1])}"
+        if self.input_size:  # a pretrained net's own size (net=timm net.pretrained=true sets data.input_size)
+            reason = f"{found}; resized once to the net's input size (data.input_size={self.input_size})"
+            self.infer("image_size", int(self.input_size), reason)
+            return
+        on_cpu = self.training_device == "cpu"
+        cap = MAX_INFERRED_SIZE_CPU if on_cpu else MAX_INFERRED_SIZE
+        capped = min(side, cap)
+        reason = f"{found}; the training images' median longer side is {side}"
+        if capped < side and on_cpu:
+            pixels = (side / capped) ** 2
+            reason += (
+                f", capped at {cap} for training on a CPU (an epoch at {side} px costs ~{pixels:.0f}× as much); "
+                "set data.image_size, or train on a GPU (trainer=gpu) for up to 224"
+            )
+        elif capped < side:
+            reason += f", capped at {cap}"
         self.infer("image_size", capped, reason)
 
     def _infer_augmentation(self, side: int) -> None:
