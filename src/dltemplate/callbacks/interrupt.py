@@ -7,7 +7,9 @@ middle of a batch if need be; later signals are ignored while the run saves and 
 `fit`, `SaveOnInterrupt` then writes `checkpoints/last.ckpt` (the weights as they are: a step cut
 short is not redone), which `train.py ckpt_path=<run>` resumes; `train` records `interrupted` in
 result.json and the entry point exits with status 128 + the signal's number (143 for SIGTERM,
-130 for SIGINT), as a shell reports a process a signal stopped.
+130 for SIGINT), as a shell reports a process a signal stopped. In a run of several processes
+(DDP), SIGTERM is left to Lightning (every process stops at the end of the batch) and an
+interrupted run saves no checkpoint of its own: the last epoch's `last.ckpt` resumes it.
 """
 
 import logging
@@ -37,7 +39,10 @@ class RunInterrupted(BaseException):
         if not self.checkpoint:
             return f"stopped by {self.name} before training started: nothing to resume"
         run = Path(self.checkpoint).parent.parent  # quoted for Hydra: run names hold "="
-        return f"stopped by {self.name}; saved {self.checkpoint}: resume with 'ckpt_path=\"{run}\"' (or ckpt_path=last)"
+        return (
+            f"stopped by {self.name}; {self.checkpoint} holds the run so far: resume with 'ckpt_path=\"{run}\"' "
+            "(or ckpt_path=last)"
+        )
 
 
 @contextmanager
@@ -52,6 +57,8 @@ def stop_on_signals() -> Iterator[None]:
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
 
     def handle(signum: int, frame) -> None:
+        if signum == signal.SIGTERM and _distributed():
+            return  # Lightning's own handler stops every process together at the end of the batch
         for other in SIGNALS:  # one stop: a second signal does not cut the saving short
             signal.signal(other, signal.SIG_IGN)
         log.warning("received %s: stopping the run", signal.Signals(signum).name)
@@ -75,7 +82,19 @@ class SaveOnInterrupt(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, RunInterrupted) or trainer.state.fn != TrainerFn.FITTING:
             return
+        if trainer.world_size > 1:  # the other processes may not reach the save: the epoch's last.ckpt resumes
+            last = self.dirpath / "last.ckpt"
+            exception.checkpoint = str(last) if last.is_file() else None
+            log.warning("a multi-process run saves no checkpoint when interrupted: resume from its last epoch's")
+            return
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)  # atomic: a temporary file renamed when complete
         exception.checkpoint = str(path)
         log.warning("saved %s at epoch %d, step %d", path, trainer.current_epoch, trainer.global_step)
+
+
+def _distributed() -> bool:
+    """Whether this process is one of several of a distributed run."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
