@@ -434,3 +434,15 @@ def test_a_monthly_series_is_trained_a_season_ahead_and_a_longer_forecast_is_war
     assert len(forecast(forecast_cfg(24))) == 24
     warned = [r.message for r in caplog.records if "trained to forecast" in r.message]
     assert len(warned) == 1 and "steps=24 is past the 12 step(s)" in warned[0] and "data.horizon=24" in warned[0]
+
+
+def test_a_headerless_series_is_read_with_its_columns_named_by_position(tmp_path):
+    frame = seasonal_frame(60)[["date", "sales"]]
+    frame.to_csv(tmp_path / "s.csv", index=False, header=False)  # 2024-01-01,100.1 on the first line
+    dm = SeriesDataModule(str(tmp_path / "s.csv"))
+    dm.setup("fit")
+    assert dm.hparams.header is False and "the date '2024-01-01'" in dm.inferred["header"].reason
+    assert (dm.hparams.date_column, dm.hparams.value_columns) == ("0", ["1"]) and len(dm.series) == 60
+    named = SeriesDataModule(str(tmp_path / "s.csv"), date_column=0, value_columns=[1])  # data.date_column=0
+    named.setup("fit")
+    assert named.series["1"].tolist() == pytest.approx(frame["sales"].tolist())

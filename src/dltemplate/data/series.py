@@ -136,6 +136,9 @@ class SeriesDataModule(TensorDataModule):
                 raise ConfigError(
                     f"data.frequency={frequency!r} is not a pandas offset such as D, W-SUN, MS or YS"
                 ) from None
+        # column names as text: data.date_column=0 names the first column of a file without a header row
+        date_column = None if date_column is None else str(date_column)
+        value_columns = None if value_columns is None else [str(c) for c in value_columns]
         self.save_hyperparameters(logger=False)
         self.scale: list[float] | None = None
         self.naive_scale: list[float] | None = None
