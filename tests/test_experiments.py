@@ -180,3 +180,37 @@ def test_ddp_on_cpu_shares_one_run_directory_and_logs_whole_set_metrics(tmp_path
         module, datamodule
     )[0]
     assert single["val/acc"] == pytest.approx(float(state["best_model_score"]), abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_an_epoch_stops_the_run_with_a_checkpoint_to_resume(tmp_path, signum):
+    command = ["train.py", "task=rings", "data.batch_size=16", "test=false", f"paths.log_dir={tmp_path}"]
+    process = subprocess.Popen(
+        [sys.executable, *command, "trainer.max_epochs=50"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    found = []
+    while time.time() < deadline and process.poll() is None and not found:
+        found = list((tmp_path / "rings" / "runs").glob("*/checkpoints/last.ckpt"))  # epoch 0 is done
+        time.sleep(0.1)
+    assert found and process.poll() is None, "the run ended before the signal"
+    epoch_end_step = load_checkpoint(found[0])["global_step"]
+    time.sleep(0.5)  # into the next epoch
+    sent = time.time()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - sent < 10  # not at the end of the epoch, nor of the run
+    assert process.returncode == 128 + signum and "Traceback" not in stderr.decode()
+    run = found[0].parent.parent
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["last_checkpoint"] == str(found[0])
+    assert f"stopped by {signum.name}" in record["error"] and f"""resume with 'ckpt_path="{run}"'""" in record["error"]
+    assert f"interrupted: stopped by {signum.name}" in stderr.decode()
+    saved = load_checkpoint(found[0])["global_step"]
+    assert epoch_end_step < saved and saved % 200  # in the middle of an epoch: 200 steps each
+    if signum == signal.SIGTERM:  # the checkpoint resumes
+        resumed = run_script([*command, "trainer.max_epochs=3", f'ckpt_path="{run}"'])  # as the message says
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert json.loads((run / "result.json").read_text())["status"] == "ok"
+        assert load_checkpoint(found[0])["global_step"] >= 3 * 200

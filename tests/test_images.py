@@ -95,7 +95,13 @@ def test_grayscale_and_resize(tmp_path):
     dm = folder_module(write_image_folder(tmp_path / "imgs"), tmp_path, channels=1, image_size=8)
     dm.setup("fit")
     assert dm.train_set.images.shape[1:] == (1, 8, 8)
-    assert dm.dims == {"in_channels": 1, "image_size": 8, "num_classes": 2, "out_features": 1}
+    assert dm.dims == {
+        "in_channels": 1,
+        "image_size": 8,
+        "num_classes": 2,
+        "out_features": 1,
+        "class_weights": [1.0, 1.0],
+    }
 
 
 def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
@@ -119,6 +125,20 @@ def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
     truth = [Path(f).parent.name for f in table["file"]]
     accuracy = (table["prediction"] == truth).mean()
     assert accuracy == pytest.approx(result.metrics["test/acc"], abs=1e-6)  # same preprocessing as in training
+
+
+def test_balanced_class_weights_reach_the_image_loss(make_cfg, tmp_path):
+    root = write_image_folder(tmp_path / "data" / "pets", per_class=8)
+    for file in sorted((root / "train" / "automobile").iterdir())[4:]:  # 8 airplanes, 4 automobiles
+        file.unlink()
+    overrides = [f"data.root={root}", "net=simple_cnn", "data.batch_size=8", "data.val_fraction=0.25"]
+    result = train(
+        make_cfg("task=images", "trainer.max_epochs=1", "module.class_weights=${dims.class_weights}", *overrides)
+    )
+    weights = result.trainer.lightning_module.hparams.class_weights
+    labels = result.trainer.datamodule.train_set.labels
+    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
+    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]
 
 
 def test_misclassified_images_are_drawn_when_there_are_some(make_cfg, tmp_path):
@@ -462,12 +482,38 @@ def test_mixed_sizes_are_resized_to_the_median_longer_side(tmp_path):
     assert dm.hparams.crop_padding == 2
 
 
+@pytest.mark.parametrize(
+    ("device", "input_size", "size", "why"),
+    [
+        ("cpu", None, 64, "capped at 64 for training on a CPU (an epoch at 120 px costs ~4× as much)"),
+        ("gpu", None, 120, "the training images' median longer side is 120"),
+        ("cpu", 96, 96, "resized once to the net's input size (data.input_size=96)"),
+    ],
+    ids=["cpu", "gpu", "pretrained-net"],
+)
+def test_photos_of_mixed_sizes_get_a_size_that_fits_the_device_or_the_net(tmp_path, device, input_size, size, why):
+    sizes = {"train": [(90, 120), (120, 100), (100, 80), (150, 150), (120, 120)], "test": [(100, 100), (80, 60)]}
+    root = write_sized_folder(tmp_path / "photos", sizes)
+    dm = folder_module(root, tmp_path, input_size=input_size)
+    dm.training_device = device  # as build_datamodule sets it from the trainer
+    dm.setup("fit")
+    assert dm.hparams.image_size == size and dm.train_set.images.shape[-2:] == (size, size)
+    assert why in dm.inferred["image_size"].reason
+
+
+def test_the_training_device_comes_from_the_trainer():
+    from dltemplate.build import training_device
+
+    assert training_device({"accelerator": "cpu"}) == "cpu" and training_device({"accelerator": "gpu"}) == "gpu"
+    assert training_device({"accelerator": "auto"}) == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
 def test_explicit_settings_win_over_the_files(tmp_path):
     root = write_sized_folder(tmp_path / "digits", {"train": [(8, 8), (12, 12)] * 3, "test": [(8, 8)]}, mode="L")
     dm = folder_module(root, tmp_path, channels=3, image_size=10, crop_padding=0, horizontal_flip=True)
     dm.setup("fit")
     assert dm.train_set.images.shape[1:] == (3, 10, 10) and dm.hparams.crop_padding == 0
-    assert set(dm.inferred) == {"storage"}
+    assert set(dm.inferred) == {"storage", "test_folder"}  # the test folder: found, not set
 
 
 def test_prediction_converts_each_image_to_the_checkpoints_channels_and_size(tmp_path):
@@ -545,3 +591,34 @@ def test_mistakes_keep_each_class_most_confident_errors_across_batches():
     assert [(round(c, 5), p, t) for c, _, p, t in got] == [(round(c, 5), p, t) for c, _, p, t in expected]
     for (_, image, _, _), (_, want, _, _) in zip(got, expected, strict=True):
         torch.testing.assert_close(image, want)
+
+
+@pytest.mark.parametrize("name", ["val", "valid", "validation"])
+def test_a_train_and_val_folder_without_test_uses_val_as_the_test_split(tmp_path, name):
+    root = write_image_folder(tmp_path / "pets", per_class=8)
+    (root / "test").rename(root / name)
+    dm = folder_module(root, tmp_path)
+    dm.setup("fit")
+    assert (
+        dm.hparams.test_folder == name
+        and f"{root}/{name} holds the held-out images" in dm.inferred["test_folder"].reason
+    )
+    assert len(dm.test_set) == 8  # 4 per class, from <root>/<name>
+
+
+def test_the_test_folder_can_be_named_and_a_root_without_one_says_how(tmp_path):
+    root = write_image_folder(tmp_path / "pets", per_class=8)
+    shutil.copytree(root / "test", root / "holdout")
+    (root / "test").rename(root / "val")
+    dm = folder_module(root, tmp_path, test_folder="holdout")
+    dm.setup("fit")
+    assert "test_folder" not in dm.inferred and len(dm.test_set) == 8  # explicit: nothing inferred
+    shutil.rmtree(root / "val")
+    shutil.rmtree(root / "holdout")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"has no test folder \(test/, val/, valid/, validation/\); it has \['train'\].*data.test_folder=<name>",
+    ):
+        folder_module(root, tmp_path).setup("fit")
+    with pytest.raises(FileNotFoundError, match=r"data.test_folder=holdout: .* is not a folder"):
+        folder_module(root, tmp_path, test_folder="holdout").setup("fit")

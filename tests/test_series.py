@@ -34,7 +34,8 @@ def test_separator_is_detected_and_dates_index_the_series(tmp_path, sep):
 def test_a_series_without_dates_works_too(tmp_path):
     dm = SeriesDataModule(write(seasonal_frame(60).drop(columns="date"), tmp_path / "s.csv"))
     dm.setup("fit")
-    assert dm.dims["num_series"] == 2 and len(dm.test_set) == 7  # a tenth of 60 steps is less than a season
+    assert dm.dims["num_series"] == 2 and dm.hparams.test_steps == 7  # a tenth of 60 steps is less than a season
+    assert dm.hparams.horizon == 7 and len(dm.test_set) == 1  # one forecast of a season, 7 steps
     assert dm.hparams.date_column is None and dm.hparams.frequency is None
     assert dm.dims["season"] == 7 and "repeat every 7 steps" in dm.inferred["season"].reason  # seen in the data
 
@@ -123,20 +124,24 @@ def test_covid_task_trains_and_forecasts_until_zero(make_cfg, tmp_path):
 
 
 class LastValue(torch.nn.Module):
-    """Tomorrow is today: (B, window, C) → (B, 1, C)."""
+    """Tomorrow is today: (B, window, C) → (B, horizon, C), the last value repeated."""
+
+    def __init__(self, horizon: int = 1) -> None:
+        super().__init__()
+        self.horizon = horizon
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, -1:]
+        return x[:, -1:].expand(-1, self.horizon, -1)
 
 
 def test_forecast_input_columns_are_matched_by_name_whatever_their_order(tmp_path):
     frame = seasonal_frame(60)
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date")
     dm.setup("fit")
-    settings = {k: dm.hparams[k] for k in ("date_format", "frequency", "window", "val_steps", "test_steps")}
-    restored = SeriesDataModule(str(tmp_path / "s.csv"), date_column="date", **settings)  # as a checkpoint does
-    restored.load_state_dict(dm.state_dict())
-    module = ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale)
+    keys = ("date_format", "frequency", "window", "horizon", "val_steps", "test_steps")
+    restored = SeriesDataModule(str(tmp_path / "s.csv"), date_column="date", **{k: dm.hparams[k] for k in keys})
+    restored.load_state_dict(dm.state_dict())  # as a checkpoint does
+    module = ForecastingModule(LastValue(dm.hparams.horizon), scale=dm.scale, naive_scale=dm.naive_scale)
     shuffled = frame[["visits", "date", "sales"]].assign(notes=1.0)  # reordered, one column more
     table = forecast_table(module, restored, write(shuffled, tmp_path / "new.csv"), steps=3)
     assert list(table.columns) == ["sales", "visits"]
@@ -243,7 +248,7 @@ def test_year_forecasts_continue_as_years_not_nanoseconds(tmp_path):
     frame = pd.DataFrame({"year": np.arange(1900.0, 1960.0), "volume": np.linspace(900, 1000, 60)})
     dm = SeriesDataModule(write(frame, tmp_path / "s.csv"))
     dm.setup("fit")
-    module = ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale)
+    module = ForecastingModule(LastValue(dm.hparams.horizon), scale=dm.scale, naive_scale=dm.naive_scale)
     table = forecast_table(module, dm, steps=3)
     shown = format_dates(table.index, dm.hparams.frequency, dm.hparams.date_format)
     assert list(shown) == ["1960", "1961", "1962"] and shown.name == "year"
@@ -251,24 +256,26 @@ def test_year_forecasts_continue_as_years_not_nanoseconds(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("alias", "n", "frequency", "season", "span", "window", "first_forecast"),
+    ("alias", "n", "frequency", "season", "horizon", "span", "window", "first_forecast"),
     [
-        ("D", 100, "D", 7, 10, 8, "2000-04-10"),
-        ("W-SUN", 300, "W-SUN", 52, 52, 52, "2005-10-02"),  # a tenth is 30: at least a season
-        ("MS", 80, "MS", 12, 12, 12, "2006-09"),
-        ("QS-JAN", 40, "QS-JAN", 4, 4, 8, "2010Q1"),
-        ("YS-JAN", 40, "YS-JAN", 0, 4, 8, "2040"),
+        ("D", 100, "D", 7, 7, 10, 8, "2000-04-10"),
+        ("W-SUN", 300, "W-SUN", 52, 52, 52, 52, "2005-10-02"),  # a tenth is 30: at least a season
+        ("MS", 80, "MS", 12, 12, 12, 12, "2006-09"),
+        ("QS-JAN", 40, "QS-JAN", 4, 4, 4, 8, "2010Q1"),
+        ("YS-JAN", 40, "YS-JAN", 0, 1, 4, 8, "2040"),
     ],
 )
-def test_frequency_season_spans_and_window_follow_the_dates(
-    tmp_path, alias, n, frequency, season, span, window, first_forecast
+def test_frequency_season_horizon_spans_and_window_follow_the_dates(
+    tmp_path, alias, n, frequency, season, horizon, span, window, first_forecast
 ):
     dm = SeriesDataModule(write(dated_frame(n, alias), tmp_path / "s.csv"))
     dm.setup("fit")
     hp = dm.hparams
     assert (hp.frequency, hp.season, hp.val_steps, hp.test_steps, hp.window) == (frequency, season, span, span, window)
-    assert dm.dims["season"] == (season or None) and len(dm.test_set) == span  # dims: None for none
-    table = forecast_table(ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale), dm, steps=2)
+    assert hp.horizon == horizon  # one season ahead, where there is one
+    assert dm.dims["season"] == (season or None) and len(dm.test_set) == span - horizon + 1  # dims: None for none
+    module = ForecastingModule(LastValue(horizon), scale=dm.scale, naive_scale=dm.naive_scale)
+    table = forecast_table(module, dm, steps=2)
     assert format_dates(table.index, hp.frequency, hp.date_format)[0] == first_forecast
 
 
@@ -395,3 +402,47 @@ def test_step_numbers_are_not_years_and_written_dates_win_over_year_like_numbers
     dates = pd.date_range("2020-01-01", periods=47).strftime("%Y-%m-%d")
     counts = pd.DataFrame({"cases_today": range(1700, 1747), "date": dates})
     assert find_date_column(counts)[:2] == ("date", "%Y-%m-%d")
+
+
+def monthly_frame(years: int = 12, seed: int = 0) -> pd.DataFrame:
+    """A monthly series with a trend and a yearly season (an airline's passengers, in small)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(12 * years)
+    yearly = np.array([-20, -25, -5, 0, 5, 25, 45, 45, 15, -5, -30, -15])[t % 12]
+    values = 200 + 2.0 * t + yearly * (1 + t / 100) + rng.normal(0, 4, len(t))
+    return pd.DataFrame(
+        {"month": pd.date_range("2000-01-01", periods=len(t), freq="MS").strftime("%Y-%m"), "n": values}
+    )
+
+
+def test_a_monthly_series_is_trained_a_season_ahead_and_a_longer_forecast_is_warned_of(make_cfg, tmp_path, caplog):
+    path = write(monthly_frame(), tmp_path / "monthly.csv")
+    result = train(make_cfg("task=series", f"data.file={path}", "trainer.max_epochs=3"))
+    dm = result.trainer.datamodule
+    assert (dm.hparams.frequency, dm.hparams.season, dm.hparams.horizon) == ("MS", 12, 12)
+    assert "one season ahead (monthly data: 12 steps)" in dm.inferred["horizon"].reason
+    assert dm.test_set.tensors[1].shape[1] == 12  # each test sample: 12 months, scored against seasonal-naive there
+    assert {"test/mae", "test/snaive_mae", "test/naive_mae"} <= set(result.metrics)
+    forecast_cfg = lambda steps: compose_config(  # noqa: E731
+        CONFIG_DIR,
+        [f"ckpt_path={result.best_checkpoint}", f"steps={steps}", f"output={tmp_path / f'f{steps}.csv'}"],
+        output_dir=tmp_path / f"forecast{steps}",
+        config_name="forecast",
+    )
+    caplog.clear()
+    assert len(forecast(forecast_cfg(12))) == 12 and "trained to forecast" not in caplog.text
+    assert len(forecast(forecast_cfg(24))) == 24
+    warned = [r.message for r in caplog.records if "trained to forecast" in r.message]
+    assert len(warned) == 1 and "steps=24 is past the 12 step(s)" in warned[0] and "data.horizon=24" in warned[0]
+
+
+def test_a_headerless_series_is_read_with_its_columns_named_by_position(tmp_path):
+    frame = seasonal_frame(60)[["date", "sales"]]
+    frame.to_csv(tmp_path / "s.csv", index=False, header=False)  # 2024-01-01,100.1 on the first line
+    dm = SeriesDataModule(str(tmp_path / "s.csv"))
+    dm.setup("fit")
+    assert dm.hparams.header is False and "the date '2024-01-01'" in dm.inferred["header"].reason
+    assert (dm.hparams.date_column, dm.hparams.value_columns) == ("0", ["1"]) and len(dm.series) == 60
+    named = SeriesDataModule(str(tmp_path / "s.csv"), date_column=0, value_columns=[1])  # data.date_column=0
+    named.setup("fit")
+    assert named.series["1"].tolist() == pytest.approx(frame["sales"].tolist())

@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import http.server
+import logging
 import threading
 from pathlib import Path
 
@@ -66,6 +67,55 @@ def test_predict_from_checkpoint_and_raw_csv_reproduces_the_test_accuracy(titani
 
     with pytest.raises(FileExistsError, match="already exists"):
         predict(cfg)  # never overwrites an earlier prediction file
+
+
+def test_predicting_rows_that_have_the_target_keeps_every_column_on_request_and_logs_the_score(
+    titanic_run, tmp_path, caplog
+):
+    result, tmp = titanic_run
+    test = pd.read_csv(tmp / "data" / "titanic" / "test.csv")  # with its Survived column
+    caplog.set_level(logging.INFO, logger="dltemplate.predict")
+    keep_all = ["keep=all", f"output={tmp_path / 'out.csv'}"]
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={result.best_checkpoint}", f"input={tmp / 'data' / 'titanic' / 'test.csv'}", *keep_all],
+        output_dir=tmp_path,
+        config_name="predict",
+    )
+    table = predict(cfg)
+    assert list(table.columns) == [*test.columns, "prediction", "prob_0", "prob_1"]
+    assert table.attrs["metrics"]["acc"] == pytest.approx(result.metrics["test/acc"], abs=1e-6)
+    assert table.attrs["metrics"]["rows"] == len(test)
+    assert "the input has the target column 'Survived': acc " in caplog.text
+
+
+def test_predictions_keep_the_columns_that_identify_rows_or_their_position(make_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dltemplate.predict")
+    frame = mixed_frame(200)  # `id` (row0, row1, ...): left out as free text or an id, and a key
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    overrides = [f"data.train_file={tmp_path / 't.csv'}", "data.target=price", "data.drop=[grade]"]
+    result = train(make_cfg("task=tabular_regression", "trainer.max_epochs=1", "test=false", *overrides))
+
+    def predict_file(frame: pd.DataFrame, name: str, *extra: str) -> pd.DataFrame:
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        extra = (*extra, f"output={tmp_path / name}.out")
+        cfg = compose_config(
+            CONFIG_DIR,
+            [f"ckpt_path={result.best_checkpoint}", f"input={tmp_path / name}.csv", *extra],
+            output_dir=tmp_path / name,
+            config_name="predict",
+        )
+        return predict(cfg)
+
+    table = predict_file(frame.iloc[:50], "with_target")  # the target is there: scored
+    assert list(table.columns) == ["id", "prediction"] and table["id"].tolist() == frame["id"][:50].tolist()
+    assert set(table.attrs["metrics"]) == {"mae", "rmse", "r2", "rows"} and table.attrs["metrics"]["rows"] == 50
+    assert "the input has the target column 'price': mae " in caplog.text
+    table = predict_file(frame.iloc[50:60].drop(columns=["id", "price"]), "no_key")  # nothing identifies a row
+    assert list(table.columns) == ["row", "prediction"] and table["row"].tolist() == list(range(10))
+    assert "metrics" not in table.attrs
+    table = predict_file(frame.iloc[:5], "none", "keep=none")
+    assert list(table.columns) == ["prediction"]
 
 
 def datamodule(tmp_path: Path, frame: pd.DataFrame, **kwargs) -> TabularDataModule:
@@ -248,6 +298,41 @@ def test_bytes_that_are_not_utf8_are_replaced_and_counted_once(tmp_path, caplog)
     count = data.count(b"\xe9")
     assert len(warnings) == 1 and f"{count} byte sequence(s) were replaced" in warnings[0]
     assert "r\ufffdd" in dm.encoder.vocab["color"]
+
+
+@pytest.mark.parametrize(
+    ("text", "header", "why"),
+    [
+        ("ham\tGo until jurong point\nham\tOk lar\nspam\tFree entry\nham\tU dun say\n", False, "'ham', a value"),
+        ("1.5,2,3\n2.5,3,4\n3.1,4,5\n", False, "the number '1.5'"),
+        ("2020-01-01,5\n2020-01-02,6\n2020-01-03,7\n", False, "the date '2020-01-01'"),
+        ("pos,A film I would watch again and again with all of my friends\nneg,dull\nneg,awful\n", False, "sentence"),
+        ("label\ttext\nham\tGo until jurong point\nham\tOk lar\nspam\tFree entry\n", True, "read as names"),
+        ("PassengerId,Survived\n1,0\n2,1\n3,1\n", True, "'PassengerId' is a name over a column of numbers"),
+        ("country,2019,2020\nFrance,1,2\nSpain,3,4\n", True, "'country' read as names"),
+    ],
+    ids=["label-tsv", "numbers", "dates", "sentences", "named-tsv", "named-numbers", "year-names"],
+)
+def test_a_first_row_that_looks_like_data_is_not_taken_for_a_header(tmp_path, text, header, why):
+    (tmp_path / "t.csv").write_text(text)
+    rows = text.count("\n")
+    read = read_csv(tmp_path / "t.csv", header=None)
+    assert read.attrs["header"][0] is header and why in read.attrs["header"][1]
+    assert len(read) == (rows - 1 if header else rows)
+    if not header:  # named by position, as text: data.label_column=0 names the first
+        assert list(read.columns) == [str(i) for i in range(read.shape[1])]
+    forced = read_csv(tmp_path / "t.csv", header=not header)  # an explicit setting wins
+    assert len(forced) == (rows if header else rows - 1) and forced.attrs["header"] == (not header, "explicit")
+
+
+def test_a_headerless_table_trains_with_its_target_named_by_position(tmp_path):
+    frame = mixed_frame(120)[["x2", "x1", "price"]]
+    frame.to_csv(tmp_path / "t.csv", index=False, header=False)
+    dm = TabularDataModule(train_file=str(tmp_path / "t.csv"), target=2, task="regression")  # data.target=2
+    dm.setup("fit")
+    assert dm.hparams.header is False and "no header row" in dm.inferred["header"].reason
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 120  # the first row is data, not lost
+    assert dm.hparams.target == "2" and dm.hparams.numeric == ["0", "1"]
 
 
 def test_a_missing_or_empty_csv_is_one_clear_error(tmp_path):

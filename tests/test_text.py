@@ -1,6 +1,7 @@
 """Text task: aclImdb archive and folder, CSV/TSV, vocabulary from training texts, cache, predict, bad input."""
 
 import hashlib
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -112,6 +113,48 @@ def test_csv_source_with_a_detected_separator(make_cfg, tmp_path):
     result = train(make_cfg("task=text", "trainer.max_epochs=3", "data.min_frequency=1", *overrides))
     assert result.trainer.datamodule.class_names == ["neg", "pos"]
     assert "test/acc" in result.metrics
+
+
+def write_headerless_tsv(path: Path, n: int = 60) -> Path:
+    """`label<TAB>text` lines without a header row, as many published exports are."""
+    rng = np.random.default_rng(0)
+    labels = ["ham", "ham", "spam"] * (n // 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{label}\t{review(int(label == 'spam'), rng, words=12)}\n" for label in labels))
+    return path
+
+
+def test_a_headerless_tsv_trains_with_its_columns_named_by_position(make_cfg, tmp_path):
+    path = write_headerless_tsv(tmp_path / "data" / "sms.tsv")
+    overrides = [f"data.train_file={path}", "data.label_column=0", "data.text_column=1", "data.min_frequency=1"]
+    result = train(make_cfg("task=text", "trainer.max_epochs=1", *overrides))
+    header = yaml.safe_load((Path(result.output_dir) / "inferred.yaml").read_text())["data.header"]
+    assert header["value"] is False and "'ham', a value its rows repeat" in header["from"]
+    dm = result.trainer.datamodule
+    assert dm.class_names == ["ham", "spam"]
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 60  # the first line is a text, not names
+
+
+def test_a_headerless_tsv_with_the_default_columns_says_how_to_name_them(tmp_path):
+    path = write_headerless_tsv(tmp_path / "sms.tsv")
+    with pytest.raises(KeyError, match=r"no header row .* columns are \['0', '1'\] .* set data.text_column"):
+        TextDataModule(source="csv", train_file=str(path)).setup("fit")
+    forced = TextDataModule(source="csv", train_file=str(path), header=True)
+    with pytest.raises(KeyError, match=r"it has \['ham', "):  # data.header=true: the first line names them
+        forced.setup("fit")
+
+
+def test_balanced_class_weights_reach_the_text_loss(make_cfg, tmp_path):
+    path = write_headerless_tsv(tmp_path / "data" / "sms.tsv")  # ham twice as common as spam
+    overrides = [f"data.train_file={path}", "data.label_column=0", "data.text_column=1", "data.min_frequency=1"]
+    result = train(
+        make_cfg("task=text", "trainer.max_epochs=1", "module.class_weights=${dims.class_weights}", *overrides)
+    )
+    weights = result.trainer.lightning_module.hparams.class_weights
+    labels = result.trainer.datamodule.train_set.labels
+    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
+    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]
+    assert json.loads((Path(result.output_dir) / "result.json").read_text())["status"] == "ok"
 
 
 def test_archive_without_the_expected_folders_is_refused(tmp_path):

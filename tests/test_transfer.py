@@ -336,3 +336,48 @@ def test_a_resumed_finetune_run_unfreezes_on_schedule(make_cfg, tmp_path):
     trained = load_checkpoint(last)["state_dict"]  # the resumed run continues in the first run's directory
     same = [k for k in backbone if torch.equal(trained[f"net.backbone.{k}"], weights[k])]
     assert not same, same
+
+
+@pytest.mark.slow  # two runs of train.py in a subprocess, ~15 s each
+@pytest.mark.parametrize(
+    "offline", ["HF_HUB_OFFLINE=1", "HF_ENDPOINT=http://127.0.0.1:9"], ids=["offline", "no-network"]
+)
+@pytest.mark.parametrize("family", ["timm", "transformer"])
+def test_pretrained_weights_missing_offline_stop_in_one_line(tmp_path, offline, family):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.datasets import write_image_folder
+    from tests.helpers import ROOT
+
+    if family == "timm":
+        write_image_folder(tmp_path / "pets", per_class=4)
+        args = ["task=images", f"data.root={tmp_path / 'pets'}", "data.val_fraction=0.25", "net=timm"]
+        looked_for, provide = "the pretrained weights of resnet18 (timm/resnet18", "net.weights=<a .pth/.safetensors"
+    else:
+        args = [*provide_task_data("text", tmp_path / "data"), "task=text", "net=transformer"]
+        looked_for, provide = "the tokenizer of distilbert-base-uncased", "a folder written by save_pretrained"
+    key, value = offline.split("=", 1)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), key: value, "PYTHONUNBUFFERED": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "train.py", *args, "net.pretrained=true", *paths, "trainer.max_epochs=1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr and "Retry" not in done.stderr + done.stdout
+    assert looked_for in errors[0] and f"cache {tmp_path / 'hf' / 'hub'}" in errors[0] and provide in errors[0]
+    assert (
+        "run once online" in errors[0]
+        and ("HF_HUB_OFFLINE=1" if key == "HF_HUB_OFFLINE" else "no network") in errors[0]
+    )
+    assert time.monotonic() - start < 120  # no retries with back-off

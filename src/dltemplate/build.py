@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -43,12 +44,25 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     apply_net_data_settings(cfg)
     # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
     datamodule = registry.instantiate(cfg.data, "datamodule", where="data", recursive=False)
+    if hasattr(datamodule, "training_device"):  # settings that depend on the hardware (an image size)
+        datamodule.training_device = training_device(cfg.get("trainer") or {})
     datamodule.prepare_data()
     datamodule.setup("fit")
     with open_dict(cfg):
         cfg.dims = dict(datamodule.dims)
     record_inferred(cfg, datamodule)
     return datamodule
+
+
+def training_device(trainer: DictConfig | dict) -> str:
+    """ "cpu" when `trainer` trains on the CPU (its accelerator, or "auto" on a machine without CUDA or MPS), else
+    the accelerator's name."""
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator != "auto":
+        return accelerator
+    if torch.cuda.is_available():
+        return "gpu"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 def record_inferred(cfg: DictConfig, datamodule: LightningDataModule) -> None:

@@ -2,7 +2,8 @@
 
 An error of the `dltemplate.errors.UserError` family (bad data, a wrong column, a checkpoint that
 does not fit, an unknown choice) is printed as `error: <message>` and the command exits with
-status 2. `HYDRA_FULL_ERROR=1` shows the full traceback instead; any other exception is unexpected
+status 2. A run stopped by SIGTERM or SIGINT prints `interrupted: <what was saved>` and exits with
+128 + the signal's number. `HYDRA_FULL_ERROR=1` shows the full traceback instead; any other exception is unexpected
 and keeps its traceback. In a multirun, `train.main` records a failing job and the sweep goes on.
 """
 
@@ -17,6 +18,7 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from dltemplate.callbacks.interrupt import RunInterrupted
 from dltemplate.errors import ConfigError, UserError
 
 T = TypeVar("T")
@@ -27,6 +29,9 @@ def run_entry_point(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Call `task(cfg)` (an entry point's Hydra task function), reporting a user error in one message."""
     try:
         return task(cfg)
+    except RunInterrupted as stop:  # SIGTERM / Ctrl+C: recorded by train; the shell's status for a signal
+        print(f"interrupted: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     except (UserError, MissingMandatoryValue) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -24,6 +24,9 @@ def forecast_table(
 ) -> pd.DataFrame:
     """Forecast `steps` steps after the end of a series, feeding each forecast back as input.
 
+    The model forecasts its trained horizon (`data.horizon`) at once; past it, its forecasts are fed
+    back as inputs, which a one-line warning says.
+
     The series' columns are matched to the model's by name (extra columns are ignored).
 
     Returns one row per future step with the modelled series (e.g. daily increments) and, when the
@@ -45,6 +48,14 @@ def forecast_table(
         )
     levels, series = datamodule.read(datamodule.hparams.file if source is None else source)
     window, horizon = datamodule.hparams.window, datamodule.hparams.horizon
+    if steps > horizon:
+        log.warning(
+            "steps=%d is past the %d step(s) the model was trained to forecast: later steps take its own forecasts "
+            "as inputs and their errors compound; train with data.horizon=%d to forecast that far directly",
+            steps,
+            horizon,
+            steps,
+        )
     if len(series) < window:
         where = "the given series" if isinstance(source, pd.DataFrame) else source or datamodule.hparams.file
         raise DataError(f"{where} has {len(series)} steps; the model needs the last {window}: give a longer one")

@@ -10,9 +10,11 @@ from omegaconf import DictConfig
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
+from dltemplate.errors import ConfigError, UserError
 from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
+KEEP = ("keys", "all", "none")  # input columns written beside a table's predictions
 
 
 def predict_table(
@@ -31,11 +33,34 @@ def predict_table(
 
 
 def predict(cfg: DictConfig) -> pd.DataFrame:
-    """Predict `cfg.input` with the model and preprocessing stored in `cfg.ckpt_path`; write `cfg.output`."""
+    """Predict `cfg.input` with the model and preprocessing stored in `cfg.ckpt_path`; write `cfg.output`.
+
+    For a table, `cfg.keep` says which input columns go beside the predictions (keys: the id column
+    or the columns that identify rows, else the row's position; all; none), and when the input has
+    the target column its metrics are logged (and kept in the returned table's `attrs["metrics"]`).
+    """
     output = output_path(cfg.output, cfg.get("overwrite", False))
+    keep = cfg.get("keep", "keys")
+    if keep not in KEEP:
+        raise ConfigError(f"keep={keep!r}: must be one of {', '.join(KEEP)}")
     module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
+    if hasattr(datamodule, "predict_keep"):
+        datamodule.predict_keep = keep
+    elif keep == "all":
+        raise ConfigError(f"keep=all copies a table's columns; {type(datamodule).__name__} predicts no table")
     table = predict_table(module, datamodule, cfg.input, build_trainer(cfg))
     table.to_csv(output, index=False)
+    try:
+        scores = datamodule.predict_metrics() if hasattr(datamodule, "predict_metrics") else None
+    except UserError as error:  # the predictions are written; only their score is missing
+        log.warning("the input's target column was not scored: %s", error)
+        scores = None
+    if scores:
+        rows = int(scores.pop("rows"))
+        target = datamodule.hparams.target
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in scores.items())
+        log.info("the input has the target column %r: %s on its %d rows with a target", target, shown, rows)
+        table.attrs["metrics"] = {**scores, "rows": rows}
     return table
 
 

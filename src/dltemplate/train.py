@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +21,7 @@ from dltemplate.build import (
     claim_output_dir,
     resolve_checkpoint,
 )
+from dltemplate.callbacks.interrupt import RunInterrupted, SaveOnInterrupt, stop_on_signals
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.errors import ConfigError
 from dltemplate.loggers import metric_name, metric_names
@@ -47,8 +49,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
     """Fit the task described by `cfg`, test its best checkpoint on the test split, record the result.
 
     With `train=false`, test `cfg.ckpt_path` itself (its weights, not fresh ones). The record
-    (result.json) goes to the run's directory; a failure is recorded only in a directory this call
-    claimed, never in one it was refused or in the run a failed resume tried to continue.
+    (result.json) goes to the run's directory; a SIGTERM or SIGINT stops the run at once, saves
+    `last.ckpt` when it was training and records `interrupted` (`callbacks/interrupt.py`); a
+    failure is recorded only in a directory this call claimed, never in one it was refused or in
+    the run a failed resume tried to continue.
     `callbacks` join those the config lists (a search's pruning).
     """
     if cfg.get("seed") is not None:
@@ -59,8 +63,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
     try:
         claimed = claim_output_dir(cfg, own_dir)
         try:
-            with cpu_threads(threads):
+            with cpu_threads(threads), stop_on_signals():
                 result = _fit_and_test(cfg, resume_step, callbacks)
+        except RunInterrupted as stop:  # SIGTERM or Ctrl+C: last.ckpt saved when it was training
+            write_result(cfg.paths.output_dir, "interrupted", {}, str(stop), last_checkpoint=stop.checkpoint)
+            raise
         except Exception as error:
             if claimed:  # a failed resume leaves the record of the run it continued as it was
                 write_result(own_dir, "failed", {}, f"{type(error).__name__}: {error}")
@@ -108,7 +115,7 @@ def _fit_and_test(cfg: DictConfig, resume_step: int | None, callbacks: Sequence[
     data_seconds = time.perf_counter() - started
     log.info("data ready in %.1f s", data_seconds)
     module = build_module(cfg, datamodule)
-    trainer = build_trainer(cfg, resume_step, callbacks)
+    trainer = build_trainer(cfg, resume_step, [*callbacks, SaveOnInterrupt(Path(cfg.paths.output_dir) / "checkpoints")])
     precision = cfg.get("matmul_precision") or "highest"
     if precision not in ("highest", "high", "medium"):
         raise ConfigError(f"matmul_precision={precision!r}: choose highest, high (TF32) or medium (bf16)")

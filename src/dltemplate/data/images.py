@@ -24,12 +24,15 @@ from dltemplate.data.image_files import (
     list_image_folder,
 )
 from dltemplate.data.predictions import class_table
+from dltemplate.data.targets import balanced_class_weights
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import files_key
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 MAX_INFERRED_SIZE = 224  # an inferred image size is capped here (ImageNet nets' input): data.image_size overrides
+MAX_INFERRED_SIZE_CPU = 64  # ... and here when training on a CPU, where 224 px costs ~12× the compute of 64 px
+TEST_FOLDERS = ("test", "val", "valid", "validation")  # the held-out folder's usual names, in the order looked for
 
 
 class ImageTensors(Dataset):
@@ -68,7 +71,8 @@ class ImageDataModule(TensorDataModule):
     """Image classification data, decoded once into uint8 tensors in memory or into chunks on disk.
 
     Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
-    folders); "cifar10", "mnist" and "fashion_mnist" use torchvision's datasets, downloaded into
+    folders; the held-out folder may also be named `val/`, `valid/` or `validation/`, or anything
+    given as `test_folder`); "cifar10", "mnist" and "fashion_mnist" use torchvision's datasets, downloaded into
     `root` when missing. `classes` picks a subset (cifar2 = airplane, automobile) in that order.
 
     Storage: "memory" holds the decoded images as one uint8 tensor per split; "stream" decodes a
@@ -79,8 +83,9 @@ class ImageDataModule(TensorDataModule):
 
     Settings left null are worked out from the training files and shown in that table: channels
     (1 when every file is grayscale), image size (when the files differ in size: the median longer
-    side, at most 224), crop padding (1/8 of the side) and horizontal flip (off for 1-channel
-    images such as digits and documents, whose mirror image is another glyph or none).
+    side, at most 224, or 64 when `training_device` is "cpu"; a pretrained net's `input_size` when
+    set), crop padding (1/8 of the side) and horizontal flip (off for 1-channel images such as
+    digits and documents, whose mirror image is another glyph or none).
 
     Batches are moved to the training device as uint8 and only there converted to floats,
     augmented (random crop with padding, horizontal flip, drawn per image), resized to
@@ -91,6 +96,9 @@ class ImageDataModule(TensorDataModule):
     Args:
         root: Folder of the images (or of the torchvision dataset files).
         source: "folder", "cifar10", "mnist" or "fashion_mnist".
+        test_folder: The folder under `root` whose images are the test split; None: the first of
+            `TEST_FOLDERS` that exists (recorded in the inferred table). Validation images are always
+            `val_fraction` of `train/`.
         classes: Class names to use, in order; None means all.
         image_size: Resize images to image_size × image_size; None: keep them when they share one
             size, else inferred.
@@ -116,11 +124,15 @@ class ImageDataModule(TensorDataModule):
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
+    # what the run trains on ("cpu" or an accelerator's name), set before setup by `build.build_datamodule`;
+    # None (unknown): an inferred image size is capped as for an accelerator
+    training_device: str | None = None
 
     def __init__(
         self,
         root: str,
         source: Literal["folder", "cifar10", "mnist", "fashion_mnist"] = "folder",
+        test_folder: str | None = None,
         classes: Sequence[str] | None = None,
         image_size: int | None = None,
         channels: Literal[1, 3] | None = None,
@@ -239,12 +251,23 @@ class ImageDataModule(TensorDataModule):
         if len(distinct) <= 1 or not sides:
             return
         side = int(statistics.median(sides))
-        capped = min(side, MAX_INFERRED_SIZE)
-        reason = (
-            f"images have {len(distinct)} sizes, {_hw(distinct[0])} to {_hw(distinct[-1])}; "
-            f"the training images' median longer side is {side}"
-            + (f", capped at {MAX_INFERRED_SIZE}" if capped < side else "")
-        )
+        found = f"images have {len(distinct)} sizes, {_hw(distinct[0])} to {_hw(distinct[-1])}"
+        if self.input_size:  # a pretrained net's own size (net=timm net.pretrained=true sets data.input_size)
+            reason = f"{found}; resized once to the net's input size (data.input_size={self.input_size})"
+            self.infer("image_size", int(self.input_size), reason)
+            return
+        on_cpu = self.training_device == "cpu"
+        cap = MAX_INFERRED_SIZE_CPU if on_cpu else MAX_INFERRED_SIZE
+        capped = min(side, cap)
+        reason = f"{found}; the training images' median longer side is {side}"
+        if capped < side and on_cpu:
+            pixels = (side / capped) ** 2
+            reason += (
+                f", capped at {cap} for training on a CPU (an epoch at {side} px costs ~{pixels:.0f}× as much); "
+                "set data.image_size, or train on a GPU (trainer=gpu) for up to 224"
+            )
+        elif capped < side:
+            reason += f", capped at {cap}"
         self.infer("image_size", capped, reason)
 
     def _infer_augmentation(self, side: int) -> None:
@@ -336,7 +359,8 @@ class ImageDataModule(TensorDataModule):
         hp = self.hparams
         root = Path(hp.root)
         files, labels, names = list_image_folder(root / "train", self.classes or hp.classes)
-        test_files, test_labels, test_names = list_image_folder(root / "test", self.classes or hp.classes)
+        test_dir = self._test_folder(root)
+        test_files, test_labels, test_names = list_image_folder(test_dir, self.classes or hp.classes)
         self._check_classes(names, test_names)
         cache = Path(hp.cache_dir) if hp.cache_dir else None
         headers, test_headers = cached_headers(files, cache), cached_headers(test_files, cache)
@@ -371,6 +395,31 @@ class ImageDataModule(TensorDataModule):
         self.train_set = ImageTensors(train_images, labels_kept[~val_kept])
         self.val_set = ImageTensors(images[val_kept], labels_kept[val_kept])
         self.test_set = ImageTensors(test_images, torch.tensor(test_labels)[test_kept])
+
+    def _test_folder(self, root: Path) -> Path:
+        """The folder of test images: `test_folder`, else the first of `TEST_FOLDERS` under `root`."""
+        hp = self.hparams
+        if hp.test_folder is not None:
+            folder = root / hp.test_folder
+            if not folder.is_dir():
+                there = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+                raise MissingFileError(
+                    f"data.test_folder={hp.test_folder}: {folder} is not a folder; {root} has {there}: "
+                    "name one of them, or data.test_folder=null to look for test/, val/, valid/, validation/"
+                )
+            return folder
+        found = [name for name in TEST_FOLDERS if (root / name).is_dir()]
+        if not found:
+            there = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+            raise MissingFileError(
+                f"{root} has no test folder ({', '.join(f'{n}/' for n in TEST_FOLDERS)}); it has {there}: "
+                "expected layout <root>/{train,test}/<class>/*.jpg|png; add one, or set data.test_folder=<name>"
+            )
+        others = [f"{n}/" for n in found[1:]]
+        reason = f"{root}/{found[0]} holds the held-out images" + (
+            f" ({', '.join(others)} not used: validation is data.val_fraction of train/)" if others else ""
+        )
+        return root / self.infer("test_folder", found[0], reason)
 
     def _setup_chunks(self, files, labels, test_files, test_labels, val_mask, names, cache: Path) -> None:
         """The stream path: each split decoded once into its own chunk folder, keyed by its files."""
@@ -496,6 +545,8 @@ class ImageDataModule(TensorDataModule):
             "image_size": self.input_size or self.size[0],
             "num_classes": k,
             "out_features": 1 if k == 2 else k,
+            # module.class_weights='${dims.class_weights}': balanced on the training split
+            **({} if self.train_set is None else {"class_weights": balanced_class_weights(self.train_set.labels, k)}),
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -79,13 +79,17 @@ class SeriesDataModule(TensorDataModule):
         date_format: strftime format of the dates ("%Y" for years, numeric or not); None: inferred.
         value_columns: Columns to model; None means every mostly numeric column but the date.
         sep: Column separator; None detects it (the COVID file is tab-separated).
+        header: Whether the file's first row names the columns; None detects it
+            (`csv_files.detect_header`): without one, columns are named by position, "0", "1", ...
         difference: Model step-to-step differences instead of levels.
         transform: None, or "log1p" to model log(1 + value) of a non-negative series.
         missing: "error": stop at missing values or dates; "interpolate": fill them linearly.
         sort_dates: Sort rows by date; otherwise unsorted dates are an error.
         frequency: Spacing of the dates (a pandas offset such as "D", "W-SUN", "MS", "YS"); None infers it.
         window: Input steps per sample; None infers it.
-        horizon: Steps predicted per sample.
+        horizon: Steps predicted per sample, the forecast a model makes without feeding its own
+            forecasts back; None: one season ahead when the series has a season and holds 5 of them
+            (12 for monthly data), else 1.
         val_steps: Validation target steps, just before the test steps; None infers them.
         test_steps: Test target steps at the end of the series; None infers them.
         season: Period for the seasonal-naive baseline (7 for daily data); 0 for none; None infers it.
@@ -102,13 +106,14 @@ class SeriesDataModule(TensorDataModule):
         date_format: str | None = None,
         value_columns: Sequence[str] | None = None,
         sep: str | None = None,
+        header: bool | None = None,
         difference: bool = False,
         transform: Literal["log1p"] | None = None,
         missing: Literal["error", "interpolate"] = "error",
         sort_dates: bool = False,
         frequency: str | None = None,
         window: int | None = None,
-        horizon: int = 1,
+        horizon: int | None = None,
         val_steps: int | None = None,
         test_steps: int | None = None,
         season: int | None = None,
@@ -132,6 +137,9 @@ class SeriesDataModule(TensorDataModule):
                 raise ConfigError(
                     f"data.frequency={frequency!r} is not a pandas offset such as D, W-SUN, MS or YS"
                 ) from None
+        # column names as text: data.date_column=0 names the first column of a file without a header row
+        date_column = None if date_column is None else str(date_column)
+        value_columns = None if value_columns is None else [str(c) for c in value_columns]
         self.save_hyperparameters(logger=False)
         self.scale: list[float] | None = None
         self.naive_scale: list[float] | None = None
@@ -153,7 +161,12 @@ class SeriesDataModule(TensorDataModule):
         """
         hp = self.hparams
         name = "the given DataFrame" if isinstance(source, pd.DataFrame) else str(source)
-        frame = source.copy() if isinstance(source, pd.DataFrame) else read_csv(source, sep=hp.sep)
+        if isinstance(source, pd.DataFrame):
+            frame = source.copy()
+        else:
+            frame = read_csv(source, sep=hp.sep, header=hp.header)
+            if hp.header is None:
+                self.infer("header", *frame.attrs["header"])
         date_column = self._date_column(frame, name)
         if date_column is not None:
             frame = self._index_by_date(frame, name, date_column)
@@ -352,6 +365,7 @@ class SeriesDataModule(TensorDataModule):
         elif n < 3 * season:
             season, why = None, f"{kind} data, but {n} steps are under 3 seasons of {SEASONS[kind]}"
         planned = hp.season if hp.season is not None else season
+        self._infer_horizon(n, planned, kind)
         span = max(hp.horizon, math.ceil(EVAL_SHARE * n))
         span_why = f"a tenth of {n} steps"
         if planned and span < planned and n >= 5 * planned:
@@ -367,6 +381,18 @@ class SeriesDataModule(TensorDataModule):
         if season is not None and season > window:
             season, why = None, f"{why}, but a season of {season} is longer than the window of {window}"
         self.infer("season", season or 0, why)  # 0: none (null would mean "infer it again" on restore)
+
+    def _infer_horizon(self, n: int, season: int | None, kind: str | None) -> None:
+        """The steps forecast at once: one season ahead (what a seasonal forecast is asked for) when the
+        series holds 5 seasons, else 1; the seasonal-naive baseline is then scored at that horizon."""
+        if season and n >= 5 * season:
+            what = f"{kind} data" if kind else "the series' cycle"
+            why = f"one season ahead ({what}: {season} steps); forecast.py steps={season} feeds back no forecast"
+            self.infer("horizon", season, why)
+        elif season:
+            self.infer("horizon", 1, f"one step: {n} steps are under 5 seasons of {season}")
+        else:
+            self.infer("horizon", 1, "one step: the series has no season to forecast ahead")
 
     def _fitting_settings(self, n: int) -> str:
         """Settings that would fit `n` steps: spans of a tenth, a window of a third of the rest."""

@@ -16,7 +16,7 @@ from dltemplate.data.inferred import Inferred
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_columns import ROLES, Roles, infer_roles
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
-from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
+from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
@@ -58,6 +58,8 @@ class TabularDataModule(TensorDataModule):
         test_fraction: Share held out for testing when there is no `test_file`.
         download: Public source of missing files: {"train_file" | "test_file": {url:, md5:}}.
         sep: Column separator of the CSV files.
+        header: Whether the files' first row names the columns; None detects it
+            (`csv_files.detect_header`): without one, columns are named by position, "0", "1", ...
         missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
         batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device: see `TensorDataModule`.
@@ -81,6 +83,7 @@ class TabularDataModule(TensorDataModule):
         test_fraction: float = 0.2,
         download: Mapping[str, Mapping[str, str]] | None = None,
         sep: str = ",",
+        header: bool | None = None,
         missing_target: MissingTarget = "drop",
         batch_size: int = 64,
         num_workers: int = 0,
@@ -96,6 +99,11 @@ class TabularDataModule(TensorDataModule):
         check_missing_target(missing_target)
         if not 0 < max_distinct_fraction <= 1:
             raise ConfigError(f"data.max_distinct_fraction must be in (0, 1], got {max_distinct_fraction}")
+        # column names as text: data.target=0 names the first column of a file without a header row
+        target, id_column = str(target), None if id_column is None else str(id_column)
+        numeric, categorical, dates, drop = (
+            None if names is None else [str(c) for c in names] for names in (numeric, categorical, dates, drop)
+        )
         self.save_hyperparameters(logger=False)
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
@@ -103,6 +111,8 @@ class TabularDataModule(TensorDataModule):
         self.predict_input: str | Path | pd.DataFrame | None = None
         self.predict_frame: pd.DataFrame | None = None
         self.predict_set: Dataset | None = None
+        self.predict_keep: Literal["keys", "all", "none"] = "none"  # input columns beside predictions; predict.py: keys
+        self.last_predictions: torch.Tensor | None = None
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -120,7 +130,9 @@ class TabularDataModule(TensorDataModule):
         if isinstance(source, pd.DataFrame):
             frame, name = source.copy(), name or "the given DataFrame"
         else:
-            frame, name = read_csv(source, sep=self.hparams.sep), name or str(source)
+            frame, name = read_csv(source, sep=self.hparams.sep, header=self.hparams.header), name or str(source)
+            if self.hparams.header is None:  # the training file's decision holds for every later file
+                self.infer("header", *frame.attrs["header"])
         if frame.empty:
             raise DataError(f"{name} has a header but no rows")
         for column, function in self._derived_functions().items():
@@ -308,18 +320,71 @@ class TabularDataModule(TensorDataModule):
         return self._loader(self.predict_set, shuffle=False)
 
     def format_predictions(self, predictions: torch.Tensor) -> pd.DataFrame:
-        """Table of predictions for the rows of `predict_input`, with the id column if configured.
+        """Table of predictions for the rows of `predict_input`, after the input columns `predict_keep` names.
 
-        Classification: the predicted class in `prediction` and one `prob_<class>` column per class;
-        regression: the predicted value in `prediction`.
+        `predict_keep`: "keys" (`key_columns`, or the row's position in the input as `row` when it has
+        none), "all" (every input column, the target too when present) or "none" (only the configured
+        id column, as before). Classification: the predicted class in `prediction` and one
+        `prob_<class>` column per class; regression: the predicted value in `prediction`.
         """
-        table = pd.DataFrame(index=self.predict_frame.index)
-        if self.hparams.id_column:
-            table[self.hparams.id_column] = self.predict_frame[self.hparams.id_column]
+        frame, self.last_predictions = self.predict_frame, predictions
+        if self.predict_keep == "all":  # the input's own columns, not the derived ones
+            table = frame[[c for c in frame.columns if c not in (self.hparams.derived or {})]].copy()
+        elif self.predict_keep == "keys":
+            keys = self.key_columns(frame)
+            table = frame[keys].copy() if keys else pd.DataFrame({"row": range(len(frame))}, index=frame.index)
+        else:
+            own_id = [self.hparams.id_column] if self.hparams.id_column else []
+            table = frame[own_id].copy()
         if self.classes is None:
-            table["prediction"] = predictions.reshape(-1).numpy()
-            return table
-        return pd.concat([table, class_table(predictions, self.classes, index=table.index)], axis=1)
+            predicted = pd.DataFrame({"prediction": predictions.reshape(-1).numpy()}, index=table.index)
+        else:
+            predicted = class_table(predictions, self.classes, index=table.index)
+        clash = sorted(set(table.columns) & set(predicted.columns))
+        if clash:
+            raise DataError(
+                f"the input's column(s) {clash} have the names of prediction columns: rename them, or keep=keys"
+            )
+        return pd.concat([table, predicted], axis=1)
+
+    def key_columns(self, frame: pd.DataFrame) -> list[str]:
+        """The columns of `frame` that identify its rows: `id_column` when set, else the columns left out of
+        the features (`drop`) whose values are all present and distinct, each a whole number or one word."""
+        hp = self.hparams
+        if hp.id_column:
+            return [hp.id_column]
+        keys = []
+        for column in hp.drop or []:
+            values = frame[column] if column in frame.columns else None
+            if values is None or values.isna().any() or not values.is_unique:
+                continue
+            numbers = pd.to_numeric(values, errors="coerce")
+            whole = numbers.notna().all() and bool((numbers == numbers.round()).all())
+            if whole or not values.astype(str).str.contains(r"\s").any():
+                keys.append(column)
+        return keys
+
+    def predict_metrics(self) -> dict[str, float] | None:
+        """Scores of the last predictions when `predict_input` has the target column (its empty cells left out)."""
+        target = self.hparams.target
+        if self.predict_frame is None or target not in self.predict_frame.columns or self.last_predictions is None:
+            return None
+        known = self.predict_frame[target].notna().to_numpy()
+        if not known.any():
+            return None
+        predictions = self.last_predictions[torch.from_numpy(known)]
+        truth = self.encode_target(self.predict_frame[known], "the prediction input")
+        if self.classes is None:
+            error = predictions.reshape(-1) - truth
+            total = ((truth - truth.mean()) ** 2).sum()
+            r2 = 1 - float((error**2).sum() / total) if total > 0 else float("nan")
+            scores = {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt()), "r2": r2}
+        else:
+            probs = predictions.reshape(len(predictions), -1).float()  # as `class_table` reads them
+            if probs.shape[1] == 1:  # binary: P(second class)
+                probs = torch.cat([1 - probs, probs], dim=1)
+            scores = {"acc": float((probs.argmax(dim=1) == truth).float().mean())}
+        return {**scores, "rows": float(int(known.sum()))}
 
     # ---- what nets and checkpoints need ----------------------------------------------------------
 
@@ -343,9 +408,8 @@ class TabularDataModule(TensorDataModule):
                 "target_mean": self.target_stats["mean"],
                 "target_std": self.target_stats["std"],
             }
-        counts = torch.bincount(self.train_set.tensors[1], minlength=len(self.classes)).float()
-        balanced = (counts.sum() / (len(counts) * counts.clamp(min=1))).tolist()
         k = len(self.classes)
+        balanced = balanced_class_weights(self.train_set.tensors[1], k)
         return {**dims, "num_classes": k, "out_features": 1 if k == 2 else k, "class_weights": balanced}
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ import logging
 from typing import Literal
 
 import pandas as pd
+import torch
 
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
@@ -42,3 +43,12 @@ def rows_with_target(frame: pd.DataFrame, column: str, source: str, policy: Miss
         raise DataError(f"every row of {source} has an empty target {column!r}: fill them in")
     log.warning("dropped %d rows of %s whose target %r is empty", count, source, column)
     return frame[~empty]
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> list[float]:
+    """Loss weights that balance the classes of the training labels: N / (K × count), a missing class as 1 row.
+
+    What `module.class_weights='${dims.class_weights}'` takes, for every classification family.
+    """
+    counts = torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).float()
+    return (counts.sum() / (num_classes * counts.clamp(min=1))).tolist()

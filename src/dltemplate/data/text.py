@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
-from dltemplate.data.targets import MissingTarget, check_missing_target, rows_with_target
+from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
@@ -157,8 +157,10 @@ class TextDataModule(TensorDataModule):
         classes: Class folders (aclimdb) or label values (csv) in order; None: all, sorted (for
             aclimdb, the folders both splits have: train/unsup is left out).
         train_file, test_file: CSV/TSV files (csv source); without test_file, test rows are split off.
-        text_column, label_column: Columns of the CSV/TSV.
+        text_column, label_column: Columns of the CSV/TSV (names, or positions 0, 1, ... in a file
+            without a header row).
         sep: CSV separator; None detects it.
+        header: Whether the CSV's first row names the columns; None detects it (`csv_files.detect_header`).
         missing_target: CSV rows whose label is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
         lowercase: Lowercase texts before tokenising.
@@ -193,6 +195,7 @@ class TextDataModule(TensorDataModule):
         text_column: str = "text",
         label_column: str = "label",
         sep: str | None = None,
+        header: bool | None = None,
         missing_target: MissingTarget = "drop",
         lowercase: bool = True,
         min_frequency: int = 2,
@@ -218,7 +221,9 @@ class TextDataModule(TensorDataModule):
         check_missing_target(missing_target)
         if storage not in ("auto", "memory", "stream"):
             raise ConfigError(f"data.storage must be auto, memory or stream, got {storage!r}")
+        text_column, label_column = str(text_column), str(label_column)  # data.label_column=0: a position
         self.save_hyperparameters(logger=False)
+        self._header_found: tuple[bool, str] | None = None  # the training file's, from `read_csv`
         self._scratch: tempfile.TemporaryDirectory | None = None  # the ids' folder when nothing is cached
         self.tokenizer: Tokenizer | None = None
         self.pad_id = 0  # the padding token's id: [PAD] of the vocabulary, or the pretrained tokenizer's
@@ -272,7 +277,10 @@ class TextDataModule(TensorDataModule):
     def _read_labelled(self, path: str) -> pd.DataFrame:
         """A CSV/TSV of texts and labels, without (or refusing) the rows whose label is empty."""
         hp = self.hparams
-        frame = read_text_table(Path(path), hp.text_column, hp.label_column, hp.sep)
+        header = hp.header if hp.header is not None or self._header_found is None else self._header_found[0]
+        frame = read_text_table(Path(path), hp.text_column, hp.label_column, hp.sep, header)
+        if self._header_found is None:
+            self._header_found = frame.attrs["header"]
         return rows_with_target(frame, hp.label_column, path, hp.missing_target)
 
     def _split(self, labels: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
@@ -371,6 +379,7 @@ class TextDataModule(TensorDataModule):
             "classes": classes,
             "val_texts": parts["val"][0][:VAL_TEXTS_KEPT],
             "val_positions": held,
+            "header": self._header_found,
         }
         torch.save(meta, folder / "meta.pt")  # written last: a folder with it is complete
 
@@ -445,6 +454,8 @@ class TextDataModule(TensorDataModule):
     def _record_cached_inferences(self, meta: dict[str, Any]) -> None:
         """Settings and net sizes from the data, also when the tokenised data came from the cache."""
         hp = self.hparams
+        if hp.header is None and meta.get("header") is not None:
+            self.infer("header", *meta["header"])
         if hp.max_length is None:
             self.infer("max_length", meta["max_length"], "95% of the training texts have at most this many tokens")
         if hp.max_vocab is None and hp.tokenizer is None:
@@ -492,7 +503,9 @@ class TextDataModule(TensorDataModule):
                 if path.suffix == ".txt":
                     return path.read_text(encoding="utf-8", errors="replace").splitlines()
                 return list(
-                    read_text_table(path, self.hparams.text_column, None, self.hparams.sep)[self.hparams.text_column]
+                    read_text_table(path, self.hparams.text_column, None, self.hparams.sep, self.hparams.header)[
+                        self.hparams.text_column
+                    ]
                 )
             if _looks_like_path(source):
                 problem = "is a folder" if path.is_dir() else "does not exist"
@@ -551,6 +564,8 @@ class TextDataModule(TensorDataModule):
             "out_features": 1 if k == 2 else k,
             "max_length": self.hparams.max_length,
             **{k.removeprefix("dims."): v.value for k, v in self.inferred.items() if k.startswith("dims.")},
+            # module.class_weights='${dims.class_weights}': balanced on the training split
+            **({} if self.train_set is None else {"class_weights": balanced_class_weights(self.train_set.labels, k)}),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -571,7 +586,14 @@ def pretrained_tokenizer(name: str, max_length: int | None) -> tuple[Tokenizer, 
         from transformers import AutoTokenizer
     except ImportError:
         raise ImportError("data.tokenizer needs transformers: pip install -e '.[hf]'") from None
-    loaded = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False)
+    from dltemplate.nets.transformer import from_hub_or_folder
+
+    loaded = from_hub_or_folder(
+        lambda: AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False),
+        name,
+        "tokenizer",
+        f"data.tokenizer={name} (net=transformer sets it)",
+    )
     if not loaded.is_fast:
         raise ConfigError(f"data.tokenizer={name}: the model has no fast tokenizer (tokenizer.json) to store")
     tokenizer = Tokenizer.from_str(loaded.backend_tokenizer.to_str())

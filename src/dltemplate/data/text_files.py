@@ -106,14 +106,26 @@ def _read_archive(path: Path, add: Callable[[Sequence[str], Callable[[], bytes]]
         ) from None
 
 
-def read_text_table(path: Path, text_column: str, label_column: str | None, sep: str | None) -> pd.DataFrame:
-    """A CSV/TSV of texts (and labels), every cell a string; the separator is detected when `sep` is None."""
-    frame = read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    needed = [c for c in (text_column, label_column) if c is not None]
+def read_text_table(
+    path: Path, text_column: str, label_column: str | None, sep: str | None, header: bool | None = True
+) -> pd.DataFrame:
+    """A CSV/TSV of texts (and labels), every cell a string; the separator is detected when `sep` is None.
+
+    `header`: see `csv_files.read_csv` (None detects whether the first row names the columns; without
+    names, the columns are "0", "1", ...).
+    """
+    frame = read_csv(path, sep=sep, header=header, dtype=str, keep_default_na=False)
+    needed = [str(c) for c in (text_column, label_column) if c is not None]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise MissingColumnError(
-            f"{path} lacks the column(s) {missing}; it has {list(frame.columns)}: "
-            "set data.text_column and data.label_column"
-        )
+        has_header, why = frame.attrs["header"]
+        if not has_header:
+            first = frame.iloc[0].tolist()
+            hint = (
+                f"it has no header row ({why}): its columns are {list(frame.columns)} (first row {first}); "
+                "set data.text_column and data.label_column to their positions, or data.header=true"
+            )
+        else:
+            hint = f"it has {list(frame.columns)}: set data.text_column and data.label_column"
+        raise MissingColumnError(f"{path} lacks the column(s) {missing}; {hint}")
     return frame

@@ -9,6 +9,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
 from dltemplate.callbacks.finetune import BackboneFreeze, finetune_policy
+from dltemplate.errors import ConfigError
 from dltemplate.losses import LossSpec, build_loss
 from dltemplate.modules.factories import (
     NetSpec,
@@ -76,7 +77,10 @@ class ClassificationModule(StepModule):
         self.backbone_lr_scale = None if self.finetune is None else self.finetune["backbone_lr_scale"]
         self.binary = num_classes == 2
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
+            raise ConfigError(
+                f"module.class_weights has {len(class_weights)} entries for {num_classes} classes: give one per "
+                "class, or module.class_weights='${dims.class_weights}' (balanced on the training split)"
+            )
         task = "binary" if self.binary else "multiclass"
         self.loss_fn = build_loss(loss, task, class_weights=class_weights, label_smoothing=label_smoothing)
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dltemplate import hub
 from dltemplate.errors import ConfigError
 
 # `timm.create_model` arguments that load weights: only `pretrained` and `weights` may do that here
@@ -73,7 +74,7 @@ class TimmNet(nn.Module):
         kwargs = dict(model_kwargs or {}, num_classes=0, in_chans=in_chans)  # num_classes=0: pooled features
         if weights is not None:
             kwargs["pretrained_cfg_overlay"] = {"state_dict": read_state_dict(weights), "file": None}
-        self.backbone = timm.create_model(model_name, pretrained=pretrained or weights is not None, **kwargs)
+        self.backbone = _create(timm, model_name, pretrained and weights is None, weights is not None, kwargs)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, out_features))
 
     @classmethod
@@ -95,6 +96,23 @@ class TimmNet(nn.Module):
         data = _timm().data.resolve_data_config(pretrained_cfg=found.to_dict())
         size = (config.get("model_kwargs") or {}).get("img_size") or data["input_size"][-1]
         return {"input_size": int(size), "mean": list(data["mean"]), "std": list(data["std"])}
+
+
+def _create(timm, model_name: str, from_hub: bool, from_file: bool, kwargs: dict[str, Any]) -> nn.Module:
+    """`timm.create_model`; timm's own pretrained weights through `dltemplate.hub` (offline: the cache or one error)."""
+    if not from_hub:
+        return timm.create_model(model_name, pretrained=from_file, **kwargs)
+    found = timm.models.get_pretrained_cfg(model_name)
+    hub_id = getattr(found, "hf_hub_id", None)
+    source = hub_id or getattr(found, "url", None) or "timm's source"
+    cache = None if hub_id else Path(torch.hub.get_dir()) / "checkpoints"  # a URL goes to torch's hub cache
+    return hub.from_hub(
+        lambda: timm.create_model(model_name, pretrained=True, **kwargs),
+        f"the pretrained weights of {model_name} ({source})",
+        f"net=timm net.model_name={model_name} net.pretrained=true",
+        "net.weights=<a .pth/.safetensors file of its state dict>",
+        cache,
+    )
 
 
 def read_state_dict(source: str) -> dict[str, Tensor]:

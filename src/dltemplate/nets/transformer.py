@@ -14,11 +14,16 @@ The data module tokenises with the model's own fast tokenizer (`data_settings` n
 takes the padded token ids (B, L) and derives the attention mask from `pad_token_id`.
 """
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from dltemplate import hub
+
+T = TypeVar("T")
 
 # parts of a saved config that describe a checkpoint's origin or its own classifier, not the encoder
 DROPPED_KEYS = {"architectures", "id2label", "label2id", "auto_map", "transformers_version", "dtype", "torch_dtype"}
@@ -65,7 +70,12 @@ class TransformerNet(nn.Module):
         if offline and (pretrained or not config):
             raise ValueError("net.config holds no architecture: a checkpoint's transformer is built from it alone")
         if pretrained:
-            self.backbone = transformers.AutoModel.from_pretrained(model_name, trust_remote_code=False).train()
+            self.backbone = from_hub_or_folder(
+                lambda: transformers.AutoModel.from_pretrained(model_name, trust_remote_code=False),
+                model_name,
+                "weights",
+                "net=transformer net.pretrained=true",
+            ).train()
         else:
             self.backbone = transformers.AutoModel.from_config(model_config(model_name, config))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.config.hidden_size, out_features))
@@ -95,9 +105,27 @@ class TransformerNet(nn.Module):
         """`config` with the model's architecture in `config`, read from the hub cache or the directory."""
         config = dict(config)
         if not config.get("config"):
-            loaded = _transformers().AutoConfig.from_pretrained(config["model_name"], trust_remote_code=False)
+            name = config["model_name"]
+            loaded = from_hub_or_folder(
+                lambda: _transformers().AutoConfig.from_pretrained(name, trust_remote_code=False),
+                name,
+                "config (its architecture)",
+                "net=transformer",
+            )
             config["config"] = plain_model_config(loaded.to_dict())
         return config
+
+
+def from_hub_or_folder(load: Callable[[], T], model_name: str, part: str, setting: str) -> T:
+    """`load()` of a model's `part` from a local folder as it is, or from the hub through `hub.from_hub`."""
+    if Path(model_name).is_dir():
+        return load()
+    return hub.from_hub(
+        load,
+        f"the {part} of {model_name}",
+        setting,
+        f"net.model_name=<a folder written by save_pretrained, with the model's {part}>",
+    )
 
 
 def plain_model_config(values: Mapping[str, Any]) -> dict[str, Any]:
