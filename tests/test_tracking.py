@@ -207,3 +207,51 @@ def test_gradient_norms_are_each_layers_norm_averaged_over_the_steps(monkeypatch
     assert logged.keys() == {"weights/0/grad_norm", "weights/2/grad_norm"}
     for layer, value in expected.items():
         assert logged[f"weights/{layer}/grad_norm"] == pytest.approx(value, rel=1e-5)
+
+
+# One process of test_runs_starting_together_into_a_new_mlflow_store_are_all_recorded: waits for the
+# common start time, then sets the logger up, logs a metric and ends the run.
+_CONCURRENT_RUN = """
+import sys, time
+from dltemplate.loggers import MLFlowLogger
+store, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+logger = MLFlowLogger(experiment_name="rings", run_name=name, tracking_uri=f"sqlite:///{store}/mlflow.db",
+                      artifact_location=f"{store}/mlartifacts")
+logger.log_metrics({"val/acc": 0.5}, step=0)
+logger.finalize("success")
+"""
+
+
+@pytest.mark.slow  # several seconds: starts processes that import MLflow
+@pytest.mark.parametrize("runs", [2, 4])
+def test_runs_starting_together_into_a_new_mlflow_store_are_all_recorded(tmp_path, runs):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers import ROOT
+
+    store = tmp_path / "logs"  # does not exist yet: the first run creates the store
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    start = time.time() + 8  # after every process has imported MLflow
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_RUN, str(store), f"run{i}", str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(runs)
+    ]
+    outcomes = [(p.wait(timeout=240), p.stderr.read()) for p in processes]
+    assert all(code == 0 for code, _ in outcomes), [err[-2000:] for code, err in outcomes if code]
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("rings")
+    recorded = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in recorded) == [f"run{i}" for i in range(runs)]
+    assert all(r.data.metrics["val/acc"] == 0.5 for r in recorded)

@@ -14,9 +14,12 @@ W&B group. Pick loggers with `logger=tensorboard`, `logger=mlflow`, `logger=[ten
 
 import re
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import loggers
 
 _LR = re.compile(r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/pg(?P<group>\d+))?$")
@@ -86,13 +89,41 @@ class MLFlowLogger(loggers.MLFlowLogger):
             kwargs["experiment_name"] = f"{kwargs.get('experiment_name', 'runs')}/{group}"
         if artifact_location is not None:
             artifact_location = Path(artifact_location).resolve().as_uri()
-        tracking_uri = kwargs.get("tracking_uri") or ""
-        if tracking_uri.startswith("sqlite:///"):  # the folder must exist before SQLite creates the file
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(artifact_location=artifact_location, **kwargs)
+        self._store_lock = _store_lock(kwargs.get("tracking_uri") or "")
+        with self._store_lock:  # MLflow creates (migrates) a new store's tables here
+            super().__init__(artifact_location=artifact_location, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        """Lightning's MLflow client; the experiment and the run are created once, under the store's lock.
+
+        Two runs starting together would both find no experiment `<task>` and both create it.
+        """
+        if self._initialized or rank_zero_only.rank != 0:
+            return super().experiment
+        with self._store_lock:
+            return super().experiment
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(metric_names(metrics), step)
+
+
+def _store_lock(tracking_uri: str) -> FileLock | nullcontext:
+    """An inter-process lock for setting up the local MLflow store `tracking_uri` (none for a server).
+
+    MLflow creates a new SQLite store's tables on first use, and two processes doing it at once
+    fail (`duplicate column name: step`, or an Alembic version mismatch) and lose a run: runs of a
+    parallel sweep, or two people sharing a log directory, start together. Under this lock the
+    store is created by the first and found complete by the others.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri.removeprefix("sqlite:///"))
+    elif tracking_uri.startswith("file:") or (tracking_uri and "://" not in tracking_uri):
+        store = Path(tracking_uri.removeprefix("file://").removeprefix("file:"))  # a folder store (mlruns)
+    else:
+        return nullcontext()
+    store.parent.mkdir(parents=True, exist_ok=True)  # the folder must exist before SQLite creates the file
+    return FileLock(f"{store}.lock")
 
 
 class WandbLogger(loggers.WandbLogger):
