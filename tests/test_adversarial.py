@@ -29,7 +29,7 @@ from dltemplate.sweeps import summarise
 from dltemplate.train import main as train_main
 from dltemplate.train import train
 from tests.datasets import titanic_frame, write_titanic
-from tests.helpers import CONFIG_DIR
+from tests.helpers import CONFIG_DIR, run_script
 
 
 class Payload:
@@ -348,3 +348,27 @@ def test_tensorboard_shows_each_step_once_after_resuming_from_an_earlier_checkpo
         steps = [event.step for event in accumulator.Scalars(tag)]
         assert len(steps) == len(set(steps)), (tag, steps)
     assert len(accumulator.Scalars("val/loss")) == 4
+
+
+@pytest.mark.slow  # two train.py processes
+def test_a_command_refused_a_finished_runs_directory_leaves_its_hydra_files_and_log(tmp_path):
+    run_dir = tmp_path / "finished"
+    command = ["train.py", "task=linear_regression", "debug=limit_batches", f"paths.log_dir={tmp_path / 'logs'}"]
+    first = run_script([*command, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = [run_dir / ".hydra" / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+    records.append(run_dir / "train.log")
+    before = {path: path.read_bytes() for path in records}
+    everything = _snapshot(run_dir)
+
+    refused = run_script([*command, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"])
+    assert refused.returncode == 2
+    error_lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert error_lines == [
+        f"error: {run_dir} already holds results of another run (checkpoints, result.json, TensorBoard events); "
+        "choose a new hydra.run.dir, or pass ckpt_path=<that run> to resume it"
+    ]
+    assert "Traceback" not in refused.stderr
+    assert {path: path.read_bytes() for path in records} == before
+    assert "max_epochs=2" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert _snapshot(run_dir) == everything
