@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -21,7 +22,7 @@ from omegaconf.errors import InterpolationKeyError
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
-from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
+from dltemplate.checkpoint import AtomicCheckpointIO, checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.data.inferred import format_table, save_table
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.modules.factories import complete_net_config, net_data_settings
@@ -166,7 +167,10 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None, extra_callbac
             extra["log_graph"] = False  # TorchScript cannot trace a compiled net
         loggers.append(instantiate(config, **extra))
     check_trainer_types(cfg.trainer)
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: write checkpoints safely
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
 
 
 def check_trainer_types(trainer: DictConfig) -> None:

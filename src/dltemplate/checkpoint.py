@@ -24,17 +24,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig, OmegaConf
 
 from dltemplate import registry
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, UserError
+from dltemplate.files import write_atomically
 from dltemplate.modules.factories import no_downloads
 from dltemplate.rundir import read_result
 
 log = logging.getLogger(__name__)
 
 DOWNLOAD_KEYS = ("download", "url")  # where data modules keep their download sources
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing a local checkpoint beside its target and renaming it there.
+
+    Lightning writes through fsspec, which puts the file in $TMPDIR and moves it: a copy when the
+    run directory is on another filesystem (a Docker volume, a network disk), so a kill mid-copy
+    left a truncated `last.ckpt` and the previous one gone. Here the temporary file is in the
+    checkpoint's folder, flushed to disk, then renamed over the target in one step
+    (`files.write_atomically`): until the new checkpoint is complete, the previous one stays.
+    Remote paths (s3://...) keep Lightning's way.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        write_atomically(Path(path), lambda partial: torch.save(checkpoint, partial))
 
 
 def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
