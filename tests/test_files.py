@@ -46,6 +46,10 @@ def test_a_folder_without_its_marker_is_built_again(tmp_path):
     assert (folder / "data.bin").read_bytes() == b"whole"
 
 
+def _no_tmpdir(*args, **kwargs):
+    raise OSError(28, "No space left on device (a temporary file in $TMPDIR)")
+
+
 def test_a_checkpoint_is_written_beside_its_target_and_renamed_never_through_tmpdir(tmp_path, monkeypatch):
     import os
     import tempfile
@@ -54,7 +58,7 @@ def test_a_checkpoint_is_written_beside_its_target_and_renamed_never_through_tmp
 
     from dltemplate.checkpoint import AtomicCheckpointIO
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no_such_tmpdir"))  # $TMPDIR on an unusable disk
+    monkeypatch.setattr(tempfile, "mkstemp", _no_tmpdir)
     renames = []
     replace = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), replace(src, dst)))
@@ -94,7 +98,7 @@ def test_training_writes_its_checkpoints_without_tmpdir(make_cfg, monkeypatch):
     from dltemplate.train import train
 
     cfg = make_cfg("task=linear_regression", "debug=limit_batches", "trainer.max_epochs=2", "test=false")
-    monkeypatch.setattr(tempfile, "tempdir", str(Path(cfg.paths.output_dir) / "no_such_tmpdir"))
+    monkeypatch.setattr(tempfile, "mkstemp", _no_tmpdir)
     result = train(cfg)
     assert isinstance(result.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     checkpoints = Path(result.output_dir) / "checkpoints"
