@@ -134,7 +134,12 @@ def test_lightning_metric_names_become_consistent_tags():
     assert metric_name("epoch") == "train/epoch"
     assert metric_name("lr-AdamW") == "train/lr"
     assert metric_name("lr-SGD-momentum") == "train/momentum"
-    assert metric_name("lr-AdamW/pg2") == "train/lr_pg2"
+    assert metric_name("lr-AdamW/pg2") == "train/lr/pg2"
+    assert metric_name("lr-AdamW/backbone/decayed") == "train/lr/backbone/decayed"
+    assert metric_name("lr-SGD/decayed-momentum") == "train/momentum/decayed"
+    assert metric_name("train/lr_pg2") == "train/lr/pg2"  # an earlier version's name
+    assert metric_name("train/lr") == "train/lr"
+    assert metric_name("train/lr/decayed") == "train/lr/decayed"
     assert metric_name("val/acc") == "val/acc"
 
 
@@ -255,3 +260,51 @@ def test_runs_starting_together_into_a_new_mlflow_store_are_all_recorded(tmp_pat
     recorded = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in recorded) == [f"run{i}" for i in range(runs)]
     assert all(r.data.metrics["val/acc"] == 0.5 for r in recorded)
+
+
+def test_the_learning_rate_is_one_train_lr_tag_whatever_the_parameter_groups(tmp_path):
+    import pandas as pd
+    from lightning.pytorch import LightningModule, Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dltemplate.callbacks.learning_rate import LearningRateMonitor
+    from dltemplate.loggers import CSVLogger
+
+    class Grouped(LightningModule):  # the groups parameter_groups makes with weight decay and a backbone
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.head(self.backbone(x)).squeeze(1), y)
+
+        def configure_optimizers(self):
+            groups = [
+                {"params": [self.head.weight], "name": "decayed"},
+                {"params": [self.head.bias], "name": "not_decayed", "weight_decay": 0.0},
+                {"params": [self.backbone.weight], "name": "backbone/decayed", "lr": 1e-3},
+                {"params": [self.backbone.bias], "name": "backbone/not_decayed", "lr": 1e-3, "weight_decay": 0.0},
+            ]
+            optimizer = torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.1)
+            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)}
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2), torch.randn(8)), batch_size=4)
+    logger = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    trainer = Trainer(
+        max_epochs=3,
+        logger=logger,
+        callbacks=[LearningRateMonitor(logging_interval="epoch")],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(Grouped(), data)
+    table = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    lr_columns = sorted(c for c in table.columns if "lr" in c)
+    assert lr_columns == ["train/lr", "train/lr/backbone/decayed", "train/lr/backbone/not_decayed"]
+    assert table["train/lr"].dropna().tolist() == pytest.approx([1e-2, 5e-3, 2.5e-3])  # the head's, as scheduled
+    assert table["train/lr/backbone/decayed"].dropna().tolist() == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert not any(key.startswith("lr-") for key in trainer.callback_metrics)
+    assert float(trainer.callback_metrics["train/lr"]) == pytest.approx(2.5e-3)

@@ -6,7 +6,10 @@ they are written (`metric_name`), so every logger shows the same tags:
     Lightning writes          every logger here writes
     train/loss_epoch          train/loss           (the epoch mean; the per-step value stays train/loss_step)
     epoch                     train/epoch
-    lr-AdamW                  train/lr             (lr-AdamW/pg2 → train/lr_pg2, lr-SGD-momentum → train/momentum)
+    lr-AdamW                  train/lr             (lr-AdamW/<group> → train/lr/<group>, lr-SGD-momentum → …/momentum)
+
+The learning rate itself is written by `dltemplate.callbacks.learning_rate.LearningRateMonitor` as
+`train/lr`, the main parameter group's, whatever the groups (`lr-AdamW/decayed` before).
 
 Runs of one sweep or Optuna study share a `group`: the MLflow experiment `<task>/<group>`, the
 W&B group. Pick loggers with `logger=tensorboard`, `logger=mlflow`, `logger=[tensorboard,mlflow]`.
@@ -22,7 +25,11 @@ from filelock import FileLock
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import loggers
 
-_LR = re.compile(r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/pg(?P<group>\d+))?$")
+# Lightning's LearningRateMonitor tags: lr-<Optimizer>[-momentum][/<group>][-momentum]
+_LR = re.compile(
+    r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/(?P<group>.+?))?(?:-(?P<after>momentum|weight_decay))?$"
+)
+_OLD_GROUP = re.compile(r"^train/(?P<what>lr|momentum)_(?P<group>pg\d+)$")  # train/lr_pg2 → train/lr/pg2
 
 
 # names of earlier versions, still accepted where a user names a metric (monitor, optimized_metric)
@@ -39,10 +46,10 @@ def metric_name(name: str) -> str:
         return "train/epoch"
     if name.endswith("_epoch"):
         return name.removesuffix("_epoch")
-    match = _LR.match(name)
+    match = _LR.match(name) or _OLD_GROUP.match(name)
     if match:
-        what = match["what"] or "lr"
-        return f"train/{what}" + (f"_pg{match['group']}" if match["group"] else "")
+        what = match.groupdict().get("after") or match["what"] or "lr"
+        return f"train/{what}" + (f"/{match['group']}" if match["group"] else "")
     return name
 
 
