@@ -308,3 +308,41 @@ def test_the_learning_rate_is_one_train_lr_tag_whatever_the_parameter_groups(tmp
     assert table["train/lr/backbone/decayed"].dropna().tolist() == pytest.approx([1e-3, 5e-4, 2.5e-4])
     assert not any(key.startswith("lr-") for key in trainer.callback_metrics)
     assert float(trainer.callback_metrics["train/lr"]) == pytest.approx(2.5e-3)
+
+
+def test_metrics_csv_keeps_lightnings_epoch_and_step_columns(tmp_path):
+    import pandas as pd
+    from lightning.pytorch import LightningModule, Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dltemplate.loggers import CSVLogger
+
+    class Tiny(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self.layer(batch[0]).squeeze(1), batch[1])
+            self.log("train/loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(TensorDataset(torch.randn(12, 2), torch.randn(12)), batch_size=4)
+    trainer = Trainer(
+        max_epochs=3,
+        logger=CSVLogger(save_dir=tmp_path, name="csv", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), data)
+    table = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert {"epoch", "step", "train/epoch", "train/loss", "train/loss_step"} <= set(table.columns)
+    per_epoch = table.groupby("epoch")["train/loss"].last()
+    assert per_epoch.index.tolist() == [0, 1, 2] and per_epoch.notna().all()
+    assert (table["epoch"] == table["train/epoch"]).all()
+    assert table.groupby("epoch")["step"].max().tolist() == [2, 5, 8]  # 3 steps per epoch

@@ -75,10 +75,17 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
 
 
 class CSVLogger(loggers.CSVLogger):
-    """Lightning's CSVLogger (metrics.csv) with consistent metric names."""
+    """Lightning's CSVLogger (metrics.csv) with consistent metric names, keeping Lightning's `epoch` and `step`.
+
+    `metrics.csv` has the `train/epoch` column every logger has, and also Lightning's own `epoch`
+    (and `step`) columns, so the usual `pd.read_csv(...).groupby("epoch")` works.
+    """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics(metric_names(metrics), step)
+        renamed = metric_names(metrics)
+        if "epoch" in metrics:
+            renamed["epoch"] = metrics["epoch"]
+        super().log_metrics(renamed, step)
 
 
 class MLFlowLogger(loggers.MLFlowLogger):
