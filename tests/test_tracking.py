@@ -74,9 +74,18 @@ def test_hparams_columns_are_the_same_for_runs_of_different_tasks(make_cfg):
         train(make_cfg("task=linear_regression", "debug=limit_batches", "trainer.max_epochs=1", run="linear")),
     ]
     (rings_exp, rings_start), (linear_exp, linear_start) = (hparams_records(Path(r.output_dir)) for r in runs)
-    assert rings_exp == linear_exp  # whichever run TensorBoard takes the definition from, the columns match
+    # whichever run TensorBoard takes the definition from, the columns match; each run's own come first
+    assert rings_exp.hparam_infos == linear_exp.hparam_infos
     assert [h.name for h in rings_exp.hparam_infos] == list(HPARAMS)
-    assert [m.name.tag for m in rings_exp.metric_infos] == list(COLUMNS)
+    for run, experiment in zip(runs, (rings_exp, linear_exp), strict=True):
+        columns = [m.name.tag for m in experiment.metric_infos]
+        assert sorted(columns) == sorted(COLUMNS)
+        shown = columns[:5]  # what TensorBoard shows before the user picks other columns
+        assert all(run.metrics.get(c) == run.metrics.get(c) and c in run.metrics for c in shown), shown
+        assert any(c.endswith("_best") for c in shown) and any(c.startswith("test/") for c in shown)
+    assert "test/mse" not in [m.name.tag for m in rings_exp.metric_infos][:5]  # a classifier has none
+    assert [m.name.tag for m in linear_exp.metric_infos][:2] == ["val/mse_best", "test/mse"]  # its monitored metric
+    assert rings_start.group_name.startswith("rings · ")  # the row is named by its run directory's name first
     assert rings_start.hparams["task"].string_value == "rings"
     assert linear_start.hparams["net"].string_value == "Linear"
     assert rings_start.hparams["size"].string_value == "hidden=32,32"
@@ -141,6 +150,19 @@ def test_lightning_metric_names_become_consistent_tags():
     assert metric_name("train/lr") == "train/lr"
     assert metric_name("train/lr/decayed") == "train/lr/decayed"
     assert metric_name("val/acc") == "val/acc"
+
+
+def test_hparams_rows_are_named_by_what_tells_runs_apart_first():
+    from dltemplate.callbacks.summary import session_name
+
+    logs = Path("/data/logs")
+    run = logs / "titanic" / "runs" / "2026-12-07_10-00-00_123456_lr=0.01_hidden=64,64"
+    assert session_name(run, logs) == "lr=0.01_hidden=64,64 · 2026-12-07 10:00:00.123456 · titanic/runs"
+    assert (
+        session_name(run.with_name("2026-12-07_10-00-00_123456"), logs) == "2026-12-07 10:00:00.123456 · titanic/runs"
+    )
+    job = logs / "rings" / "multiruns" / "2026-12-07_10-00-00_123456" / "3_lr=0.1"
+    assert session_name(job, logs) == "lr=0.1 · job 3 · rings/multiruns/2026-12-07_10-00-00_123456"
 
 
 def test_run_labels_say_what_a_command_line_changes():
