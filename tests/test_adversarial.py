@@ -372,3 +372,22 @@ def test_a_command_refused_a_finished_runs_directory_leaves_its_hydra_files_and_
     assert {path: path.read_bytes() for path in records} == before
     assert "max_epochs=2" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert _snapshot(run_dir) == everything
+
+
+def test_a_copied_run_directory_predicts_with_its_own_checkpoint(finished_run, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from dltemplate.checkpoint import default_paths, find_checkpoint
+
+    copy = tmp_path / "elsewhere" / "copied_run"
+    shutil.copytree(finished_run, copy)
+    recorded = Path(json.loads((copy / RESULT_FILE).read_text())["best_checkpoint"])
+    assert recorded.is_relative_to(finished_run)  # the record names the original's file
+    with caplog.at_level(logging.INFO, logger="dltemplate.checkpoint"):
+        chosen = find_checkpoint(copy)
+    assert chosen == copy / "checkpoints" / recorded.name
+    assert str(chosen) in caplog.text  # it says which file it uses
+    shutil.rmtree(finished_run)  # the original gone: the copy restores from its own file alone
+    module, _, _ = restore(copy, paths=default_paths(str(tmp_path / "data")))
+    assert module is not None

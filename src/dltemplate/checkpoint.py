@@ -64,6 +64,9 @@ def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
 
     For a run directory, `prefer="best"` picks the checkpoint the run tested (recorded in its
     result.json, else its only `epoch*.ckpt`), and `prefer="last"` its `last.ckpt` (to resume).
+    The file is always the one inside the directory given: a copied or moved run directory uses its
+    own checkpoint, never the original's through the absolute path its result.json recorded. The
+    file chosen is logged.
     """
     path = Path(value)
     if path.is_file():
@@ -76,8 +79,10 @@ def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
         tested = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("last"))
         best = _recorded_best(path) or (tested[0] if len(tested) == 1 else None)
         if best is not None:
+            log.info("ckpt_path=%s: using %s, the checkpoint the run tested", value, best)
             return best
     if last.is_file():
+        log.info("ckpt_path=%s: using %s, the run's last checkpoint", value, last)
         return last
     found = sorted(p.name for p in folder.glob("*.ckpt"))
     raise MissingFileError(
@@ -87,8 +92,20 @@ def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
 
 
 def _recorded_best(run_dir: Path) -> Path | None:
-    best = (read_result(run_dir) or {}).get("best_checkpoint")
-    return Path(best) if isinstance(best, str) and Path(best).is_file() else None
+    """The checkpoint the run in `run_dir` tested, as a file inside `run_dir` (None if it is not there).
+
+    result.json records the absolute path where the run wrote it; a copy of the directory holds the
+    same file at the same place relative to the directory.
+    """
+    record = read_result(run_dir) or {}
+    best, original = record.get("best_checkpoint"), record.get("output_dir")
+    if not isinstance(best, str):
+        return None
+    try:
+        here = run_dir / Path(best).relative_to(str(original))
+    except ValueError:  # recorded elsewhere (an older record): the file of that name in the run's checkpoints
+        here = run_dir / "checkpoints" / Path(best).name
+    return here if here.is_file() else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
