@@ -391,3 +391,27 @@ def test_a_copied_run_directory_predicts_with_its_own_checkpoint(finished_run, t
     shutil.rmtree(finished_run)  # the original gone: the copy restores from its own file alone
     module, _, _ = restore(copy, paths=default_paths(str(tmp_path / "data")))
     assert module is not None
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_for_prediction_and_export(finished_run, tmp_path, capsys):
+    from dltemplate.export import main as export_main
+
+    best = Path(json.loads((finished_run / RESULT_FILE).read_text())["best_checkpoint"])
+    checkpoint = torch.load(best, weights_only=True)
+    name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("nan"))
+    diverged = tmp_path / "diverged.ckpt"
+    torch.save(checkpoint, diverged)
+    with pytest.raises(CheckpointError, match=rf"not finite numbers \(NaN or infinity\) in {name}"):
+        restore(diverged)
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={diverged}", f"output={tmp_path / 'model.onnx'}", f"paths.data_dir={tmp_path / 'data'}"],
+        output_dir=tmp_path / "export",
+        config_name="export",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        run_entry_point(export_main, cfg)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {diverged} holds weights that are not finite")
+    assert not (tmp_path / "model.onnx").exists()

@@ -131,6 +131,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def check_finite_weights(checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose weights hold NaN or infinity: its every prediction would be meaningless.
+
+    A run that diverged (too high a learning rate) saves such weights; predicting with them gives
+    the same class for every row, or NaN, with no other sign.
+    """
+    state = checkpoint.get("state_dict")
+    bad = [
+        str(name)
+        for name, tensor in (state.items() if isinstance(state, Mapping) else ())
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds weights that are not finite numbers (NaN or infinity) in {', '.join(bad[:3])}{more}: "
+            "the run diverged before it was saved. Use an earlier checkpoint of the run, or train again "
+            "with a lower module.optimizer.lr"
+        )
+
+
 def checkpoint_run_config(checkpoint: Mapping[str, Any], path: str | Path) -> DictConfig:
     """The run config stored in `checkpoint`, checked to have the parts a restore needs."""
     config = checkpoint.get("config")
@@ -166,6 +187,7 @@ def restore(
     """
     path = find_checkpoint(ckpt_path, prefer="best")
     checkpoint = load_checkpoint(path)
+    check_finite_weights(checkpoint, path)
     cfg = checkpoint_run_config(checkpoint, path)
     paths = default_paths() if paths is None else paths
     cfg.paths = OmegaConf.create(
