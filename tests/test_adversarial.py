@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from dltemplate import registry
 from dltemplate.checkpoint import load_checkpoint, restore
 from dltemplate.cli import run_entry_point
 from dltemplate.config import compose_config
-from dltemplate.errors import CheckpointError, ConfigError, OutputExistsError
+from dltemplate.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dltemplate.evaluate import evaluate
 from dltemplate.export import export_checkpoint
 from dltemplate.modules.classification import ClassificationModule
@@ -415,3 +416,14 @@ def test_a_checkpoint_with_nan_weights_is_refused_for_prediction_and_export(fini
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {diverged} holds weights that are not finite")
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_huge_finite_input_is_an_error_not_a_class(titanic_run, tmp_path):
+    result, _ = titanic_run
+    cfg = predict_cfg(Path(result.best_checkpoint), tmp_path)
+    frame = pd.read_csv(cfg.input)
+    frame.loc[1, "Age"] = 1e300  # finite, but far outside what the model saw
+    frame.to_csv(cfg.input, index=False)
+    with pytest.raises(DataError, match=r"input row\(s\) 2 \(counting from 1\) give outputs that are not numbers"):
+        predict(cfg)
+    assert not Path(cfg.output).exists()

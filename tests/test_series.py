@@ -395,3 +395,14 @@ def test_step_numbers_are_not_years_and_written_dates_win_over_year_like_numbers
     dates = pd.date_range("2020-01-01", periods=47).strftime("%Y-%m-%d")
     counts = pd.DataFrame({"cases_today": range(1700, 1747), "date": dates})
     assert find_date_column(counts)[:2] == ("date", "%Y-%m-%d")
+
+
+def test_a_huge_finite_value_in_the_series_is_an_error_not_a_null_forecast(tmp_path):
+    frame = seasonal_frame(60)
+    dm = SeriesDataModule(write(frame, tmp_path / "s.csv"), date_column="date")
+    dm.setup("fit")
+    module = ForecastingModule(LastValue(), scale=dm.scale, naive_scale=dm.naive_scale)
+    huge = frame.copy()
+    huge.loc[huge.index[-1], "sales"] = 1e300
+    with pytest.raises(DataError, match=r"not a number \(NaN or infinity\) from step 1.*largest 1e\+300"):
+        forecast_table(module, dm, write(huge, tmp_path / "huge.csv"), steps=3)

@@ -48,6 +48,13 @@ def forecast_table(
         while len(history) < len(series) + steps:
             x = datamodule.scaled(history.iloc[-window:])[None]  # (1, window, C)
             step = module.to_units(module(x))[0]  # (horizon, C), own units
+            if not torch.isfinite(step).all():
+                raise DataError(
+                    f"the forecast is not a number (NaN or infinity) from step {len(history) - len(series) + 1}: "
+                    f"the series' last {window} values (largest {float(history.iloc[-window:].abs().max().max()):.3g}) "
+                    "are far outside what the model was trained on, so its arithmetic overflows; check the series "
+                    "for values of the wrong scale or unit"
+                )
             if floor is not None:
                 step = step.clamp(min=floor)
             index = _next_index(history.index, horizon, datamodule.hparams.get("frequency"))
