@@ -515,3 +515,25 @@ def test_roles_and_derived_columns_from_the_command_line_reach_the_run_config(ma
     saved = yaml.safe_load((tmp_path / "run" / "inferred.yaml").read_text())
     assert saved["data.dates"]["value"] == ["sold", "seen"]
     assert "seen: dates in format %d-%m-%Y %H.%M → year, month, day, weekday, hour" in saved["data.dates"]["from"]
+
+
+def test_integer_classes_with_empty_target_cells_stay_integers(tmp_path):
+    frame = mixed_frame(200)
+    frame["label"] = (frame["x1"] > frame["x1"].median()).astype(int)  # classes 0 and 1
+    with_gaps = frame.astype({"label": object})
+    with_gaps.loc[[5, 17, 40], "label"] = None  # pandas reads the column back as 0.0, 1.0, NaN
+    with_gaps.to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[:30].to_csv(tmp_path / "test.csv", index=False)  # no gaps: read as integers
+    assert pd.read_csv(tmp_path / "train.csv")["label"].dtype == float
+    dm = TabularDataModule(
+        train_file=str(tmp_path / "train.csv"),
+        test_file=str(tmp_path / "test.csv"),
+        target="label",
+        drop=["grade", "price"],
+        id_column="id",
+        task="classification",
+    )
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.class_names == ["0", "1"]
+    assert dm.test_set.tensors[1].tolist() == frame["label"].iloc[:30].tolist()  # the same classes both ways

@@ -42,3 +42,17 @@ def rows_with_target(frame: pd.DataFrame, column: str, source: str, policy: Miss
         raise DataError(f"every row of {source} has an empty target {column!r}: fill them in")
     log.warning("dropped %d rows of %s whose target %r is empty", count, source, column)
     return frame[~empty]
+
+
+def as_labels(values: pd.Series) -> pd.Series:
+    """Class labels as text: whole numbers that pandas read as floats are written as integers.
+
+    A column of integer classes with an empty cell is read as floats (0.0, 1.0, NaN); its classes
+    are still '0' and '1', as in a file without empty cells, not '0.0' and '1.0'. Empty cells stay
+    empty (NaN); other values are their text.
+    """
+    if pd.api.types.is_float_dtype(values):
+        present = values.dropna()
+        if len(present) and (present == present.round()).all() and present.abs().max() < 2**53:
+            return values.map(lambda v: v if pd.isna(v) else str(int(v)))
+    return values.astype(str).where(values.notna(), values)
