@@ -537,3 +537,20 @@ def test_integer_classes_with_empty_target_cells_stay_integers(tmp_path):
     dm.setup("test")
     assert dm.class_names == ["0", "1"]
     assert dm.test_set.tensors[1].tolist() == frame["label"].iloc[:30].tolist()  # the same classes both ways
+
+
+def test_a_whole_number_category_written_as_a_float_is_the_same_category():
+    from dltemplate.data.table_encoder import TableEncoder
+
+    train = pd.DataFrame({"age": [22.0, 38.0, 26.0, 35.0, None, 54.0], "pclass": [3, 1, 3, 1, 3, 2]})
+    encoder = TableEncoder(["age"], ["pclass"]).fit(train, "train.csv")
+    assert encoder.vocab["pclass"] == ["3", "1", "2"]
+    as_ints = pd.DataFrame({"age": [30.0, 30.0, 30.0], "pclass": [3, 1, 2]})
+    as_floats = pd.DataFrame({"age": [30.0, 30.0, 30.0], "pclass": [3.0, 1.0, None]})  # a gap makes pandas floats
+    ints, floats = encoder.transform(as_ints, "a.csv"), encoder.transform(as_floats, "b.csv")
+    assert torch.equal(ints[:2], floats[:2])  # 3.0 is class 3, not an unseen category
+    with_gaps = TableEncoder([], ["pclass"]).fit(pd.DataFrame({"pclass": [3.0, None, 1.0]}), "gaps.csv")
+    assert with_gaps.vocab["pclass"] == ["3", "1"]
+    old = TableEncoder([], ["pclass"])  # a checkpoint of an earlier version kept "3.0"
+    old.vocab = {"pclass": ["3.0", "1.0"]}
+    assert old.transform(pd.DataFrame({"pclass": [1.0, 3.0]}), "c.csv").flatten().tolist() == [3.0, 2.0]
