@@ -180,3 +180,18 @@ def test_ddp_on_cpu_shares_one_run_directory_and_logs_whole_set_metrics(tmp_path
         module, datamodule
     )[0]
     assert single["val/acc"] == pytest.approx(float(state["best_model_score"]), abs=1e-6)
+
+
+@pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
+def test_a_continued_search_draws_new_parameters_not_trial_0s_again(tmp_path, monkeypatch):
+    import dltemplate.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float(trial.number)})
+    base = [f"paths.log_dir={tmp_path / 'logs'}", "task=titanic", "hparams_search=titanic_optuna", "optuna.pruner=null"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for run, trials in enumerate((2, 4)):
+            cfg = compose("train", overrides=[*base, f"optuna.n_trials={trials}"])
+            cfg.paths.output_dir = str(tmp_path / f"search{run}")
+            study = tune(cfg, base_overrides=base)
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(params) == 4 and len(set(params)) == 4  # the continuation repeated none of the first two
