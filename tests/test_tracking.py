@@ -1,5 +1,6 @@
 """Experiment tracking: what TensorBoard, MLflow, W&B and CSV receive, read back from their files."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,8 +124,19 @@ def test_wandb_offline_run_holds_metrics_and_media(tracked_run):
     records = next(run_dir.glob("*.wandb")).read_bytes()  # W&B's protobuf log: keys are plain strings
     for key in (b"train/loss", b"val/acc", b"test/acc", b"val/acc_best", b"task"):
         assert key in records, key
-    media = {p.parent.name + "/" + p.name.rsplit("_", 2)[0] for p in (run_dir / "files" / "media").rglob("*.png")}
+    pngs = list((run_dir / "files" / "media").rglob("*.png"))  # named <tag>_<W&B step>_<hash>.png
+    media = {p.parent.name + "/" + p.name.rsplit("_", 2)[0] for p in pngs}
     assert {"test/confusion_matrix", "val/roc", "test/precision_recall"} <= media
+    # the run's final trainer/global_step is the trainer's, not that of the last record (the best epoch's, 4)
+    assert _last_wandb_value(records, "trainer/global_step") == str(result.trainer.global_step) == "15"
+
+
+def _last_wandb_value(records: bytes, key: str) -> str | None:
+    """The last value written for `key` as a summary item of a W&B log (protobuf: key, then value_json)."""
+    name = key.encode()
+    item = re.compile(rb"\n" + bytes([len(name)]) + re.escape(name) + rb"\x82\x01(.)", re.S)
+    found = [records[m.end() : m.end() + m.group(1)[0]] for m in item.finditer(records)]
+    return found[-1].decode() if found else None
 
 
 @pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it

@@ -153,7 +153,9 @@ class RunSummary(Callback):
                 write_hparams(logger, self.params, final, _monitor(trainer)[0], self.session)
                 logger.finalize("success")  # flush: nothing else closes the writer after this
             elif isinstance(logger, WandbLogger):
-                logger.experiment.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
+                summary = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+                summary["trainer/global_step"] = trainer.global_step  # not the step of the last record
+                logger.experiment.summary.update(summary)
                 logger.experiment.finish()
             elif isinstance(logger, (MLFlowLogger, CSVLogger)):
                 logger.finalize("success")
