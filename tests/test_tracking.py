@@ -107,6 +107,7 @@ def test_mlflow_run_has_params_metrics_and_png_artifacts(tracked_run):
     (experiment,) = [e for e in client.search_experiments() if e.name == "rings"]
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI view
     assert run.data.params["task"] == "rings" and run.data.params["optimizer"] == "AdamW"
     assert {"train/loss", "train/lr", "val/acc", "val/acc_best", "test/acc"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [4, 9, 14]

@@ -32,6 +32,9 @@ _LR = re.compile(
 _OLD_GROUP = re.compile(r"^train/(?P<what>lr|momentum)_(?P<group>pg\d+)$")  # train/lr_pg2 → train/lr/pg2
 
 
+# the experiment tag that picks the view MLflow's UI opens an experiment in (model training or GenAI)
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
 # names of earlier versions, still accepted where a user names a metric (monitor, optimized_metric)
 OLD_NAMES = {"time/epoch_s": "train/epoch_s"}
 
@@ -116,7 +119,11 @@ class MLFlowLogger(loggers.MLFlowLogger):
         if self._initialized or rank_zero_only.rank != 0:
             return super().experiment
         with self._store_lock:
-            return super().experiment
+            client = super().experiment
+            experiment = client.get_experiment(self._experiment_id)
+            if EXPERIMENT_KIND not in experiment.tags:  # open it in MLflow's model-training view, not GenAI's
+                client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND, "custom_model_development")
+            return client
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(metric_names(metrics), step)
