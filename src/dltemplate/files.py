@@ -110,7 +110,12 @@ def cached_folder(folder: Path, build: Callable[[Path], None], marker: str, what
 
 
 def files_key(paths: Iterable[Path], *settings: object) -> str:
-    """A key that changes when any of `paths` is added, removed, resized or touched, or `settings` change."""
+    """A key that changes when any of `paths` is added, removed, resized or touched, or `settings` change.
+
+    Content is not read (hashing every image of a folder on every run would cost more than the
+    cache saves): a file replaced by one of the same size with its modification time kept keeps the
+    key. The README says so where the caches are described.
+    """
     key = hashlib.sha1(repr(settings).encode())
     for path in paths:
         stat = path.stat()
