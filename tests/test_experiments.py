@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import fsspec.implementations.local as fsspec_local
 import optuna
 import pandas as pd
 import pytest
@@ -152,14 +151,17 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(make_cfg
     last = Path(result.output_dir) / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
 
-    def dies_halfway(self, data):
+    def dies_halfway(obj, path):
+        Path(path).write_bytes(before[: len(before) // 2])  # half written, then the process is killed
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(fsspec_local.LocalFileOpener, "write", dies_halfway)
+    monkeypatch.setattr(torch, "save", dies_halfway)  # the checkpoint writer's (AtomicCheckpointIO) serialisation
     with pytest.raises(KeyboardInterrupt):
         result.trainer.save_checkpoint(last)
+    monkeypatch.undo()
     assert last.read_bytes() == before
     torch.load(last, weights_only=True)
+    assert sorted(p.name for p in last.parent.iterdir() if p.name.startswith(".")) == []  # no partial file left
 
 
 @pytest.mark.slow
