@@ -381,3 +381,24 @@ def test_metrics_csv_keeps_lightnings_epoch_and_step_columns(tmp_path):
     assert per_epoch.index.tolist() == [0, 1, 2] and per_epoch.notna().all()
     assert (table["epoch"] == table["train/epoch"]).all()
     assert table.groupby("epoch")["step"].max().tolist() == [2, 5, 8]  # 3 steps per epoch
+
+
+def test_show_figures_lets_a_tall_figure_fill_its_cell_width(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dltemplate import api
+
+    with SummaryWriter(str(tmp_path)) as writer:  # a square confusion matrix beside a tall forecast
+        writer.add_image("test/confusion_matrix", torch.rand(3, 100, 100), 5)
+        writer.add_image("test/forecast", torch.rand(3, 140, 100), 5)
+    figure = api.show_figures(tmp_path, "test")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    width_px = figure.get_size_inches()[0] * figure.dpi
+    for ax in (ax for ax in figure.axes if ax.images):
+        drawn = ax.images[0].get_window_extent(renderer).width
+        cell = ax.get_subplotspec().get_position(figure).width * width_px  # the grid cell, before the aspect shrink
+        assert drawn >= 0.9 * cell, (ax.images[0].get_array().shape, drawn / cell)
