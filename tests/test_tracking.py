@@ -402,3 +402,16 @@ def test_show_figures_lets_a_tall_figure_fill_its_cell_width(tmp_path):
         drawn = ax.images[0].get_window_extent(renderer).width
         cell = ax.get_subplotspec().get_position(figure).width * width_px  # the grid cell, before the aspect shrink
         assert drawn >= 0.9 * cell, (ax.images[0].get_array().shape, drawn / cell)
+
+
+def test_only_a_local_mlflow_store_is_set_up_under_a_file_lock(tmp_path):
+    from filelock import FileLock
+
+    from dltemplate.loggers import _store_lock
+
+    sqlite = _store_lock(f"sqlite:///{tmp_path}/new/mlflow.db")
+    assert isinstance(sqlite, FileLock) and sqlite.lock_file == f"{tmp_path}/new/mlflow.db.lock"
+    assert (tmp_path / "new").is_dir()  # SQLite needs the folder before it creates the file
+    assert _store_lock((tmp_path / "mlruns").as_uri()).lock_file == f"{tmp_path}/mlruns.lock"
+    for server in ("http://127.0.0.1:5000", "databricks", ""):
+        assert not isinstance(_store_lock(server), FileLock)

@@ -139,8 +139,10 @@ def _store_lock(tracking_uri: str) -> FileLock | nullcontext:
     """
     if tracking_uri.startswith("sqlite:///"):
         store = Path(tracking_uri.removeprefix("sqlite:///"))
-    elif tracking_uri.startswith("file:") or (tracking_uri and "://" not in tracking_uri):
+    elif tracking_uri.startswith("file:"):
         store = Path(tracking_uri.removeprefix("file://").removeprefix("file:"))  # a folder store (mlruns)
+    elif tracking_uri and ":" not in tracking_uri and tracking_uri != "databricks":
+        store = Path(tracking_uri)  # a folder store given as a path
     else:
         return nullcontext()
     store.parent.mkdir(parents=True, exist_ok=True)  # the folder must exist before SQLite creates the file
