@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from dltemplate import registry
 from dltemplate.checkpoint import checkpoint_run_config, load_checkpoint, restore
 from dltemplate.cli import run_entry_point
 from dltemplate.config import compose_config
-from dltemplate.errors import CheckpointError, ConfigError, OutputExistsError
+from dltemplate.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dltemplate.evaluate import evaluate
 from dltemplate.evaluate import main as evaluate_main
 from dltemplate.export import export_checkpoint
@@ -33,7 +34,7 @@ from dltemplate.sweeps import summarise
 from dltemplate.train import main as train_main
 from dltemplate.train import train
 from tests.datasets import titanic_frame, write_titanic
-from tests.helpers import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, ROOT, run_script
 
 SRC_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
 
@@ -542,3 +543,81 @@ def test_tensorboard_shows_each_step_once_after_resuming_from_an_earlier_checkpo
         steps = [event.step for event in accumulator.Scalars(tag)]
         assert len(steps) == len(set(steps)), (tag, steps)
     assert len(accumulator.Scalars("val/loss")) == 4
+
+
+@pytest.mark.slow  # two train.py processes
+def test_a_command_refused_a_finished_runs_directory_leaves_its_hydra_files_and_log(tmp_path):
+    run_dir = tmp_path / "finished"
+    command = ["train.py", "task=linear_regression", "debug=limit_batches", f"paths.log_dir={tmp_path / 'logs'}"]
+    first = run_script([*command, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = [run_dir / ".hydra" / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+    records.append(run_dir / "train.log")
+    before = {path: path.read_bytes() for path in records}
+    everything = _snapshot(run_dir)
+
+    refused = run_script([*command, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"])
+    assert refused.returncode == 2
+    error_lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert error_lines == [
+        f"error: {run_dir} already holds results of another run (checkpoints, result.json, TensorBoard events); "
+        "choose a new hydra.run.dir, or pass ckpt_path=<that run> to resume it"
+    ]
+    assert "Traceback" not in refused.stderr
+    assert {path: path.read_bytes() for path in records} == before
+    assert "max_epochs=2" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert _snapshot(run_dir) == everything
+
+
+def test_a_copied_run_directory_predicts_with_its_own_checkpoint(finished_run, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from dltemplate.checkpoint import default_paths, find_checkpoint
+
+    copy = tmp_path / "elsewhere" / "copied_run"
+    shutil.copytree(finished_run, copy)
+    recorded = Path(json.loads((copy / RESULT_FILE).read_text())["best_checkpoint"])
+    assert recorded.is_relative_to(finished_run)  # the record names the original's file
+    with caplog.at_level(logging.INFO, logger="dltemplate.checkpoint"):
+        chosen = find_checkpoint(copy)
+    assert chosen == copy / "checkpoints" / recorded.name
+    assert str(chosen) in caplog.text  # it says which file it uses
+    shutil.rmtree(finished_run)  # the original gone: the copy restores from its own file alone
+    module, _, _ = restore(copy, paths=default_paths(str(tmp_path / "data")))
+    assert module is not None
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_for_prediction_and_export(finished_run, tmp_path, capsys):
+    from dltemplate.export import main as export_main
+
+    best = Path(json.loads((finished_run / RESULT_FILE).read_text())["best_checkpoint"])
+    checkpoint = torch.load(best, weights_only=True)
+    name = next(k for k, v in checkpoint["state_dict"].items() if v.is_floating_point())
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("nan"))
+    diverged = tmp_path / "diverged.ckpt"
+    torch.save(checkpoint, diverged)
+    with pytest.raises(CheckpointError, match=rf"not finite numbers \(NaN or infinity\) in {name}"):
+        restore(diverged)
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={diverged}", f"output={tmp_path / 'model.onnx'}", f"paths.data_dir={tmp_path / 'data'}"],
+        output_dir=tmp_path / "export",
+        config_name="export",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        run_entry_point(export_main, cfg)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {diverged} holds weights that are not finite")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_huge_finite_input_is_an_error_not_a_class(titanic_run, tmp_path):
+    result, _ = titanic_run
+    cfg = predict_cfg(Path(result.best_checkpoint), tmp_path)
+    frame = pd.read_csv(cfg.input)
+    frame.loc[1, "Age"] = 1e300  # finite, but far outside what the model saw
+    frame.to_csv(cfg.input, index=False)
+    with pytest.raises(DataError, match=r"input row\(s\) 2 \(counting from 1\) give outputs that are not numbers"):
+        predict(cfg)
+    assert not Path(cfg.output).exists()

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import fsspec.implementations.local as fsspec_local
 import optuna
 import pandas as pd
 import pytest
@@ -152,14 +151,17 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_intact(make_cfg
     last = Path(result.output_dir) / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
 
-    def dies_halfway(self, data):
+    def dies_halfway(obj, path):
+        Path(path).write_bytes(before[: len(before) // 2])  # half written, then the process is killed
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(fsspec_local.LocalFileOpener, "write", dies_halfway)
+    monkeypatch.setattr(torch, "save", dies_halfway)  # the checkpoint writer's (AtomicCheckpointIO) serialisation
     with pytest.raises(KeyboardInterrupt):
         result.trainer.save_checkpoint(last)
+    monkeypatch.undo()
     assert last.read_bytes() == before
     torch.load(last, weights_only=True)
+    assert sorted(p.name for p in last.parent.iterdir() if p.name.startswith(".")) == []  # no partial file left
 
 
 @pytest.mark.slow
@@ -214,3 +216,18 @@ def test_a_signal_during_an_epoch_stops_the_run_with_a_checkpoint_to_resume(tmp_
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert json.loads((run / "result.json").read_text())["status"] == "ok"
         assert load_checkpoint(found[0])["global_step"] >= 3 * 200
+
+
+@pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
+def test_a_continued_search_draws_new_parameters_not_trial_0s_again(tmp_path, monkeypatch):
+    import dltemplate.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float(trial.number)})
+    base = [f"paths.log_dir={tmp_path / 'logs'}", "task=titanic", "hparams_search=titanic_optuna", "optuna.pruner=null"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for run, trials in enumerate((2, 4)):
+            cfg = compose("train", overrides=[*base, f"optuna.n_trials={trials}"])
+            cfg.paths.output_dir = str(tmp_path / f"search{run}")
+            study = tune(cfg, base_overrides=base)
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(params) == 4 and len(set(params)) == 4  # the continuation repeated none of the first two

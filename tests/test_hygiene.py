@@ -39,6 +39,21 @@ def test_every_dependency_is_pinned_within_its_range():
         assert requirement.specifier.contains(pinned[normalise(requirement.name)], prereleases=True), requirement
 
 
+def test_make_install_gives_jupyter_lab_and_notebook_caches_stay_out_of_git():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(extra: str) -> set[str]:  # the extra's packages, with the project's own extras it includes
+        found = set()
+        for requirement in map(Requirement, extras[extra]):
+            found |= set().union(*map(names, requirement.extras)) if requirement.extras else {requirement.name}
+        return found
+
+    assert {"jupyterlab", "nbconvert", "ipykernel"} <= names("dev")  # make install: pip install -e ".[dev]"
+    assert '-e ".[dev]"' in (ROOT / "Makefile").read_text()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/.cache/images/x.pt"], cwd=ROOT)
+    assert ignored.returncode == 0, "notebooks/.cache/ (built by running the notebooks) is not git-ignored"
+
+
 def test_installs_use_the_pinned_versions():
     makefile = (ROOT / "Makefile").read_text()
     assert "CONSTRAINTS ?= constraints.txt" in makefile and "-c $(CONSTRAINTS)" in makefile

@@ -622,3 +622,16 @@ def test_the_test_folder_can_be_named_and_a_root_without_one_says_how(tmp_path):
         folder_module(root, tmp_path).setup("fit")
     with pytest.raises(FileNotFoundError, match=r"data.test_folder=holdout: .* is not a folder"):
         folder_module(root, tmp_path, test_folder="holdout").setup("fit")
+
+
+def test_training_inputs_are_a_class_balanced_sample_titled_with_their_classes():
+    from dltemplate.callbacks.images import balanced_indices, labelled_grid
+
+    targets = torch.tensor([0, 0, 0, 0, 0, 0, 1, 0, 1, 0])  # a batch mostly of class 0
+    chosen = balanced_indices(targets, 4)
+    assert chosen == [0, 6, 1, 8]  # classes in turn while both last
+    assert targets[chosen].tolist() == [0, 1, 0, 1]
+    assert balanced_indices(targets, 32) == [0, 6, 1, 8, 2, 3, 4, 5, 7, 9]  # then the rest
+    figure = labelled_grid(torch.rand(4, 3, 8, 8), ["cat", "dog", "cat", "dog"], "training inputs")
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles == ["cat", "dog", "cat", "dog"]

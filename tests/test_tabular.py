@@ -626,3 +626,42 @@ def test_the_title_pattern_takes_linear_time_and_any_pattern_is_bounded():
         start = time.perf_counter()
         regex_extract(hostile, "Name", used)
         assert time.perf_counter() - start < 5, used  # unbounded, the old pattern took minutes
+
+
+def test_integer_classes_with_empty_target_cells_stay_integers(tmp_path):
+    frame = mixed_frame(200)
+    frame["label"] = (frame["x1"] > frame["x1"].median()).astype(int)  # classes 0 and 1
+    with_gaps = frame.astype({"label": object})
+    with_gaps.loc[[5, 17, 40], "label"] = None  # pandas reads the column back as 0.0, 1.0, NaN
+    with_gaps.to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[:30].to_csv(tmp_path / "test.csv", index=False)  # no gaps: read as integers
+    assert pd.read_csv(tmp_path / "train.csv")["label"].dtype == float
+    dm = TabularDataModule(
+        train_file=str(tmp_path / "train.csv"),
+        test_file=str(tmp_path / "test.csv"),
+        target="label",
+        drop=["grade", "price"],
+        id_column="id",
+        task="classification",
+    )
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.class_names == ["0", "1"]
+    assert dm.test_set.tensors[1].tolist() == frame["label"].iloc[:30].tolist()  # the same classes both ways
+
+
+def test_a_whole_number_category_written_as_a_float_is_the_same_category():
+    from dltemplate.data.table_encoder import TableEncoder
+
+    train = pd.DataFrame({"age": [22.0, 38.0, 26.0, 35.0, None, 54.0], "pclass": [3, 1, 3, 1, 3, 2]})
+    encoder = TableEncoder(["age"], ["pclass"]).fit(train, "train.csv")
+    assert encoder.vocab["pclass"] == ["3", "1", "2"]
+    as_ints = pd.DataFrame({"age": [30.0, 30.0, 30.0], "pclass": [3, 1, 2]})
+    as_floats = pd.DataFrame({"age": [30.0, 30.0, 30.0], "pclass": [3.0, 1.0, None]})  # a gap makes pandas floats
+    ints, floats = encoder.transform(as_ints, "a.csv"), encoder.transform(as_floats, "b.csv")
+    assert torch.equal(ints[:2], floats[:2])  # 3.0 is class 3, not an unseen category
+    with_gaps = TableEncoder([], ["pclass"]).fit(pd.DataFrame({"pclass": [3.0, None, 1.0]}), "gaps.csv")
+    assert with_gaps.vocab["pclass"] == ["3", "1"]
+    old = TableEncoder([], ["pclass"])  # a checkpoint of an earlier version kept "3.0"
+    old.vocab = {"pclass": ["3.0", "1.0"]}
+    assert old.transform(pd.DataFrame({"pclass": [1.0, 3.0]}), "c.csv").flatten().tolist() == [3.0, 2.0]

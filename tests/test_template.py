@@ -205,3 +205,16 @@ def test_copier_update_brings_a_template_change_into_a_project(template_repo, tm
         project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_nets.py", "tests/test_configs.py"
     )
     assert checked.returncode == 0, checked.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [("mine", False), ("my_project2", False), ("class", True), ("torch", True), ("json", True), ("Bad", True)],
+)
+def test_a_package_name_that_would_break_the_project_is_refused(name, refused):
+    pytest.importorskip("jinja2_ansible_filters")  # copier's filters (regex_search), installed with copier
+    from jinja2 import Environment
+
+    environment = Environment(extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension"])
+    message = environment.from_string(COPIER["package_name"]["validator"]).render(package_name=name).strip()
+    assert bool(message) == refused, message

@@ -16,7 +16,7 @@ from dltemplate.config import compose_config
 from dltemplate.data import download
 from dltemplate.data import text as text_module
 from dltemplate.data.text import TextDataModule
-from dltemplate.errors import DataError, MissingFileError
+from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import provide_task_data, review, write_aclimdb
@@ -434,3 +434,14 @@ def test_inferred_text_settings_reach_the_run_config_and_the_net(make_cfg, tmp_p
     assert {"data.max_vocab", "data.max_length", "dims.buckets", "dims.embedding_dim"} <= set(cfg)
     net = result.trainer.lightning_module.net
     assert net.buckets == cfg["dims.buckets"]["value"] and net.embedding.embedding_dim == 16
+
+
+def test_the_text_column_given_as_the_label_column_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.text_column and data\.label_column are both 'text'"):
+        csv_module(tmp_path, label_column="text")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"label": ["neg", "pos"] * 20, "review": [review(i % 2, rng) for i in range(40)]})
+    frame["text"] = frame["review"]  # another text column: every "class" is a different text
+    dm = csv_module(tmp_path, frame, text_column="review", label_column="text")
+    with pytest.raises(DataError, match=r"label_column='text' .* has a different value in each of its \d+ rows"):
+        dm.setup("fit")

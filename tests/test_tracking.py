@@ -1,5 +1,6 @@
 """Experiment tracking: what TensorBoard, MLflow, W&B and CSV receive, read back from their files."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,18 @@ def test_hparams_columns_are_the_same_for_runs_of_different_tasks(make_cfg):
         train(make_cfg("task=linear_regression", "debug=limit_batches", "trainer.max_epochs=1", run="linear")),
     ]
     (rings_exp, rings_start), (linear_exp, linear_start) = (hparams_records(Path(r.output_dir)) for r in runs)
-    assert rings_exp == linear_exp  # whichever run TensorBoard takes the definition from, the columns match
+    # whichever run TensorBoard takes the definition from, the columns match; each run's own come first
+    assert rings_exp.hparam_infos == linear_exp.hparam_infos
     assert [h.name for h in rings_exp.hparam_infos] == list(HPARAMS)
-    assert [m.name.tag for m in rings_exp.metric_infos] == list(COLUMNS)
+    for run, experiment in zip(runs, (rings_exp, linear_exp), strict=True):
+        columns = [m.name.tag for m in experiment.metric_infos]
+        assert sorted(columns) == sorted(COLUMNS)
+        shown = columns[:5]  # what TensorBoard shows before the user picks other columns
+        assert all(run.metrics.get(c) == run.metrics.get(c) and c in run.metrics for c in shown), shown
+        assert any(c.endswith("_best") for c in shown) and any(c.startswith("test/") for c in shown)
+    assert "test/mse" not in [m.name.tag for m in rings_exp.metric_infos][:5]  # a classifier has none
+    assert [m.name.tag for m in linear_exp.metric_infos][:2] == ["val/mse_best", "test/mse"]  # its monitored metric
+    assert rings_start.group_name.startswith("rings · ")  # the row is named by its run directory's name first
     assert rings_start.hparams["task"].string_value == "rings"
     assert linear_start.hparams["net"].string_value == "Linear"
     assert rings_start.hparams["size"].string_value == "hidden=32,32"
@@ -97,6 +107,7 @@ def test_mlflow_run_has_params_metrics_and_png_artifacts(tracked_run):
     (experiment,) = [e for e in client.search_experiments() if e.name == "rings"]
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI view
     assert run.data.params["task"] == "rings" and run.data.params["optimizer"] == "AdamW"
     assert {"train/loss", "train/lr", "val/acc", "val/acc_best", "test/acc"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [4, 9, 14]
@@ -114,8 +125,19 @@ def test_wandb_offline_run_holds_metrics_and_media(tracked_run):
     records = next(run_dir.glob("*.wandb")).read_bytes()  # W&B's protobuf log: keys are plain strings
     for key in (b"train/loss", b"val/acc", b"test/acc", b"val/acc_best", b"task"):
         assert key in records, key
-    media = {p.parent.name + "/" + p.name.rsplit("_", 2)[0] for p in (run_dir / "files" / "media").rglob("*.png")}
+    pngs = list((run_dir / "files" / "media").rglob("*.png"))  # named <tag>_<W&B step>_<hash>.png
+    media = {p.parent.name + "/" + p.name.rsplit("_", 2)[0] for p in pngs}
     assert {"test/confusion_matrix", "val/roc", "test/precision_recall"} <= media
+    # the run's final trainer/global_step is the trainer's, not that of the last record (the best epoch's, 4)
+    assert _last_wandb_value(records, "trainer/global_step") == str(result.trainer.global_step) == "15"
+
+
+def _last_wandb_value(records: bytes, key: str) -> str | None:
+    """The last value written for `key` as a summary item of a W&B log (protobuf: key, then value_json)."""
+    name = key.encode()
+    item = re.compile(rb"\n" + bytes([len(name)]) + re.escape(name) + rb"\x82\x01(.)", re.S)
+    found = [records[m.end() : m.end() + m.group(1)[0]] for m in item.finditer(records)]
+    return found[-1].decode() if found else None
 
 
 @pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
@@ -134,8 +156,26 @@ def test_lightning_metric_names_become_consistent_tags():
     assert metric_name("epoch") == "train/epoch"
     assert metric_name("lr-AdamW") == "train/lr"
     assert metric_name("lr-SGD-momentum") == "train/momentum"
-    assert metric_name("lr-AdamW/pg2") == "train/lr_pg2"
+    assert metric_name("lr-AdamW/pg2") == "train/lr/pg2"
+    assert metric_name("lr-AdamW/backbone/decayed") == "train/lr/backbone/decayed"
+    assert metric_name("lr-SGD/decayed-momentum") == "train/momentum/decayed"
+    assert metric_name("train/lr_pg2") == "train/lr/pg2"  # an earlier version's name
+    assert metric_name("train/lr") == "train/lr"
+    assert metric_name("train/lr/decayed") == "train/lr/decayed"
     assert metric_name("val/acc") == "val/acc"
+
+
+def test_hparams_rows_are_named_by_what_tells_runs_apart_first():
+    from dltemplate.callbacks.summary import session_name
+
+    logs = Path("/data/logs")
+    run = logs / "titanic" / "runs" / "2026-12-07_10-00-00_123456_lr=0.01_hidden=64,64"
+    assert session_name(run, logs) == "lr=0.01_hidden=64,64 · 2026-12-07 10:00:00.123456 · titanic/runs"
+    assert (
+        session_name(run.with_name("2026-12-07_10-00-00_123456"), logs) == "2026-12-07 10:00:00.123456 · titanic/runs"
+    )
+    job = logs / "rings" / "multiruns" / "2026-12-07_10-00-00_123456" / "3_lr=0.1"
+    assert session_name(job, logs) == "lr=0.1 · job 3 · rings/multiruns/2026-12-07_10-00-00_123456"
 
 
 def test_run_labels_say_what_a_command_line_changes():
@@ -207,3 +247,171 @@ def test_gradient_norms_are_each_layers_norm_averaged_over_the_steps(monkeypatch
     assert logged.keys() == {"weights/0/grad_norm", "weights/2/grad_norm"}
     for layer, value in expected.items():
         assert logged[f"weights/{layer}/grad_norm"] == pytest.approx(value, rel=1e-5)
+
+
+# One process of test_runs_starting_together_into_a_new_mlflow_store_are_all_recorded: waits for the
+# common start time, then sets the logger up, logs a metric and ends the run.
+_CONCURRENT_RUN = """
+import sys, time
+from dltemplate.loggers import MLFlowLogger
+store, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+logger = MLFlowLogger(experiment_name="rings", run_name=name, tracking_uri=f"sqlite:///{store}/mlflow.db",
+                      artifact_location=f"{store}/mlartifacts")
+logger.log_metrics({"val/acc": 0.5}, step=0)
+logger.finalize("success")
+"""
+
+
+@pytest.mark.slow  # several seconds: starts processes that import MLflow
+@pytest.mark.parametrize("runs", [2, 4])
+def test_runs_starting_together_into_a_new_mlflow_store_are_all_recorded(tmp_path, runs):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers import ROOT
+
+    store = tmp_path / "logs"  # does not exist yet: the first run creates the store
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    start = time.time() + 8  # after every process has imported MLflow
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_RUN, str(store), f"run{i}", str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(runs)
+    ]
+    outcomes = [(p.wait(timeout=240), p.stderr.read()) for p in processes]
+    assert all(code == 0 for code, _ in outcomes), [err[-2000:] for code, err in outcomes if code]
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("rings")
+    recorded = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in recorded) == [f"run{i}" for i in range(runs)]
+    assert all(r.data.metrics["val/acc"] == 0.5 for r in recorded)
+
+
+def test_the_learning_rate_is_one_train_lr_tag_whatever_the_parameter_groups(tmp_path):
+    import pandas as pd
+    from lightning.pytorch import LightningModule, Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dltemplate.callbacks.learning_rate import LearningRateMonitor
+    from dltemplate.loggers import CSVLogger
+
+    class Grouped(LightningModule):  # the groups parameter_groups makes with weight decay and a backbone
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.head(self.backbone(x)).squeeze(1), y)
+
+        def configure_optimizers(self):
+            groups = [
+                {"params": [self.head.weight], "name": "decayed"},
+                {"params": [self.head.bias], "name": "not_decayed", "weight_decay": 0.0},
+                {"params": [self.backbone.weight], "name": "backbone/decayed", "lr": 1e-3},
+                {"params": [self.backbone.bias], "name": "backbone/not_decayed", "lr": 1e-3, "weight_decay": 0.0},
+            ]
+            optimizer = torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.1)
+            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)}
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2), torch.randn(8)), batch_size=4)
+    logger = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    trainer = Trainer(
+        max_epochs=3,
+        logger=logger,
+        callbacks=[LearningRateMonitor(logging_interval="epoch")],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(Grouped(), data)
+    table = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    lr_columns = sorted(c for c in table.columns if "lr" in c)
+    assert lr_columns == ["train/lr", "train/lr/backbone/decayed", "train/lr/backbone/not_decayed"]
+    assert table["train/lr"].dropna().tolist() == pytest.approx([1e-2, 5e-3, 2.5e-3])  # the head's, as scheduled
+    assert table["train/lr/backbone/decayed"].dropna().tolist() == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert not any(key.startswith("lr-") for key in trainer.callback_metrics)
+    assert float(trainer.callback_metrics["train/lr"]) == pytest.approx(2.5e-3)
+
+
+def test_metrics_csv_keeps_lightnings_epoch_and_step_columns(tmp_path):
+    import pandas as pd
+    from lightning.pytorch import LightningModule, Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dltemplate.loggers import CSVLogger
+
+    class Tiny(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = torch.nn.functional.mse_loss(self.layer(batch[0]).squeeze(1), batch[1])
+            self.log("train/loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(TensorDataset(torch.randn(12, 2), torch.randn(12)), batch_size=4)
+    trainer = Trainer(
+        max_epochs=3,
+        logger=CSVLogger(save_dir=tmp_path, name="csv", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), data)
+    table = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert {"epoch", "step", "train/epoch", "train/loss", "train/loss_step"} <= set(table.columns)
+    per_epoch = table.groupby("epoch")["train/loss"].last()
+    assert per_epoch.index.tolist() == [0, 1, 2] and per_epoch.notna().all()
+    assert (table["epoch"] == table["train/epoch"]).all()
+    assert table.groupby("epoch")["step"].max().tolist() == [2, 5, 8]  # 3 steps per epoch
+
+
+def test_show_figures_lets_a_tall_figure_fill_its_cell_width(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dltemplate import api
+
+    with SummaryWriter(str(tmp_path)) as writer:  # a square confusion matrix beside a tall forecast
+        writer.add_image("test/confusion_matrix", torch.rand(3, 100, 100), 5)
+        writer.add_image("test/forecast", torch.rand(3, 140, 100), 5)
+    figure = api.show_figures(tmp_path, "test")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    width_px = figure.get_size_inches()[0] * figure.dpi
+    for ax in (ax for ax in figure.axes if ax.images):
+        drawn = ax.images[0].get_window_extent(renderer).width
+        cell = ax.get_subplotspec().get_position(figure).width * width_px  # the grid cell, before the aspect shrink
+        assert drawn >= 0.9 * cell, (ax.images[0].get_array().shape, drawn / cell)
+
+
+def test_only_a_local_mlflow_store_is_set_up_under_a_file_lock(tmp_path):
+    from filelock import FileLock
+
+    from dltemplate.loggers import _store_lock
+
+    sqlite = _store_lock(f"sqlite:///{tmp_path}/new/mlflow.db")
+    assert isinstance(sqlite, FileLock) and sqlite.lock_file == f"{tmp_path}/new/mlflow.db.lock"
+    assert (tmp_path / "new").is_dir()  # SQLite needs the folder before it creates the file
+    assert _store_lock((tmp_path / "mlruns").as_uri()).lock_file == f"{tmp_path}/mlruns.lock"
+    for server in ("http://127.0.0.1:5000", "databricks", ""):
+        assert not isinstance(_store_lock(server), FileLock)

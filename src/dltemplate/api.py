@@ -138,12 +138,22 @@ def show_figures(run_dir: str | Path, split: str = "test", columns: int = 2) -> 
     images = figures(run_dir, split)
     if not images:
         raise KeyError(f"{run_dir} has no {split}/ figures; is the TensorBoard logger on?")
-    rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 5 * rows), squeeze=False)
+    pictures = [plt.imread(io.BytesIO(png), format="png") for png in images.values()]
+    rows = -(-len(pictures) // columns)
+    # each row as tall as its tallest picture at the cell's width, so every picture fills its cell's width
+    # (a tall forecast figure in a fixed 6 × 5 cell would fill 40 % of it)
+    width = 6.0
+    heights = [
+        max(width * p.shape[0] / p.shape[1] for p in pictures[row * columns : (row + 1) * columns])
+        for row in range(rows)
+    ]
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for ax in axes.flat:
         ax.axis("off")
-    for ax, png in zip(axes.flat, images.values(), strict=False):
-        ax.imshow(plt.imread(io.BytesIO(png), format="png"))
+    for ax, picture in zip(axes.flat, pictures, strict=False):
+        ax.imshow(picture)
     figure.tight_layout()
     return figure
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -23,7 +24,7 @@ from omegaconf.errors import InterpolationKeyError
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
-from dltemplate.checkpoint import checkpoint_run_config, find_checkpoint, load_checkpoint
+from dltemplate.checkpoint import AtomicCheckpointIO, checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.data.inferred import format_table, save_table
 from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
@@ -203,7 +204,10 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None, extra_callbac
     # Step values are read from the device every log_every_n_steps global steps, across epochs: an
     # epoch shorter than that loses nothing, so Lightning's warning about it is noise here
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: write checkpoints safely
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
 
 
 def check_trainer_types(trainer: DictConfig) -> None:

@@ -34,11 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig, OmegaConf
 
 from dltemplate import registry
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, UserError
+from dltemplate.files import write_atomically
 from dltemplate.modules.factories import no_downloads
 from dltemplate.rundir import read_result
 
@@ -53,11 +57,32 @@ _INTERPOLATION = re.compile(r"(\\*)\$\{")  # OmegaConf: backslashes before `${` 
 _PATHS_PREFIX = re.compile(r"\$\{paths\.(\w+)\}(.*)", re.DOTALL)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing a local checkpoint beside its target and renaming it there.
+
+    Lightning writes through fsspec, which puts the file in $TMPDIR and moves it: a copy when the
+    run directory is on another filesystem (a Docker volume, a network disk), so a kill mid-copy
+    left a truncated `last.ckpt` and the previous one gone. Here the temporary file is in the
+    checkpoint's folder, flushed to disk, then renamed over the target in one step
+    (`files.write_atomically`): until the new checkpoint is complete, the previous one stays.
+    Remote paths (s3://...) keep Lightning's way.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        write_atomically(Path(path), lambda partial: torch.save(checkpoint, partial))
+
+
 def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
     """The checkpoint file `value` names: a file, or a run directory (its best or last checkpoint).
 
     For a run directory, `prefer="best"` picks the checkpoint the run tested (recorded in its
     result.json, else its only `epoch*.ckpt`), and `prefer="last"` its `last.ckpt` (to resume).
+    The file is always the one inside the directory given: a copied or moved run directory uses its
+    own checkpoint, never the original's through the absolute path its result.json recorded. The
+    file chosen is logged.
     """
     path = Path(value)
     if path.is_file():
@@ -70,8 +95,10 @@ def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
         tested = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith("last"))
         best = _recorded_best(path) or (tested[0] if len(tested) == 1 else None)
         if best is not None:
+            log.info("ckpt_path=%s: using %s, the checkpoint the run tested", value, best)
             return best
     if last.is_file():
+        log.info("ckpt_path=%s: using %s, the run's last checkpoint", value, last)
         return last
     found = sorted(p.name for p in folder.glob("*.ckpt"))
     raise MissingFileError(
@@ -81,8 +108,20 @@ def find_checkpoint(value: str | Path, prefer: str = "best") -> Path:
 
 
 def _recorded_best(run_dir: Path) -> Path | None:
-    best = (read_result(run_dir) or {}).get("best_checkpoint")
-    return Path(best) if isinstance(best, str) and Path(best).is_file() else None
+    """The checkpoint the run in `run_dir` tested, as a file inside `run_dir` (None if it is not there).
+
+    result.json records the absolute path where the run wrote it; a copy of the directory holds the
+    same file at the same place relative to the directory.
+    """
+    record = read_result(run_dir) or {}
+    best, original = record.get("best_checkpoint"), record.get("output_dir")
+    if not isinstance(best, str):
+        return None
+    try:
+        here = run_dir / Path(best).relative_to(str(original))
+    except ValueError:  # recorded elsewhere (an older record): the file of that name in the run's checkpoints
+        here = run_dir / "checkpoints" / Path(best).name
+    return here if here.is_file() else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -128,6 +167,27 @@ def unreadable(path: Path) -> str:
         else "use another checkpoint of the run, or train again"
     )
     return f"{path} cannot be read as a checkpoint: {cause}; {hint}"
+
+
+def check_finite_weights(checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose weights hold NaN or infinity: its every prediction would be meaningless.
+
+    A run that diverged (too high a learning rate) saves such weights; predicting with them gives
+    the same class for every row, or NaN, with no other sign.
+    """
+    state = checkpoint.get("state_dict")
+    bad = [
+        str(name)
+        for name, tensor in (state.items() if isinstance(state, Mapping) else ())
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{path} holds weights that are not finite numbers (NaN or infinity) in {', '.join(bad[:3])}{more}: "
+            "the run diverged before it was saved. Use an earlier checkpoint of the run, or train again "
+            "with a lower module.optimizer.lr"
+        )
 
 
 def checkpoint_run_config(checkpoint: Mapping[str, Any], path: str | Path) -> DictConfig:
@@ -200,6 +260,7 @@ def restore(
     """
     path = find_checkpoint(ckpt_path, prefer="best")
     checkpoint = load_checkpoint(path)
+    check_finite_weights(checkpoint, path)
     cfg = checkpoint_run_config(checkpoint, path)
     paths = default_paths() if paths is None else paths
     paths = OmegaConf.to_container(paths, resolve=True) if OmegaConf.is_config(paths) else dict(paths)

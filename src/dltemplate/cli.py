@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -35,12 +35,19 @@ def run_entry_point(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except (UserError, MissingMandatoryValue) as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        message = str(error).strip()
-        if isinstance(error, MissingMandatoryValue):
-            key = getattr(error, "full_key", None) or "a required setting"
-            message = f"{key} is not set (its value is ???); pass {key}=<value> on the command line"
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(USAGE_ERROR) from None
+        exit_with_error(error)
+
+
+def exit_with_error(error: UserError | MissingMandatoryValue) -> NoReturn:
+    """Print a user error as one `error:` line on stderr and exit with status 2 (re-raise with HYDRA_FULL_ERROR=1)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    message = str(error).strip()
+    if isinstance(error, MissingMandatoryValue):
+        key = getattr(error, "full_key", None) or "a required setting"
+        message = f"{key} is not set (its value is ???); pass {key}=<value> on the command line"
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR) from None
 
 
 SWEEP_SYNTAX = re.compile(r",|^(range|choice|glob|interval|tag|sort|shuffle)\(")

@@ -83,7 +83,7 @@ def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
         raise CheckpointError(f"{ckpt_path} stores no example input to trace the net with")
     module, datamodule, _ = restore(ckpt_path, paths=cfg.paths)
     path, difference = export(module, net_input(datamodule, checkpoint["example_input"]), output, cfg.format)
-    if difference > cfg.tolerance:
+    if not difference <= cfg.tolerance:  # NaN (outputs that are not numbers) fails too
         raise RuntimeError(
             f"exported {cfg.format} model differs from the checkpoint by {difference:.2e} > {cfg.tolerance}"
         )

@@ -22,19 +22,37 @@ T = TypeVar("T")
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(temporary path)` beside `path`, then rename it over `path` in one step.
+    """Call `write(temporary path)` beside `path`, flush it to disk, then rename it over `path` in one step.
 
-    If `write` fails (a full disk, a kill), `path` keeps its previous content, or stays absent.
+    The temporary file is in `path`'s own folder (never $TMPDIR), so the rename is one step on one
+    filesystem, not a copy. If `write` fails (a full disk, a kill), `path` keeps its previous
+    content, or stays absent; after the rename, a power cut leaves the new content, not a torn file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         write(partial)
+        _fsync(partial)
         os.replace(partial, path)
+        _fsync(path.parent)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk; folders are skipped where the OS cannot open them."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return  # Windows cannot open a folder
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
@@ -92,7 +110,12 @@ def cached_folder(folder: Path, build: Callable[[Path], None], marker: str, what
 
 
 def files_key(paths: Iterable[Path], *settings: object) -> str:
-    """A key that changes when any of `paths` is added, removed, resized or touched, or `settings` change."""
+    """A key that changes when any of `paths` is added, removed, resized or touched, or `settings` change.
+
+    Content is not read (hashing every image of a folder on every run would cost more than the
+    cache saves): a file replaced by one of the same size with its modification time kept keeps the
+    key. The README says so where the caches are described.
+    """
     key = hashlib.sha1(repr(settings).encode())
     for path in paths:
         stat = path.stat()

@@ -65,6 +65,8 @@ def forecast_table(
         while len(history) < len(series) + steps:
             x = datamodule.scaled(history.iloc[-window:])[None]  # (1, window, C)
             step = module.to_units(module(x))[0]  # (horizon, C), own units
+            if not torch.isfinite(step).all():
+                raise _overflow(len(history) - len(series) + 1, float(history.iloc[-window:].abs().max().max()))
             if floor is not None:
                 step = step.clamp(min=floor)
             index = _next_index(history.index, horizon, datamodule.hparams.get("frequency"))
@@ -75,6 +77,21 @@ def forecast_table(
         for column in series.columns:
             table[f"{column}_level"] = levels[column].iloc[-1] + table[column].cumsum()
     return table.rename_axis(series.index.name or "step")
+
+
+def _overflow(step: int, largest: float) -> DataError:
+    """The error for a forecast that is not a number (NaN or infinity) from `step` on (counting from 1)."""
+    if step == 1:  # the series itself
+        return DataError(
+            f"the forecast is not a number (NaN or infinity) from step 1: the series' last values (largest "
+            f"{largest:.3g}) are far outside what the model was trained on, so its arithmetic overflows; check the "
+            "series for values of the wrong scale or unit"
+        )
+    return DataError(
+        f"the forecast is not a number (NaN or infinity) from step {step}: the model's own forecasts, fed back as "
+        f"its inputs, grow without bound (largest {largest:.3g} by then); forecast at most steps={step - 1}, or "
+        "train the model longer"
+    )
 
 
 def with_written_dates(table: pd.DataFrame, datamodule: LightningDataModule) -> pd.DataFrame:

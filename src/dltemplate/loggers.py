@@ -6,7 +6,10 @@ they are written (`metric_name`), so every logger shows the same tags:
     Lightning writes          every logger here writes
     train/loss_epoch          train/loss           (the epoch mean; the per-step value stays train/loss_step)
     epoch                     train/epoch
-    lr-AdamW                  train/lr             (lr-AdamW/pg2 → train/lr_pg2, lr-SGD-momentum → train/momentum)
+    lr-AdamW                  train/lr             (lr-AdamW/<group> → train/lr/<group>, lr-SGD-momentum → …/momentum)
+
+The learning rate itself is written by `dltemplate.callbacks.learning_rate.LearningRateMonitor` as
+`train/lr`, the main parameter group's, whatever the groups (`lr-AdamW/decayed` before).
 
 Runs of one sweep or Optuna study share a `group`: the MLflow experiment `<task>/<group>`, the
 W&B group. Pick loggers with `logger=tensorboard`, `logger=mlflow`, `logger=[tensorboard,mlflow]`.
@@ -14,13 +17,23 @@ W&B group. Pick loggers with `logger=tensorboard`, `logger=mlflow`, `logger=[ten
 
 import re
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import loggers
 
-_LR = re.compile(r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/pg(?P<group>\d+))?$")
+# Lightning's LearningRateMonitor tags: lr-<Optimizer>[-momentum][/<group>][-momentum]
+_LR = re.compile(
+    r"^lr-[^/]+?(?:-(?P<what>momentum|beta1|weight_decay))?(?:/(?P<group>.+?))?(?:-(?P<after>momentum|weight_decay))?$"
+)
+_OLD_GROUP = re.compile(r"^train/(?P<what>lr|momentum)_(?P<group>pg\d+)$")  # train/lr_pg2 → train/lr/pg2
 
+
+# the experiment tag that picks the view MLflow's UI opens an experiment in (model training or GenAI)
+EXPERIMENT_KIND = "mlflow.experimentKind"
 
 # names of earlier versions, still accepted where a user names a metric (monitor, optimized_metric)
 OLD_NAMES = {"time/epoch_s": "train/epoch_s"}
@@ -36,10 +49,10 @@ def metric_name(name: str) -> str:
         return "train/epoch"
     if name.endswith("_epoch"):
         return name.removesuffix("_epoch")
-    match = _LR.match(name)
+    match = _LR.match(name) or _OLD_GROUP.match(name)
     if match:
-        what = match["what"] or "lr"
-        return f"train/{what}" + (f"_pg{match['group']}" if match["group"] else "")
+        what = match.groupdict().get("after") or match["what"] or "lr"
+        return f"train/{what}" + (f"/{match['group']}" if match["group"] else "")
     return name
 
 
@@ -65,10 +78,17 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
 
 
 class CSVLogger(loggers.CSVLogger):
-    """Lightning's CSVLogger (metrics.csv) with consistent metric names."""
+    """Lightning's CSVLogger (metrics.csv) with consistent metric names, keeping Lightning's `epoch` and `step`.
+
+    `metrics.csv` has the `train/epoch` column every logger has, and also Lightning's own `epoch`
+    (and `step`) columns, so the usual `pd.read_csv(...).groupby("epoch")` works.
+    """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics(metric_names(metrics), step)
+        renamed = metric_names(metrics)
+        if "epoch" in metrics:
+            renamed["epoch"] = metrics["epoch"]
+        super().log_metrics(renamed, step)
 
 
 class MLFlowLogger(loggers.MLFlowLogger):
@@ -86,13 +106,47 @@ class MLFlowLogger(loggers.MLFlowLogger):
             kwargs["experiment_name"] = f"{kwargs.get('experiment_name', 'runs')}/{group}"
         if artifact_location is not None:
             artifact_location = Path(artifact_location).resolve().as_uri()
-        tracking_uri = kwargs.get("tracking_uri") or ""
-        if tracking_uri.startswith("sqlite:///"):  # the folder must exist before SQLite creates the file
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(artifact_location=artifact_location, **kwargs)
+        self._store_lock = _store_lock(kwargs.get("tracking_uri") or "")
+        with self._store_lock:  # MLflow creates (migrates) a new store's tables here
+            super().__init__(artifact_location=artifact_location, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        """Lightning's MLflow client; the experiment and the run are created once, under the store's lock.
+
+        Two runs starting together would both find no experiment `<task>` and both create it.
+        """
+        if self._initialized or rank_zero_only.rank != 0:
+            return super().experiment
+        with self._store_lock:
+            client = super().experiment
+            experiment = client.get_experiment(self._experiment_id)
+            if EXPERIMENT_KIND not in experiment.tags:  # open it in MLflow's model-training view, not GenAI's
+                client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND, "custom_model_development")
+            return client
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(metric_names(metrics), step)
+
+
+def _store_lock(tracking_uri: str) -> FileLock | nullcontext:
+    """An inter-process lock for setting up the local MLflow store `tracking_uri` (none for a server).
+
+    MLflow creates a new SQLite store's tables on first use, and two processes doing it at once
+    fail (`duplicate column name: step`, or an Alembic version mismatch) and lose a run: runs of a
+    parallel sweep, or two people sharing a log directory, start together. Under this lock the
+    store is created by the first and found complete by the others.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri.removeprefix("sqlite:///"))
+    elif tracking_uri.startswith("file:"):
+        store = Path(tracking_uri.removeprefix("file://").removeprefix("file:"))  # a folder store (mlruns)
+    elif tracking_uri and ":" not in tracking_uri and tracking_uri != "databricks":
+        store = Path(tracking_uri)  # a folder store given as a path
+    else:
+        return nullcontext()
+    store.parent.mkdir(parents=True, exist_ok=True)  # the folder must exist before SQLite creates the file
+    return FileLock(f"{store}.lock")
 
 
 class WandbLogger(loggers.WandbLogger):

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
-from dltemplate.errors import ConfigError, UserError
+from dltemplate.errors import ConfigError, DataError, UserError
 from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,25 @@ def predict_table(
         raise TypeError(f"{type(datamodule).__name__} does not support prediction from raw inputs")
     datamodule.predict_input = inputs
     batches = trainer.predict(module, datamodule=datamodule)
-    return datamodule.format_predictions(torch.cat(batches))
+    return datamodule.format_predictions(finite_outputs(torch.cat(batches)))
+
+
+def finite_outputs(outputs: torch.Tensor) -> torch.Tensor:
+    """`outputs` (one row per input), refused with a `DataError` naming the rows where they are not numbers.
+
+    Finite but huge inputs (Age=1e300, a value of 1e39 in float32) overflow inside the net, and a
+    NaN probability would otherwise become class 0 (argmax) or an empty cell without a word.
+    """
+    bad = ~torch.isfinite(outputs.reshape(len(outputs), -1)).all(dim=1) if outputs.is_floating_point() else None
+    if bad is None or not bad.any():
+        return outputs
+    rows = (bad.nonzero().flatten() + 1).tolist()
+    listed = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    raise DataError(
+        f"input row(s) {listed} (counting from 1) give outputs that are not numbers (NaN or infinity): their "
+        "values are far outside what the model was trained on (e.g. 1e300), so its arithmetic overflows; "
+        "check those rows for values of the wrong scale or unit"
+    )
 
 
 def predict(cfg: DictConfig) -> pd.DataFrame:

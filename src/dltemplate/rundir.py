@@ -1,22 +1,28 @@
 """A run's directory: claimed once and atomically, its record (result.json) written atomically.
 
 A fresh run claims its directory by creating `.claimed` exclusively (O_EXCL), so of two runs started
-with the same `hydra.run.dir` exactly one proceeds. Only global rank 0 claims: DDP ranks, torchrun
-processes and nodes share the directory on purpose. A resumed run writes into the directory of the
-run it continues, under a lock held while it runs, so two resumes of one run cannot interleave.
+with the same `hydra.run.dir` exactly one proceeds. `train.py` claims it before Hydra writes there
+(`ClaimRunDir`), so a refused run leaves the other run's `.hydra/` and log as they were. Only
+global rank 0 claims: DDP ranks, torchrun processes and nodes share the directory on purpose. A
+resumed run writes into the directory of the run it continues, under a lock held while it runs, so
+two resumes of one run cannot interleave.
 """
 
 import json
 import os
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from hydra.experimental.callback import Callback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, open_dict, read_write
+from omegaconf.errors import MissingMandatoryValue
 
-from dltemplate.errors import OutputExistsError
+from dltemplate.errors import OutputExistsError, UserError
 from dltemplate.files import write_text_atomically
 
 RESULT_FILE = "result.json"
@@ -24,6 +30,7 @@ CLAIM_FILE = ".claimed"
 RESULTS = ("checkpoints", RESULT_FILE, "events.out.tfevents.*")  # what another run leaves in its directory
 
 _held: list[FileLock] = []  # resume locks, released when the resumed run ends
+_claimed_at_start: set[Path] = set()  # claimed by ClaimRunDir, before the run itself asks for them
 
 
 def claim(output_dir: str | Path) -> bool:
@@ -31,9 +38,15 @@ def claim(output_dir: str | Path) -> bool:
     if rank_zero_only.rank != 0:
         return False
     output_dir = Path(output_dir)
+    if output_dir.resolve() in _claimed_at_start:  # this process claimed it as Hydra started
+        _claimed_at_start.discard(output_dir.resolve())
+        return True
     output_dir.mkdir(parents=True, exist_ok=True)
-    used = [name for name in RESULTS if any(_has_content(p) for p in output_dir.glob(name))]
-    used += ["TensorBoard events"] if any(output_dir.glob("events.out.tfevents.*")) else []
+    used = [
+        "TensorBoard events" if "*" in name else name
+        for name in RESULTS
+        if any(_has_content(p) for p in output_dir.glob(name))
+    ]
     try:
         if used:
             raise FileExistsError
@@ -46,6 +59,50 @@ def claim(output_dir: str | Path) -> bool:
     with os.fdopen(fd, "w") as file:
         json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, file)
     return True
+
+
+class ClaimRunDir(Callback):
+    """Hydra callback: claim `hydra.run.dir` before Hydra writes its `.hydra/` files and log there.
+
+    Hydra writes `.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml` and `<job>.log` into the run
+    directory before the task starts; a run refused there (`hydra.run.dir=<a finished run>`) would
+    already have rewritten that run's records. Claimed here, a refused run stops before: one
+    `error:` line, exit status 2, nothing written. The directory's name is fixed in the config
+    (its `${now:...}` resolved once), so Hydra runs in the directory claimed.
+
+    Args:
+        job_names: The entry points (Hydra job names: the script's name) whose runs claim their
+            directory (train); others, such as tune.py continuing a study in its directory, do not.
+    """
+
+    def __init__(self, job_names: Sequence[str] = ("train",)) -> None:
+        self.job_names = set(job_names)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.job.name not in self.job_names or rank_zero_only.rank != 0:
+            return
+        from dltemplate.cli import exit_with_error
+
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+            with read_write(config), open_dict(config):
+                config.hydra.run.dir = str(run_dir)
+            if _resumes_in(config.get("ckpt_path"), run_dir):
+                return  # resumed in place: the run's own check (build.claim_output_dir) applies
+            claim(run_dir)
+        except (UserError, MissingMandatoryValue) as error:
+            exit_with_error(error)
+        _claimed_at_start.add(run_dir.resolve())
+
+
+def _resumes_in(ckpt_path: Any, run_dir: Path) -> bool:
+    """Whether `ckpt_path` is `run_dir` or a file in it (or "last", found later): a resume in place."""
+    if ckpt_path is None:
+        return False
+    if str(ckpt_path) == "last":
+        return True
+    path, run_dir = Path(str(ckpt_path)).resolve(), run_dir.resolve()
+    return path == run_dir or run_dir in path.parents
 
 
 def hold_for_resume(run_dir: str | Path) -> None:

@@ -47,7 +47,7 @@ from dltemplate.checkpoint import find_checkpoint, restore
 from dltemplate.data.predictions import class_table
 from dltemplate.errors import DataError, UserError
 from dltemplate.forecast import forecast_table, with_written_dates
-from dltemplate.predict import predict_table
+from dltemplate.predict import finite_outputs, predict_table
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class CheckpointAPI(litserve.LitAPI):
     def _predict_features(self, x: torch.Tensor) -> pd.DataFrame:
         """The synthetic tasks have no file format: their inputs are the net's input vectors."""
         loader = DataLoader(TensorDataset(x), batch_size=self.datamodule.batch_size)
-        predictions = torch.cat(self.trainer.predict(self.module, dataloaders=loader))
+        predictions = finite_outputs(torch.cat(self.trainer.predict(self.module, dataloaders=loader)))
         names = getattr(self.datamodule, "class_names", None)
         if names:
             return class_table(predictions, names)

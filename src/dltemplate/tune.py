@@ -111,10 +111,11 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
         study_name=settings.study_name,
         storage=settings.storage,
         direction=settings.direction,
-        sampler=instantiate(settings.sampler) if settings.get("sampler") else None,
         pruner=instantiate(settings.pruner) if settings.get("pruner") else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
+    if settings.get("sampler"):
+        study.sampler = continued_sampler(settings.sampler, len(study.trials))
     if base_overrides is None:
         base_overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     spaces = search_spaces(OmegaConf.to_container(settings.params, resolve=True))
@@ -167,6 +168,21 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
             study.best_params,
         )
     return study
+
+
+def continued_sampler(spec: DictConfig, trials_so_far: int) -> optuna.samplers.BaseSampler:
+    """The sampler `spec` configures, its seed moved on by the trials the study already holds.
+
+    A seeded sampler started again on a study it continues would draw the same first suggestions
+    as when the study began: a search continued with more trials would repeat trial 0's parameters
+    (and 1's, ...). Seeded with `seed + trials so far`, each continuation draws new ones, and the
+    same command on the same storage still draws the same.
+    """
+    seed = spec.get("seed")
+    if seed is None or not trials_so_far:
+        return instantiate(spec)
+    log.info("continuing a study of %d trials: sampler seed %d + %d", trials_so_far, seed, trials_so_far)
+    return instantiate(spec, seed=int(seed) + trials_so_far)
 
 
 def _for_threads(cfg: DictConfig) -> None:

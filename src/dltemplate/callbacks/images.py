@@ -12,7 +12,8 @@ from dltemplate.callbacks.schedule import EvaluationRecords, Snapshot
 
 
 class ImageGrids(EvaluationRecords):
-    """Writes `train/inputs`, training inputs after augmentation (first epoch), and `<split>/misclassified`:
+    """Writes `train/inputs`, training inputs after augmentation (first epoch: a class-balanced sample of
+    the first batch, each image titled with its class), and `<split>/misclassified`:
     the mistakes the model is most confident about, taken in turn from each true class, titled
     "predicted / true (confidence)", at the best and last epochs and on the test set.
 
@@ -29,8 +30,18 @@ class ImageGrids(EvaluationRecords):
         self.max_images = max_images
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
-        if batch_idx == 0 and trainer.current_epoch == 0:
-            log_image_grid(trainer, "train/inputs", viewable(trainer, batch[0][: self.max_images]), trainer.global_step)
+        if batch_idx != 0 or trainer.current_epoch != 0:
+            return
+        images, targets = batch[0], batch[1] if len(batch) > 1 else None
+        names = getattr(trainer.datamodule, "class_names", None)
+        if not names or not _class_indices(targets, len(names)):
+            log_image_grid(trainer, "train/inputs", viewable(trainer, images[: self.max_images]), trainer.global_step)
+            return
+        chosen = balanced_indices(targets, self.max_images)
+        labels = [names[int(targets[i])] for i in chosen]
+        title = "training inputs after augmentation (first batch, classes in turn)"
+        figure = labelled_grid(viewable(trainer, images[chosen]), labels, title)
+        log_figure(trainer, "train/inputs", figure, trainer.global_step)
 
     def collector(self, pl_module: LightningModule) -> "Mistakes":
         return Mistakes(self.max_images, lambda images: viewable(pl_module.trainer, images))
@@ -114,6 +125,38 @@ class Mistakes:
                 if queue and len(chosen) < self.max_images:
                     chosen.append(queue.pop(0))
         return chosen
+
+
+def balanced_indices(targets: Tensor, count: int) -> list[int]:
+    """Up to `count` positions of `targets`, taking each class in turn (first of each, then second, ...)."""
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(targets.tolist()):
+        by_class.setdefault(int(label), []).append(position)
+    queues = [by_class[label] for label in sorted(by_class)]
+    order = [queue[k] for k in range(max(map(len, queues), default=0)) for queue in queues if k < len(queue)]
+    return order[:count]
+
+
+def labelled_grid(images: Tensor, labels: list[str], title: str, columns: int = 8) -> plt.Figure:
+    """A figure of (B, C, H, W) images in [0, 1], each titled with its label."""
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.4, rows * 1.5 + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels, strict=False):
+        ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if image.shape[0] == 1 else None)
+        ax.set_title(label, fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _class_indices(targets: Any, num_classes: int) -> bool:
+    """Whether `targets` are one class index per image (not masks, boxes or soft labels)."""
+    if not isinstance(targets, Tensor) or targets.ndim != 1 or not len(targets):
+        return False
+    whole = not targets.is_floating_point() or bool((targets == targets.round()).all())
+    return whole and float(targets.min()) >= 0 and float(targets.max()) < num_classes
 
 
 def viewable(trainer: Trainer, images: Tensor) -> Tensor:

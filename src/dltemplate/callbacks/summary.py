@@ -5,13 +5,20 @@ resolved config go to every logger (`callbacks.media.log_config`), and TensorBoa
 custom-scalars layout that overlays training and validation curves. When the run ends (`finish`):
 the validation metrics of the best epoch, the one whose checkpoint is tested, are written as
 `val/<metric>_best`, and TensorBoard's HPARAMS tab gets this run's hyperparameters beside the fixed
-metric columns `COLUMNS`. Every run writes the same experiment definition, so whichever run
-TensorBoard reads it from, a logs folder of many tasks shows the same columns.
+metric columns `COLUMNS`. Every run writes the same columns, so whichever run TensorBoard reads the
+definition from, a logs folder of many tasks shows the same columns; their order puts the metrics
+this run has first (TensorBoard shows the first five until the user picks others): its monitored
+metric's best validation value, its test metrics, its other `val/*_best`, then the columns other
+tasks fill. The run's row is named by what tells it apart first (`session_name`): the overrides,
+then the start time, then the task's folder (`lr=0.01 · 2026-12-07 10:00:00.123456 · titanic/runs`),
+not by its path, which TensorBoard cuts to `titanic/runs/202…`.
 """
 
 import inspect
 import math
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
@@ -94,6 +101,10 @@ class RunSummary(Callback):
             self.config = OmegaConf.to_container(cfg, resolve=True)
         except Exception:  # an unresolvable value (a `???` left for later) must not stop the run
             self.config = OmegaConf.to_container(cfg, resolve=False)
+        try:
+            self.session = session_name(cfg.paths.output_dir, cfg.paths.log_dir)
+        except Exception:  # no paths (a bare config): TensorBoard names the row by its run
+            self.session = ""
         self.best_val: dict[str, float] = {}
         self.best_score: float | None = None
         self.best_step = 0
@@ -139,27 +150,40 @@ class RunSummary(Callback):
         final = {**metrics, **best}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                write_hparams(logger, self.params, final)
+                write_hparams(logger, self.params, final, _monitor(trainer)[0], self.session)
                 logger.finalize("success")  # flush: nothing else closes the writer after this
             elif isinstance(logger, WandbLogger):
-                logger.experiment.summary.update({k: v for k, v in final.items() if isinstance(v, (int, float))})
+                summary = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+                summary["trainer/global_step"] = trainer.global_step  # not the step of the last record
+                logger.experiment.summary.update(summary)
                 logger.experiment.finish()
             elif isinstance(logger, (MLFlowLogger, CSVLogger)):
                 logger.finalize("success")
         return best
 
 
-def write_hparams(logger: TensorBoardLogger, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-    """TensorBoard's HPARAMS records: the fixed experiment definition, this run's values and its end.
+def write_hparams(
+    logger: TensorBoardLogger,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    monitor: str | None = None,
+    session: str = "",
+) -> None:
+    """TensorBoard's HPARAMS records: the experiment definition (`COLUMNS`, this run's first), its values, its end.
 
     The metric columns read the scalars `test/*` and `val/*_best` of this run; no `hp/` copies.
+    `session` names the run's row (default: its run path).
     """
     values = {name: params[name] for name in HPARAMS}
-    experiment, start, end = hparams(values, {column: math.nan for column in COLUMNS})
+    experiment, start, end = hparams(values, {column: math.nan for column in metric_columns(metrics, monitor)})
     data = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
     for info in data.experiment.hparam_infos:
         info.differs = info.name in SHOWN  # TensorBoard shows the "differing" ones first
     experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
+    if session:
+        data = plugin_data_pb2.HParamsPluginData.FromString(start.value[0].metadata.plugin_data.content)
+        data.session_start_info.group_name = session
+        start.value[0].metadata.plugin_data.content = data.SerializeToString()
     writer = logger.experiment._get_file_writer()  # reopened if a stage's teardown closed it (train=false)
     for summary in (experiment, start, end):
         writer.add_summary(summary)
@@ -168,6 +192,51 @@ def write_hparams(logger: TensorBoardLogger, params: Mapping[str, Any], metrics:
         import logging
 
         logging.getLogger(__name__).warning("not in TensorBoard's HPARAMS columns (COLUMNS): %s", missing)
+
+
+def metric_columns(metrics: Mapping[str, float], monitor: str | None = None) -> list[str]:
+    """`COLUMNS`, those this run has first: the monitored metric's best and test values, its test metrics, its bests.
+
+    TensorBoard shows the first five metric columns until the user picks others: for a classifier
+    monitored on val/loss, `val/loss_best`, `test/loss`, `test/acc`, `test/auroc`, `test/f1`; for a
+    forecast on val/mae, `val/mae_best`, `test/mae`, then `test/rel_mae`, `test/mase` ... .
+    """
+    has = [c for c in COLUMNS if isinstance(metrics.get(c), (int, float)) and metrics[c] == metrics[c]]
+    name = metric_name(monitor).split("/", 1)[-1] if monitor else None
+    first = [c for c in (f"val/{name}_best", f"test/{name}") if name and c in has]
+    tests = [c for c in has if c.startswith("test/") and c not in first]
+    tests.sort(key=lambda c: c == "test/loss")  # the task's own metrics before the loss
+    ordered = first + tests + [c for c in has if c not in first and c not in tests]
+    return ordered + [c for c in COLUMNS if c not in ordered]
+
+
+# a run directory's name: <date>_<time>_<µs> (a run) or <job number> (a multirun job), then _<overrides>
+_RUN_DIR = re.compile(
+    r"^(?:(?P<date>\d{4}-\d{2}-\d{2})_(?P<time>\d{2}-\d{2}-\d{2})(?:_(?P<us>\d+))?|(?P<job>\d+))(?:_(?P<label>.+))?$"
+)
+
+
+def session_name(output_dir: str | Path, log_dir: str | Path) -> str:
+    """A run's name with what tells it apart first: `lr=0.01 · 2026-12-07 10:00:00.123456 · titanic/runs`.
+
+    From the run directory `<log_dir>/<task>/runs/<date>_<time>_<µs>_<overrides>` (a multirun job:
+    `lr=0.01 · job 3 · titanic/multiruns/<date>...`). Unique as the directory is, so TensorBoard
+    keeps every run its own row.
+    """
+    path = Path(output_dir).resolve()
+    try:
+        relative = path.relative_to(Path(log_dir).resolve())
+    except ValueError:
+        relative = path
+    match = _RUN_DIR.match(relative.name)
+    if match is None:
+        parts = [relative.name]
+    else:
+        when = f"job {match['job']}" if match["job"] else f"{match['date']} {match['time'].replace('-', ':')}"
+        when += f".{match['us']}" if match["us"] else ""
+        parts = [match["label"], when] if match["label"] else [when]
+    folder = relative.parent.as_posix()
+    return " · ".join(parts + ([folder] if folder not in ("", ".") else []))
 
 
 def custom_scalars_layout(pl_module: LightningModule) -> dict:

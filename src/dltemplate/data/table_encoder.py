@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from dltemplate.data.table_columns import DATE_PARTS, date_parts, parse_date_column
+from dltemplate.data.targets import as_labels
 from dltemplate.errors import DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class TableEncoder:
             if values.isna().any():
                 self.indicators.append(column)
         for column in self.categorical:
-            counts = frame[column].dropna().astype(str).value_counts()
+            counts = as_labels(frame[column].dropna()).value_counts()  # 3, not 3.0, for a column with gaps
             self.vocab[column] = [str(v) for v, n in counts.items() if n >= self.min_category_count]
         return self
 
@@ -154,7 +155,10 @@ class TableEncoder:
         for column in self.categorical:
             index = {v: i + 2 for i, v in enumerate(self.vocab[column])}
             values = frame[column]
-            codes = values.astype(str).map(index).fillna(UNKNOWN).where(values.notna(), MISSING)
+            # 3.0 in a file whose column has a gap or was written by a float writer is category 3;
+            # a checkpoint of an earlier version may have kept "3.0" itself
+            codes = as_labels(values).map(index).fillna(values.astype(str).map(index))
+            codes = codes.fillna(UNKNOWN).where(values.notna(), MISSING)
             parts.append(codes.to_numpy(dtype="float64"))
         if not parts:
             raise DataError(

@@ -16,7 +16,13 @@ from dltemplate.data.inferred import Inferred
 from dltemplate.data.predictions import class_table
 from dltemplate.data.table_columns import ROLES, Roles, infer_roles
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
-from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
+from dltemplate.data.targets import (
+    MissingTarget,
+    as_labels,
+    balanced_class_weights,
+    check_missing_target,
+    rows_with_target,
+)
 from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
@@ -228,7 +234,7 @@ class TabularDataModule(TensorDataModule):
         self.record_roles(roles)
         target = frame[self.hparams.target]
         if self.hparams.task == "classification":
-            self.classes = sorted(target.dropna().astype(str).unique())
+            self.classes = sorted(as_labels(target.dropna()).unique())
             if len(self.classes) < 2:
                 raise DataError(
                     f"target column {self.hparams.target!r} of {name} has a single class {self.classes}: "
@@ -255,9 +261,10 @@ class TabularDataModule(TensorDataModule):
         if self.classes is None:
             return torch.tensor(to_numeric(target, name).to_numpy(), dtype=torch.float32)
         index = {c: i for i, c in enumerate(self.classes)}
-        codes = target.astype(str).map(index)
+        labels = as_labels(target)
+        codes = labels.map(index)
         if codes.isna().any():
-            unseen = sorted(target[codes.isna()].astype(str).unique())
+            unseen = sorted(labels[codes.isna()].unique())
             raise DataError(
                 f"{name} has target classes {unseen} that the training rows do not have; fix them, or train on "
                 "rows of those classes too"
@@ -305,7 +312,7 @@ class TabularDataModule(TensorDataModule):
 
     def _strata(self, frame: pd.DataFrame) -> list[str] | None:
         """What splits are stratified by: the class of each row (classification), else nothing."""
-        return list(frame[self.hparams.target].astype(str)) if self.hparams.task == "classification" else None
+        return list(as_labels(frame[self.hparams.target])) if self.hparams.task == "classification" else None
 
     def _setup_predict(self) -> None:
         if self.predict_input is None:

@@ -52,3 +52,17 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> list[float
     """
     counts = torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).float()
     return (counts.sum() / (num_classes * counts.clamp(min=1))).tolist()
+
+
+def as_labels(values: pd.Series) -> pd.Series:
+    """Class labels as text: whole numbers that pandas read as floats are written as integers.
+
+    A column of integer classes with an empty cell is read as floats (0.0, 1.0, NaN); its classes
+    are still '0' and '1', as in a file without empty cells, not '0.0' and '1.0'. Empty cells stay
+    empty (NaN); other values are their text.
+    """
+    if pd.api.types.is_float_dtype(values):
+        present = values.dropna()
+        if len(present) and (present == present.round()).all() and present.abs().max() < 2**53:
+            return values.map(lambda v: v if pd.isna(v) else str(int(v)))
+    return values.astype(str).where(values.notna(), values)

@@ -219,6 +219,11 @@ class TextDataModule(TensorDataModule):
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         check_missing_target(missing_target)
+        if source == "csv" and text_column == label_column:
+            raise ConfigError(
+                f"data.text_column and data.label_column are both {text_column!r}: the labels would be the texts "
+                "themselves; set data.label_column to the column of classes"
+            )
         if storage not in ("auto", "memory", "stream"):
             raise ConfigError(f"data.storage must be auto, memory or stream, got {storage!r}")
         text_column, label_column = str(text_column), str(label_column)  # data.label_column=0: a position
@@ -257,6 +262,13 @@ class TextDataModule(TensorDataModule):
         if hp.train_file is None:
             raise ConfigError("the csv source needs data.train_file")
         frame = self._read_labelled(hp.train_file)
+        labels = frame[hp.label_column]
+        if not hp.classes and len(frame) > 10 and labels.nunique() == len(frame):
+            raise DataError(
+                f"data.label_column={hp.label_column!r} of {hp.train_file} has a different value in each of its "
+                f"{len(frame)} rows (e.g. {str(labels.iloc[0])[:40]!r}): it is not a column of classes (a text or "
+                "an id?); set data.label_column to the column of classes"
+            )
         if hp.test_file is None:
             keep, held = self._split(list(frame[hp.label_column]), hp.test_fraction)
             sizes = {"training": len(keep), "test": len(held)}
