@@ -115,7 +115,7 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
         with open_dict(cfg):
             cfg.net.update(extra)
     _resolve_sized(cfg, "module")
-    check_objective(cfg, datamodule)
+    check_target_kind(cfg, datamodule)
     module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
     if cfg.get("compile", False):
         module.net.compile()  # in place: state_dict keys stay those of the plain net
@@ -125,14 +125,14 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     return module
 
 
-def check_objective(cfg: DictConfig, datamodule: LightningDataModule | None) -> None:
-    """Refuse a module whose objective differs from what the data's targets ask (data.task=regression with
+def check_target_kind(cfg: DictConfig, datamodule: LightningDataModule | None) -> None:
+    """Refuse a module whose target kind differs from what the data's targets ask (data.task=regression with
     module=classification would otherwise train on class codes, or fail deep inside the loss)."""
     if not isinstance(datamodule, TensorDataModule):
         return
     module_cls = registry.resolve(cfg.module.get("_target_"), "module", where="module")
-    wanted = datamodule.objective
-    offered = module_cls.objective if issubclass(module_cls, StepModule) else None  # a module of one's own: unchecked
+    wanted = datamodule.target_kind
+    offered = module_cls.target_kind if issubclass(module_cls, StepModule) else None  # a module of one's own: unchecked
     if offered is not None and offered != wanted:
         task = f"data.task={wanted}" if "task" in cfg.data else f"data={type(datamodule).__name__}"
         raise ConfigError(

@@ -535,7 +535,7 @@ class ImageDataModule(TensorDataModule):
     def example_input_array(self) -> Tensor:
         return self.train_set.__getitems__([0, 1])[0]  # raw uint8: the graph is traced after on_after_batch_transfer
 
-    objective = "classification"  # what its targets ask of a module (checked when the run is built)
+    target_kind = "classification"  # what its targets ask of a module (checked when the run is built)
 
     @property
     def dims(self) -> dict[str, Any]:

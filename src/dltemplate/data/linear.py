@@ -61,7 +61,7 @@ class LinearDataModule(TensorDataModule):
         train, val = self.split(self.sample(self.hparams.n, generator), self.hparams.val_fraction)
         return train, val, self.sample(self.hparams.n_test, generator)
 
-    objective = "regression"  # what its targets ask of a module (checked when the run is built)
+    target_kind = "regression"  # what its targets ask of a module (checked when the run is built)
 
     @property
     def dims(self) -> dict[str, int]:

@@ -66,7 +66,7 @@ class RingsDataModule(TensorDataModule):
         train, val = self.split(self.sample(self.hparams.n_per_class, generator), self.hparams.val_fraction)
         return train, val, self.sample(self.hparams.n_test_per_class, generator)
 
-    objective = "classification"  # what its targets ask of a module (checked when the run is built)
+    target_kind = "classification"  # what its targets ask of a module (checked when the run is built)
 
     @property
     def dims(self) -> dict[str, int]:

@@ -428,7 +428,7 @@ class SeriesDataModule(TensorDataModule):
     def class_names(self) -> None:
         return None
 
-    objective = "forecasting"  # what its targets ask of a module (checked when the run is built)
+    target_kind = "forecasting"  # what its targets ask of a module (checked when the run is built)
 
     @property
     def dims(self) -> dict[str, Any]:

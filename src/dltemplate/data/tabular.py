@@ -400,7 +400,7 @@ class TabularDataModule(TensorDataModule):
         return self.classes
 
     @property
-    def objective(self) -> str:
+    def target_kind(self) -> str:
         return self.hparams.task  # data.task: classification or regression
 
     @property

@@ -272,6 +272,6 @@ class TensorDataModule(InfersSettings, LightningDataModule):
         raise NotImplementedError
 
     @property
-    def objective(self) -> str:
+    def target_kind(self) -> str:
         """What the targets ask of a module: "classification", "regression" or "forecasting"."""
         raise NotImplementedError

@@ -564,7 +564,7 @@ class TextDataModule(TensorDataModule):
     def example_input_array(self) -> Tensor:
         return self.train_set.__getitems__([0, 1])[0]
 
-    objective = "classification"  # what its targets ask of a module (checked when the run is built)
+    target_kind = "classification"  # what its targets ask of a module (checked when the run is built)
 
     @property
     def dims(self) -> dict[str, Any]:

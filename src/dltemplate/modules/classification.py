@@ -48,7 +48,7 @@ class ClassificationModule(StepModule):
             `dltemplate.callbacks.finetune`); None trains every parameter alike.
     """
 
-    objective = "classification"
+    target_kind = "classification"
 
     def __init__(
         self,

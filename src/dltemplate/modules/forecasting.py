@@ -42,7 +42,7 @@ class ForecastingModule(StepModule):
         optimizer, scheduler, scheduler_interval, monitor: as in `RegressionModule`.
     """
 
-    objective = "forecasting"
+    target_kind = "forecasting"
 
     def __init__(
         self,

@@ -47,7 +47,7 @@ class RegressionModule(StepModule):
         target_std: Standard deviation of the training targets.
     """
 
-    objective = "regression"
+    target_kind = "regression"
 
     def __init__(
         self,

@@ -32,7 +32,7 @@ class StepModule(LightningModule):
     val_metrics: MetricCollection | None
     test_metrics: MetricCollection | None
     backbone_lr_scale: float | None = None  # a fine-tuned backbone's share of the learning rate
-    objective: str  # "classification", "regression" or "forecasting": must match the data module's
+    target_kind: str  # "classification", "regression" or "forecasting": must match the data module's
 
     # ---- the parts -------------------------------------------------------------------------------
 
