@@ -80,7 +80,9 @@ def test_readme_sections_of_parts_not_kept_are_dropped():
     assert finish.trim_markdown(trimmed, {"text", "bench"}) == trimmed
     readme = (ROOT / "README.md").read_text()
     kept = set(COPIER["families"]["choices"].values()) | {"notebooks", "bench", "csv", "template"}
-    assert finish.trim_markdown(readme, kept) == readme  # every section closes; all kept: nothing dropped
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        assert finish.trim_markdown(text, kept) == text, page  # every section closes; all kept: nothing dropped
     assert "copier copy" not in finish.trim_markdown(readme, kept - {"template"})  # a project is no template
 
 
@@ -150,8 +152,9 @@ def test_a_generated_project_passes_its_own_tests_and_trains(template_repo, tmp_
     readme = (project / "README.md").read_text()
     assert readme.startswith(f"# Project {name}\n")
     families = set(answers["families"])
-    assert ("### Your own texts" in readme) == ("text" in families)
-    assert ("### Your own image folder" in readme) == ("image" in families)
+    assert (project / "docs" / "texts.md").exists() == ("text" in families)
+    assert (project / "docs" / "images.md").exists() == ("image" in families)
+    assert ("docs/texts.md" in readme) == ("text" in families)  # the README links only pages it has
     assert (package / "nets" / "resnet.py").exists() == ("image" in families)
     assert (project / "notebooks").exists() == answers["notebooks"]
     assert (project / "bench").exists() == answers["bench"]

@@ -1,4 +1,4 @@
-"""The README's "Add your own task" walkthrough, followed literally on its own code blocks."""
+"""The "Add your own task" walkthrough (docs/add-a-task.md), followed literally on its own code blocks."""
 
 import re
 import shutil
@@ -16,9 +16,7 @@ BLOCK = re.compile(r"```(?:python|yaml) (\S+)\n(.*?)```", re.DOTALL)
 
 
 def walkthrough_files() -> dict[str, str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Add your own task", 1)[1].split("\n## ", 1)[0]
-    return dict(BLOCK.findall(section))
+    return dict(BLOCK.findall((ROOT / "docs" / "add-a-task.md").read_text()))
 
 
 def test_the_walkthrough_names_every_file_it_needs():

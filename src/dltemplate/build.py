@@ -128,7 +128,7 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
 def check_target_kind(cfg: DictConfig, datamodule: LightningDataModule | None) -> None:
     """Refuse a module whose target kind differs from what the data's targets ask (data.task=regression with
     module=classification would otherwise train on class codes, or fail deep inside the loss)."""
-    if not isinstance(datamodule, TensorDataModule):
+    if not isinstance(datamodule, TensorDataModule) or datamodule.target_kind is None:
         return
     module_cls = registry.resolve(cfg.module.get("_target_"), "module", where="module")
     wanted = datamodule.target_kind

@@ -271,7 +271,6 @@ class TensorDataModule(InfersSettings, LightningDataModule):
     def dims(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    @property
-    def target_kind(self) -> str:
-        """What the targets ask of a module: "classification", "regression" or "forecasting"."""
-        raise NotImplementedError
+    # what the targets ask of a module: "classification", "regression" or "forecasting", checked against
+    # the module's when the run is built; None (a data module that does not say) is not checked
+    target_kind: str | None = None
