@@ -11,8 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dltemplate.modules.classification import ClassificationModule
-from dltemplate.modules.factories import build_net, build_optimizer, build_scheduler, parameter_groups
+from dltemplate.modules.factories import build_net
+from dltemplate.modules.optimizers import build_optimizer, parameter_groups
 from dltemplate.modules.regression import RegressionModule
+from dltemplate.modules.schedulers import build_scheduler
 from tests.helpers import CONFIG_DIR, FAMILIES, family_batch, fit_family
 
 MLP_SPEC = {"_target_": "dltemplate.nets.mlp.MLP", "in_features": 4, "hidden": [16]}

@@ -314,7 +314,7 @@ def one_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.Te
 
 @pytest.mark.parametrize("name", ["AdamW", "Adagrad", "SGD"])
 def test_sparse_embedding_rows_get_a_sparse_optimizer_that_updates_only_the_batch_rows(name):
-    from dltemplate.modules.factories import WithSparseRows, build_optimizer, parameter_groups
+    from dltemplate.modules.optimizers import WithSparseRows, build_optimizer, parameter_groups
 
     net = bag_net()
     groups = parameter_groups(net, weight_decay=0.1)
@@ -331,7 +331,8 @@ def test_sparse_embedding_rows_get_a_sparse_optimizer_that_updates_only_the_batc
 
 
 def test_the_joined_optimizer_is_scheduled_and_checkpointed_as_one():
-    from dltemplate.modules.factories import build_optimizer, build_scheduler
+    from dltemplate.modules.optimizers import build_optimizer
+    from dltemplate.modules.schedulers import build_scheduler
 
     net = bag_net()
     optimizer = build_optimizer({"_target_": "torch.optim.AdamW", "lr": 0.1}, net)
@@ -350,7 +351,7 @@ def test_embeddings_get_dense_gradients_under_a_distributed_strategy():
     from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
     from dltemplate.modules.classification import ClassificationModule
-    from dltemplate.modules.factories import sparse_parameters
+    from dltemplate.modules.optimizers import sparse_parameters
 
     for strategy, sparse in ((SingleDeviceStrategy("cpu"), True), (DDPStrategy(), False)):
         module = ClassificationModule(bag_net())

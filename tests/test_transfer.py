@@ -20,14 +20,9 @@ from dltemplate.config import compose_config
 from dltemplate.errors import ConfigError
 from dltemplate.export import export_checkpoint
 from dltemplate.modules.classification import ClassificationModule
-from dltemplate.modules.factories import (
-    build_net,
-    build_optimizer,
-    build_scheduler,
-    no_downloads,
-    parameter_groups,
-    without_downloads,
-)
+from dltemplate.modules.factories import build_net, no_downloads, without_downloads
+from dltemplate.modules.optimizers import build_optimizer, parameter_groups
+from dltemplate.modules.schedulers import build_scheduler
 from dltemplate.nets.timm import TimmNet
 from dltemplate.nets.transformer import TransformerNet
 from dltemplate.predict import predict

@@ -11,7 +11,7 @@ checkpoint; the module returns this callback from `configure_callbacks`:
 
 Freezing leaves `requires_grad` alone: under DDP, parameters that stop (or start) needing gradients
 after the model is wrapped are a hang or an error. The backbone's parameter groups exist from the
-start (`dltemplate.modules.factories.parameter_groups`); while frozen, their gradients, already
+start (`dltemplate.modules.optimizers.parameter_groups`); while frozen, their gradients, already
 all-reduced by DDP, are dropped just before each optimizer step, so every optimizer leaves them
 exactly as they are (no step, no weight decay, no momentum or Adam moments), and normalisation
 layers with running statistics (BatchNorm) stay in eval mode, so those do not move either.

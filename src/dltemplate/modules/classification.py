@@ -11,15 +11,9 @@ from torchmetrics.classification import AUROC, Accuracy, F1Score
 from dltemplate.callbacks.finetune import BackboneFreeze, finetune_policy
 from dltemplate.errors import ConfigError
 from dltemplate.losses import LossSpec, build_loss
-from dltemplate.modules.factories import (
-    NetSpec,
-    OptimizerSpec,
-    SchedulerSpec,
-    build_net,
-    dense_gradients_where_needed,
-    objects_to_skip,
-    without_downloads,
-)
+from dltemplate.modules.factories import NetSpec, build_net, objects_to_skip, without_downloads
+from dltemplate.modules.optimizers import OptimizerSpec, dense_gradients_where_needed
+from dltemplate.modules.schedulers import SchedulerSpec
 from dltemplate.modules.step import StepModule
 
 

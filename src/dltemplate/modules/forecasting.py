@@ -9,14 +9,9 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricColl
 from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
 
 from dltemplate.losses import LossSpec, build_loss
-from dltemplate.modules.factories import (
-    NetSpec,
-    OptimizerSpec,
-    SchedulerSpec,
-    build_net,
-    objects_to_skip,
-    without_downloads,
-)
+from dltemplate.modules.factories import NetSpec, build_net, objects_to_skip, without_downloads
+from dltemplate.modules.optimizers import OptimizerSpec
+from dltemplate.modules.schedulers import SchedulerSpec
 from dltemplate.modules.step import StepModule
 
 

@@ -6,8 +6,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MetricCollection
 
-from dltemplate.modules.factories import check_finite, configure_optimizers
+from dltemplate.modules.finite import check_finite
 from dltemplate.modules.metrics import log_epoch_metrics
+from dltemplate.modules.schedulers import configure_optimizers
 
 
 class StepModule(LightningModule):

@@ -23,7 +23,7 @@ class NGramBag(nn.Module):
         pad_index: Id of the padding token.
         sparse: Sparse embedding gradients: a step updates only the rows of the batch's tokens and
             n-grams, not all `vocab_size + buckets` rows (the optimizer gets a sparse-capable part,
-            see `dltemplate.modules.factories.parameter_groups`; dense under DDP).
+            see `dltemplate.modules.optimizers.parameter_groups`; dense under DDP).
     """
 
     def __init__(

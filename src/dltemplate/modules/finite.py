@@ -1,0 +1,34 @@
+"""The training loss checked for NaN and infinity on the device, read by the host every few steps."""
+
+import torch
+
+FINITE_CHECK_EVERY = 50  # steps between the host's looks at the loss flag (each look waits for the device)
+
+
+def check_finite(loss: torch.Tensor, module) -> None:
+    """Stop with a clear error when the training loss becomes NaN or infinite.
+
+    The check runs on the device every step (the first non-finite step and value are kept there);
+    the host reads it, which waits for the device, only every `FINITE_CHECK_EVERY` steps and at
+    the last batch of each epoch, so a GPU is not held up on every step. The step number goes to the
+    device as a fill (`torch.full`), which is queued like any kernel; `torch.tensor(step, device=...)`
+    would copy it from pageable host memory and wait.
+    """
+    bad = ~torch.isfinite(loss.detach())
+    step = torch.full((), module.global_step, device=loss.device, dtype=torch.long)
+    first = getattr(module, "_first_nonfinite", None)
+    if first is None or first[0].device != loss.device:
+        first = (torch.full((), -1, device=loss.device, dtype=torch.long), torch.zeros((), device=loss.device))
+    unseen = bad & (first[0] < 0)
+    first = (torch.where(unseen, step, first[0]), torch.where(unseen, loss.detach().float(), first[1]))
+    module._first_nonfinite = first
+    trainer = getattr(module, "_trainer", None)
+    if module.global_step % FINITE_CHECK_EVERY and not (trainer is not None and trainer.is_last_batch):
+        return
+    at, value = torch.stack([first[0].float(), first[1]]).tolist()  # one read of both (float32: MPS has no float64)
+    if at >= 0:
+        at = int(at)
+        raise FloatingPointError(
+            f"training loss is {value} at epoch {module.current_epoch}, step {at}: "
+            "the run diverged; lower module.optimizer.lr or check the inputs for NaN/inf values"
+        )
