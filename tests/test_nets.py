@@ -256,3 +256,15 @@ def test_a_net_in_a_folder_of_its_own_trains_by_config_and_restores(make_cfg, tm
     assert type(restored.net).__name__ == "TinyNet"
     with pytest.raises(ConfigError, match="does not exist or does not define a net named Missing"):
         build_net({"_target_": "dltemplate.nets.experiments.tiny.Missing", "in_features": 2, "out_features": 1})
+
+
+@needs("tabular")
+def test_category_codes_out_of_range_are_read_as_unknown_in_every_runtime():
+    """Code 0 is "unknown": a negative or too large code gives its answer, not an error or a wrapped index."""
+    TabularNet = pytest.importorskip("dltemplate.nets.tabular").TabularNet
+    net = TabularNet(num_numeric=1, cardinalities=[3, 4], out_features=1, embedding_dim=2).eval()
+    unknown = net(torch.tensor([[0.5, 0.0, 0.0]]))
+    for codes in ([-1.0, 0.0], [3.0, -2.0], [0.0, 99.0], [-3.0, 4.0]):
+        torch.testing.assert_close(net(torch.tensor([[0.5, *codes]])), unknown)
+    assert not torch.allclose(net(torch.tensor([[0.5, 1.0, 2.0]])), unknown)
+    assert "limits" not in net.state_dict()  # checkpoints are unchanged

@@ -48,6 +48,9 @@ class TabularNet(nn.Module):
             self.embeddings = nn.ModuleList(nn.Embedding(k, d) for k, d in zip(self.cardinalities, sizes, strict=True))
             width = num_numeric + sum(sizes)
         self.mlp = MLP(width, out_features, hidden, activation, dropout, batch_norm)
+        # codes outside a column's range are read as 0, "unknown": the same answer in PyTorch, ONNX and
+        # torch.export (an embedding refuses them in one runtime and wraps negative ones in another)
+        self.register_buffer("limits", torch.tensor(self.cardinalities, dtype=torch.long), persistent=False)
 
     @classmethod
     def example_input(cls, batch: int, num_numeric: int, cardinalities: Sequence[int], **config: Any) -> Tensor:
@@ -57,6 +60,7 @@ class TabularNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         numeric, codes = x[:, : self.num_numeric], x[:, self.num_numeric :].long()  # (B, N), (B, C)
+        codes = torch.where((codes >= 0) & (codes < self.limits), codes, torch.zeros_like(codes))
         if self.embeddings is None:
             parts = [F.one_hot(codes[:, i], k).float() for i, k in enumerate(self.cardinalities)]
         else:
