@@ -27,7 +27,10 @@ FAMILIES = {  # family → (task, overrides giving several steps per epoch)
 }
 
 
-def run_counted(task: str, overrides: list[str], tmp_path) -> tuple[SyncCounter, object]:
+def run_counted(
+    task: str, overrides: list[str], tmp_path, counter: SyncCounter | None = None, steps: int = 62, callbacks=()
+) -> tuple[SyncCounter, object]:
+    """Train `task` for `steps` steps with `counter` (steps 20-60 by default) among its callbacks."""
     data = provide_task_data(task, tmp_path / "data")
     cfg = compose_config(
         CONFIG_DIR,
@@ -35,7 +38,7 @@ def run_counted(task: str, overrides: list[str], tmp_path) -> tuple[SyncCounter,
             f"task={task}",
             f"paths.data_dir={tmp_path / 'data'}",
             f"paths.log_dir={tmp_path / 'logs'}",
-            "+trainer.max_steps=62",
+            f"+trainer.max_steps={steps}",
             "trainer.max_epochs=1000",
             "test=false",
             *data,
@@ -43,8 +46,8 @@ def run_counted(task: str, overrides: list[str], tmp_path) -> tuple[SyncCounter,
         ],
         output_dir=tmp_path / "run",
     )
-    counter = SyncCounter()
-    result = train(cfg, callbacks=[counter])
+    counter = counter or SyncCounter()
+    result = train(cfg, callbacks=[counter, *callbacks])
     return counter, result
 
 
@@ -72,23 +75,7 @@ def test_the_counter_sees_a_read_in_a_training_step(tmp_path):
             outputs["loss"].item()
 
     task = "linear_regression" if "linear_regression" in TASKS else TASKS[0]
-    data = provide_task_data(task, tmp_path / "data")
-    cfg = compose_config(
-        CONFIG_DIR,
-        [
-            f"task={task}",
-            f"paths.data_dir={tmp_path / 'data'}",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            "+trainer.max_steps=30",
-            "trainer.max_epochs=1000",
-            "test=false",
-            "logger=csv",
-            *data,
-        ],
-        output_dir=tmp_path / "run",
-    )
-    counter = SyncCounter(first=5, last=25)
-    train(cfg, callbacks=[counter, ReadsLoss()])
+    counter, _ = run_counted(task, ["logger=csv"], tmp_path, SyncCounter(first=5, last=25), 30, [ReadsLoss()])
     assert counter.steps >= 10
     reads = sum(n for site, n in counter.sites.items() if "test_syncs.py" in site) / counter.steps
     assert reads == 1.0, counter.report()

@@ -468,8 +468,9 @@ def _built(make, what: str | Path) -> Any:
     """
     try:
         return make()
-    except ConfigError as error:
-        raise CheckpointError(str(error)) from None
+    except ConfigError as error:  # said where in the checkpoint, unless its message already starts there
+        message = str(error)
+        raise CheckpointError(message if message.startswith(str(what)) else f"{what}: {message}") from None
     except UserError:
         raise
     except (TypeError, KeyError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as error:

@@ -206,26 +206,7 @@ def check_names(config: Any, kind: str, where: str = "config", recursive: bool =
         inner = _NESTED.get(kind, ())
         for key, value in config.items():
             if key != "_target_":
-                _check_nested_names(value, inner, f"{where}.{key}")
-
-
-def _check_nested_names(value: Any, kinds: tuple[str, ...], where: str) -> None:
-    if isinstance(value, Mapping):
-        if "_target_" in value:
-            if not kinds:
-                raise ConfigError(f"{where}: nothing may be built here, but it names _target_={value['_target_']!r}")
-            errors = []
-            for kind in kinds:
-                try:
-                    return check_names(value, kind, where)
-                except ConfigError as error:
-                    errors.append(str(error))
-            raise ConfigError(errors[0])
-        for key, item in value.items():
-            _check_nested_names(item, kinds, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_nested_names(item, kinds, f"{where}[{i}]")
+                _check_nested(value, inner, f"{where}.{key}", check_names)
 
 
 def describe(kind: str) -> str:
@@ -265,7 +246,9 @@ def check(config: Any, kind: str, where: str = "config", recursive: bool = True)
     return checked
 
 
-def _check_nested(value: Any, kinds: tuple[str, ...], where: str) -> Any:
+def _check_nested(value: Any, kinds: tuple[str, ...], where: str, check_one: Callable[..., Any] | None = None) -> Any:
+    """`value` with every nested config checked by `check_one` (`check`; `check_names` for the names alone)."""
+    check_one = check_one or check
     if isinstance(value, Mapping):
         if "_target_" in value:
             if not kinds:
@@ -273,13 +256,13 @@ def _check_nested(value: Any, kinds: tuple[str, ...], where: str) -> Any:
             errors = []
             for kind in kinds:
                 try:
-                    return check(value, kind, where)
+                    return check_one(value, kind, where)
                 except ConfigError as error:
                     errors.append(str(error))
             raise ConfigError(errors[0])
-        return {k: _check_nested(v, kinds, f"{where}.{k}") for k, v in value.items()}
+        return {k: _check_nested(v, kinds, f"{where}.{k}", check_one) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_check_nested(v, kinds, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_check_nested(v, kinds, f"{where}[{i}]", check_one) for i, v in enumerate(value)]
     return value
 
 
