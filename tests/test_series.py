@@ -433,8 +433,12 @@ def test_a_monthly_series_is_trained_a_season_ahead_and_a_longer_forecast_is_war
     assert {"test/mae", "test/snaive_mae", "test/naive_mae"} <= set(result.metrics)
     forecast_cfg = lambda steps: compose_config(  # noqa: E731
         CONFIG_DIR,
-        [f"ckpt_path={result.best_checkpoint}", f"steps={steps}", f"output={tmp_path / f'f{steps}.csv'}"]
-        + [f"input={path}"],  # a file outside paths.data_dir is read only when named
+        [  # input: a file outside paths.data_dir is read only when named
+            f"ckpt_path={result.best_checkpoint}",
+            f"steps={steps}",
+            f"output={tmp_path / f'f{steps}.csv'}",
+            f"input={path}",
+        ],
         output_dir=tmp_path / f"forecast{steps}",
         config_name="forecast",
     )
