@@ -82,3 +82,6 @@ def test_notebook_renders_its_figures_in_a_jupyter_kernel(tmp_path, monkeypatch)
     stderr = "".join(o.get("text", "") for o in training if o.get("name") == "stderr")
     assert "Warning" not in stderr and "GPU available" not in stderr and "Tip" not in stderr, stderr
     assert len(training) <= 4, [o.get("text", o.get("data", {}).get("text/plain", ""))[:200] for o in training]
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    every_stderr = "".join(o.get("text", "") for c in code for o in c.outputs if o.get("name") == "stderr")
+    assert "TqdmWarning" not in every_stderr, every_stderr  # ipywidgets is installed with the notebooks extra
