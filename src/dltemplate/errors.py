@@ -34,3 +34,7 @@ class OutputExistsError(UserError, FileExistsError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: damaged, from another task, or naming what it may not."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training reached a NaN or infinite loss: a learning rate too high, or such values in the inputs."""

@@ -23,7 +23,7 @@ from torch.optim import SGD, Adagrad, Optimizer, SparseAdam
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR, PolynomialLR
 
 from dltemplate import registry
-from dltemplate.errors import ConfigError
+from dltemplate.errors import ConfigError, DivergedError
 from dltemplate.nets.init import LINEAR, init_scheme
 
 log = logging.getLogger(__name__)
@@ -430,7 +430,10 @@ def check_finite(loss: torch.Tensor, module) -> None:
     at, value = torch.stack([first[0].float(), first[1]]).tolist()  # one read of both (float32: MPS has no float64)
     if at >= 0:
         at = int(at)
-        raise FloatingPointError(
+        optimizer = getattr(module, "hparams", {}).get("optimizer")
+        lr = optimizer.get("lr") if isinstance(optimizer, Mapping) else None
+        now = f" (now {lr})" if lr is not None else ""
+        raise DivergedError(
             f"training loss is {value} at epoch {module.current_epoch}, step {at}: "
-            "the run diverged; lower module.optimizer.lr or check the inputs for NaN/inf values"
+            f"the run diverged; lower module.optimizer.lr{now} or check the inputs for NaN/inf values"
         )
