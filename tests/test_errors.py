@@ -4,18 +4,24 @@ The line names the setting (or the file), the value and how to fix it; the comma
 status 2 and leaves no run record behind for a run that never started.
 """
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 
-from dltemplate.cli import run_entry_point
+from dltemplate.cli import check_command_line, run_entry_point, user_message
 from dltemplate.errors import ConfigError
+from dltemplate.files import write_atomically
 from dltemplate.train import main as train_main
 from dltemplate.train import train
+from tests.helpers import CONFIG_DIR, ROOT, run_script
 
 
-def one_error_line(capsys, call) -> str:
-    """Run `call` as an entry point would; return its single `error:` line (exit status 2 checked)."""
+def one_error_line(capsys, call, cfg=None) -> str:
+    """Run `call` as an entry point given `cfg` would; return its single `error:` line (exit status 2 checked)."""
     with pytest.raises(SystemExit) as stopped:
-        run_entry_point(lambda _: call(), None)
+        run_entry_point(lambda _: call(), cfg)
     assert stopped.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -72,3 +78,88 @@ def test_a_diverged_run_is_one_line_naming_the_learning_rate(make_cfg, capsys):
     cfg = make_cfg("module.optimizer.lr=1e30", "trainer.max_epochs=2", "logger=csv")
     line = one_error_line(capsys, lambda: train_main(cfg))
     assert "the run diverged; lower module.optimizer.lr (now 1e+30)" in line
+
+
+def _refused(code: int, filename: str | None = None):
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), *([filename] if filename else []))
+
+    return refuse
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (errno.ENOSPC, "no space left on the device holding {path}"),
+        (errno.EROFS, "{path} is on a read-only file system; point paths.log_dir"),
+        (errno.EACCES, "permission denied for {path}"),
+        (errno.EPERM, "operation not permitted on {path}"),
+    ],
+)
+def test_a_refused_write_is_one_line_naming_the_path(make_cfg, tmp_path, capsys, monkeypatch, code, message):
+    cfg = make_cfg("trainer.max_epochs=1")
+    target = tmp_path / "run" / "result.json"
+    monkeypatch.setattr("dltemplate.train.claim_output_dir", _refused(code, str(target)))
+    line = one_error_line(capsys, lambda: train_main(cfg))
+    assert message.format(path=target) in line and os.strerror(code) in line
+
+
+def test_a_full_disk_that_names_no_file_names_the_run_directory(make_cfg, tmp_path, capsys, monkeypatch):
+    cfg = make_cfg("trainer.max_epochs=1")
+    monkeypatch.setattr("dltemplate.train.claim_output_dir", _refused(errno.ENOSPC))
+    line = one_error_line(capsys, lambda: train_main(cfg), cfg)
+    assert f"no space left on the device holding the run directory {tmp_path / 'run'}" in line
+
+
+def test_torch_save_on_a_full_disk_is_an_os_error_naming_the_file(tmp_path):
+    def full(path):
+        path.write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    target = tmp_path / "cache.pt"
+    with pytest.raises(OSError) as raised:
+        write_atomically(target, full)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+    assert user_message(raised.value).startswith(f"no space left on the device holding {target}")
+
+
+def test_an_unexpected_error_keeps_its_traceback():
+    assert user_message(RuntimeError("a bug")) is None
+    assert user_message(OSError(errno.EIO, "I/O error", "x")) is None
+
+
+def test_an_unset_environment_variable_in_a_command_line_value_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        check_command_line(CONFIG_DIR, "train", ["trainer.max_epochs=${oc.env:DLTEMPLATE_UNSET_VARIABLE}"])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: trainer.max_epochs=${oc.env:DLTEMPLATE_UNSET_VARIABLE} reads the environment")
+    assert "${oc.env:DLTEMPLATE_UNSET_VARIABLE,<default>}" in line and "\n" not in line
+    check_command_line(CONFIG_DIR, "train", ["trainer.max_epochs=${oc.env:DLTEMPLATE_UNSET_VARIABLE,2}"])
+
+
+def test_an_unset_environment_variable_in_a_config_value_is_one_line(make_cfg, capsys):
+    cfg = make_cfg("trainer.max_epochs=1", "data.batch_size=${oc.env:DLTEMPLATE_UNSET_VARIABLE}")
+    line = one_error_line(capsys, lambda: train_main(cfg))
+    assert "reads the environment variable DLTEMPLATE_UNSET_VARIABLE, which is not set" in line
+
+
+def _sys_refuses_folders() -> bool:
+    try:
+        os.mkdir("/sys/dltemplate-test")
+    except OSError:
+        return True
+    os.rmdir("/sys/dltemplate-test")
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/sys").is_dir() or not _sys_refuses_folders(), reason="needs a folder no one may write")
+@pytest.mark.parametrize("override", ["hydra.run.dir=/sys/dltemplate-test/run", "paths.log_dir=/sys/dltemplate-test"])
+def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, override):
+    result = run_script([str(ROOT / "train.py"), override], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "/sys/dltemplate-test" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -4,6 +4,11 @@ Each class also derives from the built-in error it refines, so `except ValueErro
 working. Anything else raised during a run is unexpected and keeps its full traceback.
 """
 
+import re
+
+# torch.save's writer on a full disk raises a RuntimeError without errno or file name
+TORCH_WRITE_FAILED = re.compile(r"PytorchStreamWriter failed writing|file write failed|unexpected pos \d+ vs \d+")
+
 
 class UserError(Exception):
     """A mistake in the data, the configuration or the command line; the message says how to fix it."""

@@ -4,6 +4,7 @@ Every writer of the project goes through these, so an interrupted or failed writ
 disk) never leaves a half-written file where a complete one is expected.
 """
 
+import errno
 import hashlib
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import TypeVar
 import torch
 from filelock import FileLock
 
-from dltemplate.errors import OutputExistsError
+from dltemplate.errors import TORCH_WRITE_FAILED, OutputExistsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,7 +31,12 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        write(partial)
+        try:
+            write(partial)
+        except RuntimeError as error:  # torch.save on a full disk: no errno, no file name
+            if not TORCH_WRITE_FAILED.search(str(error)):
+                raise
+            raise OSError(errno.ENOSPC, f"writing failed ({str(error).splitlines()[0]})", str(path)) from error
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
