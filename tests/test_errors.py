@@ -6,6 +6,7 @@ status 2 and leaves no run record behind for a run that never started.
 
 import errno
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,74 @@ def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, override):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "/sys/dltemplate-test" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def search(tmp_path):
+    """Compose a search config (rings, titanic's search) and run `tune` on it, as tune.py would."""
+    from hydra import compose, initialize_config_dir
+
+    from dltemplate.tune import tune
+
+    base = [
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "task=rings",
+        "hparams_search=titanic_optuna",
+        "trainer.max_epochs=1",
+        "optuna.pruner=null",
+    ]
+
+    def run(*overrides: str, params: dict | None = None):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*base, *overrides])
+            cfg.paths.output_dir = str(tmp_path / "search")
+            if params is not None:
+                cfg.optuna.params = params
+            return tune(cfg, base_overrides=base)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "params", "message"),
+    [
+        (["optuna.n_trials=-3"], None, "optuna.n_trials=-3 must be a whole number of at least 1"),
+        (["optuna.n_trials=0"], None, "optuna.n_trials=0 must be a whole number of at least 1"),
+        (["optuna.n_jobs=0"], None, "optuna.n_jobs=0 must be a whole number of at least 1"),
+        ([], {"net.dropout": {"type": "floot", "low": 0, "high": 1}}, "type must be float, int or categorical"),
+        ([], {"net.dropout": {"type": "float", "low": 0.5, "high": 0.1}}, "is not a valid float search space"),
+        ([], {"module.optimizer.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "not a valid float"),
+        ([], {"net.hidden": {"type": "categorical", "choices": []}}, "choices is empty"),
+        ([], {"net.dropout": {"type": "float", "low": 0}}, "missing ['high']"),
+        ([], {"net.dropout": {"type": "float", "low": 0, "hihg": 1}}, "unknown keys ['hihg']"),
+        ([], {}, "optuna.params is empty"),
+    ],
+)
+def test_a_search_that_cannot_run_is_refused_before_the_study_is_opened(search, tmp_path, overrides, params, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        search(*overrides, params=params)
+    assert not (tmp_path / "logs" / "rings" / "optuna.db").exists()
+
+
+def test_a_search_whose_every_trial_fails_is_an_error_naming_the_first_cause(search, tmp_path):
+    from dltemplate.errors import SearchFailedError
+
+    params = {"net.dropout": {"type": "float", "low": 1.5, "high": 2.0}}  # Optuna accepts it, training does not
+    with pytest.raises(SearchFailedError, match=r"every trial .* failed \(2 in this search\).*trial 0: net.dropout="):
+        search("optuna.n_trials=2", params=params)
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (lambda db: db.write_text("not a database\n"), "file is not a database"),
+        (lambda db: db.mkdir(), "it is a folder"),
+        (lambda db: db.write_bytes(b"SQLite format 3\x00" + bytes(200)), "cannot be used as an Optuna database"),
+    ],
+)
+def test_a_storage_that_is_not_an_optuna_database_is_one_line_naming_it(search, tmp_path, capsys, damage, cause):
+    db = tmp_path / "logs" / "rings" / "optuna.db"
+    db.parent.mkdir(parents=True)
+    damage(db)
+    line = one_error_line(capsys, lambda: search("optuna.n_trials=1"))
+    assert f"{db} cannot be used as an Optuna database" in line and cause in line and "move it aside" in line

@@ -43,3 +43,7 @@ class CheckpointError(UserError, ValueError):
 
 class DivergedError(UserError, FloatingPointError):
     """Training reached a NaN or infinite loss: a learning rate too high, or such values in the inputs."""
+
+
+class SearchFailedError(UserError, RuntimeError):
+    """Every trial of a search failed: there is no result; the message names the first trial's cause."""
