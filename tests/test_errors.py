@@ -235,3 +235,26 @@ def test_a_storage_that_is_not_an_optuna_database_is_one_line_naming_it(search, 
     damage(db)
     line = one_error_line(capsys, lambda: search("optuna.n_trials=1"))
     assert f"{db} cannot be used as an Optuna database" in line and cause in line and "move it aside" in line
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["steps=abc"], "steps='abc' must be a whole number of at least 1"),
+        (["steps=2.5"], "steps=2.5 must be a whole number of at least 1"),
+        (["steps=0"], "steps=0 must be a whole number of at least 1"),
+        (["floor=abc"], "floor='abc' must be a number"),
+    ],
+)
+def test_forecast_settings_that_cannot_work_are_one_line_before_the_checkpoint_is_read(
+    tmp_path, capsys, overrides, message
+):
+    from dltemplate.config import compose_config
+    from dltemplate.forecast import main as forecast_main
+
+    cfg = compose_config(
+        CONFIG_DIR, ["ckpt_path=no/such.ckpt", *overrides], output_dir=tmp_path / "forecast", config_name="forecast"
+    )
+    line = one_error_line(capsys, lambda: forecast_main(cfg))
+    assert message in line
+    assert not (tmp_path / "forecast").exists()
