@@ -258,3 +258,34 @@ def test_forecast_settings_that_cannot_work_are_one_line_before_the_checkpoint_i
     line = one_error_line(capsys, lambda: forecast_main(cfg))
     assert message in line
     assert not (tmp_path / "forecast").exists()
+
+
+@pytest.fixture(scope="module")
+def rings_checkpoint(tmp_path_factory) -> Path:
+    """The best checkpoint of a tiny rings run: a model whose data module reads no input files."""
+    from dltemplate.config import compose_config
+
+    tmp = tmp_path_factory.mktemp("rings")
+    cfg = compose_config(
+        CONFIG_DIR,
+        ["task=rings", f"paths.log_dir={tmp / 'logs'}", "debug=limit_batches", "trainer.max_epochs=1", "logger=csv"],
+        output_dir=tmp / "run",
+    )
+    return Path(train(cfg).best_checkpoint)
+
+
+def test_predicting_with_a_model_that_reads_no_files_is_one_line_naming_what_to_use(rings_checkpoint, tmp_path, capsys):
+    from dltemplate.config import compose_config
+    from dltemplate.predict import main as predict_main
+
+    (tmp_path / "rows.csv").write_text("x1,x2\n0.1,0.2\n")
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={rings_checkpoint}", f"input={tmp_path / 'rows.csv'}"],
+        output_dir=tmp_path / "predict",
+        config_name="predict",
+    )
+    line = one_error_line(capsys, lambda: predict_main(cfg))
+    assert "(RingsDataModule) reads no input files, so predict.py cannot use it" in line
+    assert "evaluate.py ckpt_path=" in line
+    assert not (tmp_path / "predict" / "predictions.csv").exists()
