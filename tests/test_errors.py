@@ -5,6 +5,7 @@ status 2 and leaves no run record behind for a run that never started.
 """
 
 import errno
+import math
 import os
 import re
 from pathlib import Path
@@ -289,3 +290,52 @@ def test_predicting_with_a_model_that_reads_no_files_is_one_line_naming_what_to_
     assert "(RingsDataModule) reads no input files, so predict.py cannot use it" in line
     assert "evaluate.py ckpt_path=" in line
     assert not (tmp_path / "predict" / "predictions.csv").exists()
+
+
+def _export_config(ckpt: Path, tmp_path: Path, *overrides: str):
+    from dltemplate.config import compose_config
+
+    return compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={ckpt}", "format=torchscript", *overrides],
+        output_dir=tmp_path / "export",
+        config_name="export",
+    )
+
+
+@pytest.mark.parametrize(
+    ("difference", "message"), [(1.0, "differs from the checkpoint by 1.00e+00"), (math.nan, "NaN")]
+)
+def test_an_export_beyond_the_tolerance_is_one_line_and_leaves_no_file(
+    rings_checkpoint, tmp_path, capsys, monkeypatch, difference, message
+):
+    import dltemplate.export as exporting
+
+    real = exporting.export
+
+    def off(*args, **kwargs):
+        path, _ = real(*args, **kwargs)
+        assert path.is_file()  # written, then refused
+        return path, difference
+
+    monkeypatch.setattr(exporting, "export", off)
+    cfg = _export_config(rings_checkpoint, tmp_path)
+    line = one_error_line(capsys, lambda: exporting.main(cfg))
+    assert message in line and f"not written to {tmp_path / 'export' / 'model.torchscript'}" in line
+    assert list((tmp_path / "export").iterdir()) == []  # neither the refused model nor its staging folder
+
+
+def test_an_export_within_the_tolerance_is_written(rings_checkpoint, tmp_path):
+    from dltemplate.export import export_checkpoint
+
+    path, difference = export_checkpoint(_export_config(rings_checkpoint, tmp_path))
+    assert path == tmp_path / "export" / "model.torchscript" and path.is_file() and difference <= 1e-4
+    assert [p.name for p in (tmp_path / "export").iterdir()] == ["model.torchscript"]
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "abc", "nan"])
+def test_a_tolerance_that_is_not_a_number_of_at_least_0_is_refused(rings_checkpoint, tmp_path, tolerance):
+    from dltemplate.export import export_checkpoint
+
+    with pytest.raises(ConfigError, match="must be a number of at least 0"):
+        export_checkpoint(_export_config(rings_checkpoint, tmp_path, f"tolerance={tolerance}"))

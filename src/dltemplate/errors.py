@@ -47,3 +47,7 @@ class DivergedError(UserError, FloatingPointError):
 
 class SearchFailedError(UserError, RuntimeError):
     """Every trial of a search failed: there is no result; the message names the first trial's cause."""
+
+
+class ExportError(UserError, RuntimeError):
+    """An exported model that does not reproduce its checkpoint's outputs within the tolerance."""
