@@ -339,3 +339,42 @@ def test_a_tolerance_that_is_not_a_number_of_at_least_0_is_refused(rings_checkpo
 
     with pytest.raises(ConfigError, match="must be a number of at least 0"):
         export_checkpoint(_export_config(rings_checkpoint, tmp_path, f"tolerance={tolerance}"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["http server", "model worker"])
+def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoint, tmp_path, victim):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from dltemplate.serve import _healthy, free_port
+
+    port = free_port()
+    command = [sys.executable, str(ROOT / "serve.py"), f"ckpt_path={rings_checkpoint}", f"port={port}"]
+    command.append(f"hydra.run.dir={tmp_path / 'serve'}")
+    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe nobody reads while the server starts
+    server = subprocess.Popen(command, cwd=tmp_path, stderr=log, stdout=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(f"http://127.0.0.1:{port}"):
+            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.5)
+        children = psutil.Process(server.pid).children()
+        workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]  # spawned: the model worker
+        forked = [c for c in children if c.cmdline() == psutil.Process(server.pid).cmdline()]  # forked: HTTP
+        (workers if victim == "model worker" else forked)[-1].kill()
+        server.wait(timeout=60)  # it stops by itself
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+    stderr = (tmp_path / "serve.log").read_text()
+    assert server.returncode == 1, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "was killed by signal 9, so the server stopped" in errors[0], stderr[-2000:]
+    assert "Traceback" not in stderr
