@@ -378,3 +378,68 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "was killed by signal 9, so the server stopped" in errors[0], stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def test_a_cache_build_removes_the_partial_folders_and_files_killed_builds_left(tmp_path):
+    from dltemplate.files import cached, cached_folder
+
+    folder = tmp_path / "chunks"
+    orphans = [tmp_path / ".chunks.4242.part", tmp_path / ".chunks.77.part"]
+    for orphan in orphans:
+        (orphan / "failures").mkdir(parents=True)
+        (orphan / "chunk-0.bin").write_bytes(bytes(100))
+    kept = [tmp_path / ".chunks-other.1.part", tmp_path / "chunks.part"]  # not partials of this folder
+    for other in kept:
+        other.mkdir()
+
+    def build(partial: Path) -> None:
+        partial.mkdir()
+        (partial / "done").write_text("")
+
+    assert cached_folder(folder, build, "done", "test chunks") == folder and (folder / "done").is_file()
+    assert not any(o.exists() for o in orphans) and all(k.exists() for k in kept)
+
+    (tmp_path / ".cache.pt.99.part").write_bytes(b"half a cache")
+    assert cached(tmp_path / "cache.pt", lambda: {"x": 1}, "test cache") == {"x": 1}
+    assert not (tmp_path / ".cache.pt.99.part").exists()
+
+
+@pytest.mark.slow
+def test_a_chunk_build_killed_midway_leaves_no_partial_folder_after_the_next_build(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "started"
+    script = f"""
+import time
+from pathlib import Path
+from dltemplate.files import cached_folder
+
+def build(partial):
+    partial.mkdir()
+    (partial / "chunk-0.bin").write_bytes(bytes(1000))
+    Path({str(started)!r}).touch()
+    time.sleep(600)  # killed here
+
+cached_folder(Path({str(tmp_path / "chunks")!r}), build, "done", "chunks")
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    builder = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert builder.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    builder.send_signal(signal.SIGKILL)
+    builder.wait()
+    assert [p.name for p in tmp_path.glob(".chunks.*.part")]  # what a kill leaves
+
+    from dltemplate.files import cached_folder
+
+    def build(partial: Path) -> None:
+        partial.mkdir()
+        (partial / "done").write_text("")
+
+    cached_folder(tmp_path / "chunks", build, "done", "chunks")
+    assert not list(tmp_path.glob(".chunks.*.part")) and (tmp_path / "chunks" / "done").is_file()
