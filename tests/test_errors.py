@@ -443,3 +443,34 @@ cached_folder(Path({str(tmp_path / "chunks")!r}), build, "done", "chunks")
 
     cached_folder(tmp_path / "chunks", build, "done", "chunks")
     assert not list(tmp_path.glob(".chunks.*.part")) and (tmp_path / "chunks" / "done").is_file()
+
+
+def test_paths_with_equals_signs_and_commas_reach_hydra_as_one_value(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dltemplate.cli import quote_paths
+
+    run_dir = tmp_path / "runs" / "2026-01-01_12-00-00_000001_lr=0.01_hidden=64,64"  # a labelled run directory
+    run_dir.mkdir(parents=True)
+    values = {
+        "ckpt_path": str(run_dir),
+        "input": "data/a=b.csv",  # need not exist: `=` is never valid unquoted
+        "output": "it's=here.csv",
+    }
+    argv = [f"{key}={value}" for key, value in values.items()]
+    keep = ["task=rings,text", "module.optimizer.lr=0.1,0.01", "x='a=b'", "y=${oc.env:A,b=c}", "-m", "z=choice(a,b)"]
+    quoted = quote_paths([*argv, *keep])
+    assert quoted[len(argv) :] == keep  # sweeps, quoted values, interpolations and flags as they were
+    parsed = OverridesParser.create().parse_overrides(quoted[: len(argv)])
+    assert {o.key_or_group: o.value() for o in parsed} == values
+    assert quote_paths([f"ckpt_path={tmp_path}/no,such"]) == [f"ckpt_path={tmp_path}/no,such"]  # a sweep then
+
+
+@pytest.mark.slow
+def test_a_run_directory_named_after_its_overrides_is_a_valid_unquoted_ckpt_path(rings_checkpoint, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "2026-01-01_12-00-00_000001_lr=0.01_hidden=64,64"
+    shutil.copytree(rings_checkpoint.parent.parent, run_dir)
+    result = run_script([str(ROOT / "evaluate.py"), f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert result.returncode == 0, result.stderr[-2000:]

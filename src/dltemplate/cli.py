@@ -127,7 +127,9 @@ def check_command_line(config_dir: str | Path, config_name: str, argv: Sequence[
     from hydra.errors import HydraException
 
     report_hydra_errors()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # what Hydra will parse: quote the paths its grammar would split
+        sys.argv[1:] = quote_paths(sys.argv[1:])
+    argv = quote_paths(sys.argv[1:] if argv is None else argv)
     unset = _unset_environment_variable(argv)
     if unset is not None:
         _refuse(unset)
@@ -169,6 +171,28 @@ def _refuse(message: str) -> None:
     raise SystemExit(USAGE_ERROR)
 
 
+def quote_paths(argv: Sequence[str]) -> list[str]:
+    """`argv` with each `key=value` whose value is a path Hydra's grammar cannot take unquoted made a
+    quoted string: `ckpt_path=logs/rings/runs/2025-01-01_lr=0.01_hidden=64,64` (run directories are
+    named after their overrides) or `input=data/a=b.csv`.
+
+    A value with `=` is never valid unquoted; one with `,` is a sweep unless it names an existing
+    file or folder. Values already quoted, interpolations and sweep functions are left alone.
+    """
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        plain = sep and not arg.startswith("-") and value and value[0] not in "'\"[{" and "${" not in value
+        if plain and not SWEEP_FUNCTION.match(value) and ("=" in value or ("," in value and Path(value).exists())):
+            if "'" not in value:
+                arg = f"{key}='{value}'"
+            elif '"' not in value:
+                arg = f'{key}="{value}"'
+        quoted.append(arg)
+    return quoted
+
+
+SWEEP_FUNCTION = re.compile(r"^(range|choice|glob|interval|tag|sort|shuffle|str|int|float|bool|json_str)\(")
 ENV_INTERPOLATION = re.compile(r"\$\{oc\.env:([^,}]+)\}")  # ${oc.env:NAME} without a default
 
 
