@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import http.server
+import re
 import threading
 from pathlib import Path
 
@@ -541,3 +542,20 @@ def test_the_title_pattern_takes_linear_time_and_any_pattern_is_bounded():
         start = time.perf_counter()
         regex_extract(hostile, "Name", used)
         assert time.perf_counter() - start < 5, used  # unbounded, the old pattern took minutes
+
+
+def test_an_empty_prediction_row_is_named_as_such(tmp_path):
+    dm = datamodule(tmp_path, mixed_frame(200))
+    dm.setup("fit")
+    with pytest.raises(DataError, match=r"has 1 row\(s\) but no columns \(an empty row such as \{\}\)"):
+        dm.read(pd.DataFrame([{}]))
+
+
+@pytest.mark.parametrize(("written", "read"), [(";", ","), (",", "\t"), ("\t", ","), ("|", ";")])
+def test_a_file_with_another_separator_names_the_separator_as_the_cause(tmp_path, written, read):
+    path = tmp_path / "rows.csv"
+    mixed_frame(20).to_csv(path, sep=written, index=False)
+    message = f"reads as one column with the separator {read!r}, but {written!r} splits"
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_csv(path, sep=read)
+    assert len(read_csv(path).columns) > 1  # detected, it reads

@@ -121,6 +121,11 @@ class TabularDataModule(TensorDataModule):
             frame, name = source.copy(), name or "the given DataFrame"
         else:
             frame, name = read_csv(source, sep=self.hparams.sep), name or str(source)
+        if len(frame) and not len(frame.columns):
+            raise DataError(
+                f"{name} has {len(frame)} row(s) but no columns (an empty row such as {{}}): give each row the "
+                "model's input columns"
+            )
         if frame.empty:
             raise DataError(f"{name} has a header but no rows")
         for column, function in self._derived_functions().items():
