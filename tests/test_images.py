@@ -545,3 +545,23 @@ def test_mistakes_keep_each_class_most_confident_errors_across_batches():
     assert [(round(c, 5), p, t) for c, _, p, t in got] == [(round(c, 5), p, t) for c, _, p, t in expected]
     for (_, image, _, _), (_, want, _, _) in zip(got, expected, strict=True):
         torch.testing.assert_close(image, want)
+
+
+@pytest.mark.parametrize("layout", ["classes", "test"])
+def test_evaluating_on_another_labelled_folder_needs_no_train_split(make_cfg, tmp_path, layout):
+    import shutil
+
+    from dltemplate.evaluate import evaluate
+
+    write_image_folder(tmp_path / "data" / "cifar2")
+    result = train(make_cfg("task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "data.batch_size=8", "test=false"))
+    other = tmp_path / "data" / "other"  # <other>/<class>/* or <other>/test/<class>/*, no train split
+    shutil.copytree(tmp_path / "data" / "cifar2" / "test", other / "test" if layout == "test" else other)
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={result.best_checkpoint}", f"paths.data_dir={tmp_path / 'data'}", f"+data.root={other}"],
+        output_dir=tmp_path / "evaluate",
+        config_name="evaluate",
+    )
+    metrics = evaluate(cfg)
+    assert 0 <= metrics["test/acc"] <= 1 and not (other / "train").exists()
