@@ -342,7 +342,7 @@ def test_a_tolerance_that_is_not_a_number_of_at_least_0_is_refused(rings_checkpo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("victim", ["http server", "model worker"])
+@pytest.mark.parametrize("victim", ["http server", "model worker", "first forked (LitServe's manager)"])
 def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoint, tmp_path, victim):
     import signal
     import subprocess
@@ -365,8 +365,9 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
             time.sleep(0.5)
         children = psutil.Process(server.pid).children()
         workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]  # spawned: the model worker
-        forked = [c for c in children if c.cmdline() == psutil.Process(server.pid).cmdline()]  # forked: HTTP
-        (workers if victim == "model worker" else forked)[-1].kill()
+        forked = [c for c in children if c.cmdline() == psutil.Process(server.pid).cmdline()]  # manager, HTTP
+        http = max(forked, key=lambda c: (c.create_time(), c.pid))  # forked last, after LitServe's manager
+        (workers[-1] if victim == "model worker" else http if victim == "http server" else forked[0]).kill()
         server.wait(timeout=60)  # it stops by itself
     finally:
         if server.poll() is None:
@@ -377,7 +378,8 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
     assert server.returncode == 1, stderr[-2000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "was killed by signal 9, so the server stopped" in errors[0], stderr[-2000:]
-    assert "Traceback" not in stderr
+    if "manager" not in victim:  # without its manager, LitServe's model worker prints its own traceback
+        assert "Traceback" not in stderr
 
 
 def test_a_cache_build_removes_the_partial_folders_and_files_killed_builds_left(tmp_path):

@@ -18,6 +18,7 @@ columns of predict.py's CSV. Requests that arrive together are predicted in one 
 
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import logging
@@ -340,10 +341,11 @@ class ProcessWatch:
     traceback); with the watch, `main` ends with one line and a non-zero status instead.
     """
 
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = 0.5, grace: float = 20.0) -> None:
+        self.interval, self.grace = interval, grace  # seconds between looks; for the graceful shutdown
         self.stopping = False  # set on a requested stop: children exiting then are expected
         self.died: str | None = None
+        self.reported = False  # `main` printed the error line itself
         self.pid = os.getpid()  # the serving process; its forked children inherit the SIGTERM handler
         self._seen: dict[int, Any] = {}
         self._thread = threading.Thread(target=self._watch, daemon=True, name="dltemplate-process-watch")
@@ -368,8 +370,25 @@ class ProcessWatch:
             if self.check() is not None and not self.stopping:
                 self.stopping = True
                 os.kill(os.getpid(), signal.SIGTERM)  # LitServe's graceful shutdown of the rest
+                time.sleep(self.grace)  # a shutdown that needs the dead process (its manager) may hang:
+                self._end()  # end it here if `main` has not by then
                 return
             time.sleep(self.interval)
+
+    def _end(self) -> None:
+        """Stop what is left of the server and exit with status 1 and the one line (`main` did not)."""
+        if self.reported:
+            return
+        for child in self._seen.values():
+            if child.exitcode is None:
+                with contextlib.suppress(Exception):
+                    child.kill()
+        print(
+            f"error: {self.died}, so the server stopped; start it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
 
 
 _watch: ProcessWatch | None = None
@@ -400,10 +419,8 @@ def main(cfg: DictConfig) -> None:
     finally:
         _watch.stopping = True
     if _watch.died is not None:
-        print(
-            f"error: {_watch.died}, so the server stopped; start it again (what that process printed is above)",
-            file=sys.stderr,
-        )
+        _watch.reported = True
+        print(f"error: {_watch.died}, so the server stopped; start it again", file=sys.stderr)
         raise SystemExit(1)
 
 
