@@ -35,9 +35,15 @@ def one_error_line(capsys, call, cfg=None) -> str:
     [
         (["task=rings", "net.hidden=[0]"], "net.hidden=[0] must be whole numbers of at least 1"),
         (["data.batch_size=0"], "data.batch_size=0 must be a whole number of at least 1"),
-        (["module.optimizer.lr=-1"], "module.optimizer.lr=-1 must be a finite number above 0"),
-        (["module.optimizer.lr=nan"], "module.optimizer.lr=nan must be a finite number above 0"),
-        (["module.optimizer.lr=abc"], "module.optimizer.lr='abc' must be a finite number above 0"),
+        (["module.optimizer.lr=-1"], "module.optimizer.lr=-1 must be a finite number of at least 0 (above 0 to learn)"),
+        (
+            ["module.optimizer.lr=nan"],
+            "module.optimizer.lr=nan must be a finite number of at least 0 (above 0 to learn)",
+        ),
+        (
+            ["module.optimizer.lr=abc"],
+            "module.optimizer.lr='abc' must be a finite number of at least 0 (above 0 to learn)",
+        ),
         (["task=rings", "net.dropout=2"], "net.dropout=2 must be a probability"),
         (["task=rings", "net.dropout=1.0"], "net.dropout=1.0 must be a probability"),
         (["module.optimizer.weight_decay=nan"], "module.optimizer.weight_decay=nan must be a finite number"),
@@ -51,7 +57,7 @@ def test_a_common_setting_that_cannot_work_is_one_line_before_anything_is_writte
     make_cfg, tmp_path, capsys, overrides, message
 ):
     cfg = make_cfg(*overrides)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         train(cfg)
     assert not (tmp_path / "run").exists()  # refused before the run directory was claimed
     line = one_error_line(capsys, lambda: train_main(make_cfg(*overrides, run="again")))

@@ -42,9 +42,9 @@ def _probability(value: Any) -> str | None:
 
 
 def _learning_rate(value: Any) -> str | None:
-    if _is_number(value) and math.isfinite(value) and value > 0:
+    if _is_number(value) and math.isfinite(value) and value >= 0:  # 0, as torch allows: weights stay as they are
         return None
-    return "must be a finite number above 0; e.g. 1e-3"
+    return "must be a finite number of at least 0 (above 0 to learn); e.g. 1e-3"
 
 
 def _non_negative(value: Any) -> str | None:
