@@ -635,3 +635,23 @@ def test_training_inputs_are_a_class_balanced_sample_titled_with_their_classes()
     figure = labelled_grid(torch.rand(4, 3, 8, 8), ["cat", "dog", "cat", "dog"], "training inputs")
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert titles == ["cat", "dog", "cat", "dog"]
+
+
+@pytest.mark.parametrize("layout", ["classes", "test"])
+def test_evaluating_on_another_labelled_folder_needs_no_train_split(make_cfg, tmp_path, layout):
+    import shutil
+
+    from dltemplate.evaluate import evaluate
+
+    write_image_folder(tmp_path / "data" / "cifar2")
+    result = train(make_cfg("task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "data.batch_size=8", "test=false"))
+    other = tmp_path / "data" / "other"  # <other>/<class>/* or <other>/test/<class>/*, no train split
+    shutil.copytree(tmp_path / "data" / "cifar2" / "test", other / "test" if layout == "test" else other)
+    cfg = compose_config(
+        CONFIG_DIR,
+        [f"ckpt_path={result.best_checkpoint}", f"paths.data_dir={tmp_path / 'data'}", f"+data.root={other}"],
+        output_dir=tmp_path / "evaluate",
+        config_name="evaluate",
+    )
+    metrics = evaluate(cfg)
+    assert 0 <= metrics["test/acc"] <= 1 and not (other / "train").exists()

@@ -125,9 +125,9 @@ def test_covid_task_trains_and_forecasts_until_zero(make_cfg, tmp_path):
     levels = covid_like_frame()["confirmed_num"].iloc[-1] + table["confirmed_num"].cumsum()
     assert table["confirmed_num_level"].tolist() == pytest.approx(levels.tolist())
 
-    for steps in (0, -5):
+    for steps in (0, -5, "abc", 2.5):
         cfg.steps, cfg.overwrite = steps, True
-        with pytest.raises(ConfigError, match=f"steps={steps}: the number of steps to forecast must be at least 1"):
+        with pytest.raises(ConfigError, match=f"steps={steps!r} must be a whole number of at least 1"):
             forecast(cfg)
 
 

@@ -4,6 +4,7 @@ import functools
 import hashlib
 import http.server
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -665,3 +666,40 @@ def test_a_whole_number_category_written_as_a_float_is_the_same_category():
     old = TableEncoder([], ["pclass"])  # a checkpoint of an earlier version kept "3.0"
     old.vocab = {"pclass": ["3.0", "1.0"]}
     assert old.transform(pd.DataFrame({"pclass": [1.0, 3.0]}), "c.csv").flatten().tolist() == [3.0, 2.0]
+
+
+def test_an_empty_prediction_row_is_named_as_such(tmp_path):
+    dm = datamodule(tmp_path, mixed_frame(200))
+    dm.setup("fit")
+    with pytest.raises(DataError, match=r"has 1 row\(s\) but no columns \(an empty row such as \{\}\)"):
+        dm.read(pd.DataFrame([{}]))
+
+
+@pytest.mark.parametrize(("written", "read"), [(";", ","), (",", "\t"), ("\t", ","), ("|", ";")])
+def test_a_file_with_another_separator_names_the_separator_as_the_cause(tmp_path, written, read):
+    path = tmp_path / "rows.csv"
+    mixed_frame(20).to_csv(path, sep=written, index=False)
+    message = f"reads as one column with the separator {read!r}, but {written!r} splits"
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_csv(path, sep=read)
+    assert len(read_csv(path).columns) > 1  # detected, it reads
+
+
+def test_a_column_of_numbers_and_much_text_is_text_not_numbers_with_errors(tmp_path):
+    frame = mixed_frame(200)
+    rng = np.random.default_rng(0)  # like Titanic's Ticket: 347082, but also PC 17572 and A/5 21171
+    tickets = [f"PC {17000 + i}" if i % 4 == 0 else str(300000 + int(rng.integers(0, 90000))) for i in range(200)]
+    classes = [f"C{i % 7}" if i % 10 == 0 else str(i % 5) for i in range(200)]  # few values: categorical
+    dm = datamodule(tmp_path, frame.assign(ticket=tickets, level=classes))
+    dm.setup("fit")  # no error about 'PC 17000'
+    roles = dm.column_roles(frame.assign(ticket=tickets, level=classes), "table.csv")
+    assert "ticket" in roles.drop and "level" in roles.categorical  # what setup inferred, now explicit
+    assert "free text or an id" in dm.inferred["drop"].reason
+
+
+def test_a_numeric_column_with_a_few_odd_values_still_names_their_row(tmp_path):
+    frame = mixed_frame(200)
+    odd = frame["x2"].astype(object).where(~frame.index.isin([7, 50, 90]), "?")  # 1.5%: a marker, not text
+    dm = datamodule(tmp_path, frame.assign(x2=odd))
+    with pytest.raises(DataError, match=r"'x2' .* row 7 holds '\?'"):
+        dm.setup("fit")

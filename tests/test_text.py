@@ -278,6 +278,17 @@ def test_a_prediction_input_that_names_a_missing_file_is_refused(tmp_path, sourc
         dm.read_predict_input(source)
 
 
+def test_a_prediction_input_that_names_an_existing_file_is_never_said_not_to_exist(tmp_path):
+    dm = csv_module(tmp_path)
+    dm.setup("fit")
+    (tmp_path / "reviews.TXT").write_text("a superb film\ndull\n")
+    assert dm.read_predict_input(str(tmp_path / "reviews.TXT")) == ["a superb film", "dull"]
+    for name in ("reviews.jsonl", "inbox"):
+        (tmp_path / name).write_text("a superb film\n")
+        with pytest.raises(DataError, match=rf"input=.*{name} is a file, but not a \.txt .*\.csv or \.tsv file"):
+            dm.read_predict_input(str(tmp_path / name))
+
+
 def test_a_prediction_input_that_is_a_text_stays_a_text(tmp_path):
     dm = csv_module(tmp_path)
     dm.setup("fit")

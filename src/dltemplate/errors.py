@@ -4,6 +4,11 @@ Each class also derives from the built-in error it refines, so `except ValueErro
 working. Anything else raised during a run is unexpected and keeps its full traceback.
 """
 
+import re
+
+# torch.save's writer on a full disk raises a RuntimeError without errno or file name
+TORCH_WRITE_FAILED = re.compile(r"PytorchStreamWriter failed writing|file write failed|unexpected pos \d+ vs \d+")
+
 
 class UserError(Exception):
     """A mistake in the data, the configuration or the command line; the message says how to fix it."""
@@ -34,3 +39,15 @@ class OutputExistsError(UserError, FileExistsError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: damaged, from another task, or naming what it may not."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training reached a NaN or infinite loss: a learning rate too high, or such values in the inputs."""
+
+
+class SearchFailedError(UserError, RuntimeError):
+    """Every trial of a search failed: there is no result; the message names the first trial's cause."""
+
+
+class ExportError(UserError, RuntimeError):
+    """An exported model that does not reproduce its checkpoint's outputs within the tolerance."""

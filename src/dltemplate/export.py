@@ -1,6 +1,9 @@
 """Export entry point: a trained net to ONNX, torch.export (pt2) or TorchScript, checked against the checkpoint."""
 
 import logging
+import math
+import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +13,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from dltemplate.checkpoint import find_checkpoint, load_checkpoint, restore
-from dltemplate.errors import CheckpointError, ConfigError
+from dltemplate.errors import CheckpointError, ConfigError, ExportError
 from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
@@ -76,18 +79,45 @@ def export(
 
 def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
     """Export `cfg.ckpt_path` in `cfg.format` to `cfg.output`, traced on the example inputs it stores."""
+    check_tolerance(cfg.tolerance)
     output = output_path(cfg.output, cfg.get("overwrite", False))
     ckpt_path = find_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
     if "example_input" not in checkpoint:
         raise CheckpointError(f"{ckpt_path} stores no example input to trace the net with")
     module, datamodule, _ = restore(ckpt_path, paths=cfg.paths)
-    path, difference = export(module, net_input(datamodule, checkpoint["example_input"]), output, cfg.format)
-    if not difference <= cfg.tolerance:  # NaN (outputs that are not numbers) fails too
-        raise RuntimeError(
-            f"exported {cfg.format} model differs from the checkpoint by {difference:.2e} > {cfg.tolerance}"
+    # written into a folder of its own beside the output (an ONNX file may bring its external data
+    # along), moved into place only when it matches: a refused or failed export leaves no file behind
+    staging = output.with_name(f".{output.name}.{os.getpid()}.part")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        written, difference = export(
+            module, net_input(datamodule, checkpoint["example_input"]), staging / output.name, cfg.format
         )
-    return path, difference
+        if math.isnan(difference):  # NaN > tolerance is False: without this, NaN outputs would pass
+            raise ExportError(
+                f"the exported {cfg.format} model differs from the checkpoint by NaN (NaN weights or outputs), so "
+                f"it was not written to {output}; export a checkpoint of a run that did not diverge"
+            )
+        if difference > cfg.tolerance:
+            raise ExportError(
+                f"the exported {cfg.format} model differs from the checkpoint by {difference:.2e}, more than "
+                f"tolerance={cfg.tolerance}, so it was not written to {output}; pass tolerance=<a larger value> "
+                "to accept it, or try another format="
+            )
+        for file in sorted(staging.iterdir()):
+            os.replace(file, output.parent / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output.parent / written.name, difference
+
+
+def check_tolerance(tolerance: object) -> None:
+    """Refuse a `tolerance` that is not a number of at least 0."""
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
+        raise ConfigError(
+            f"tolerance={tolerance!r} must be a number of at least 0 (the largest accepted difference); e.g. 1e-4"
+        )
 
 
 def main(cfg: DictConfig) -> None:

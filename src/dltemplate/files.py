@@ -4,9 +4,11 @@ Every writer of the project goes through these, so an interrupted or failed writ
 disk) never leaves a half-written file where a complete one is expected.
 """
 
+import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TypeVar
 import torch
 from filelock import FileLock
 
-from dltemplate.errors import OutputExistsError
+from dltemplate.errors import TORCH_WRITE_FAILED, OutputExistsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +34,12 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        write(partial)
+        try:
+            write(partial)
+        except RuntimeError as error:  # torch.save on a full disk: no errno, no file name
+            if not TORCH_WRITE_FAILED.search(str(error)):
+                raise
+            raise OSError(errno.ENOSPC, f"writing failed ({str(error).splitlines()[0]})", str(path)) from error
         _fsync(partial)
         os.replace(partial, path)
         _fsync(path.parent)
@@ -75,6 +82,7 @@ def cached(path: Path | None, build: Callable[[], T], what: str) -> T:
         return build()
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
+        remove_stale_parts(path)  # left by a write that was killed: no write runs without the lock
         if path.is_file():
             try:
                 return torch.load(path, weights_only=True)
@@ -95,10 +103,10 @@ def cached_folder(folder: Path, build: Callable[[Path], None], marker: str, what
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     with locked(folder):
+        remove_stale_parts(folder)  # left by a build that was killed: no build runs without the lock
         if (folder / marker).is_file():
             return folder
         partial = folder.with_name(f".{folder.name}.{os.getpid()}.part")
-        shutil.rmtree(partial, ignore_errors=True)
         try:
             build(partial)
             shutil.rmtree(folder, ignore_errors=True)
@@ -107,6 +115,23 @@ def cached_folder(folder: Path, build: Callable[[Path], None], marker: str, what
             shutil.rmtree(partial, ignore_errors=True)
         log.info("%s built once; cached in %s", what, folder)
     return folder
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Remove the partial files or folders of `path` (`.<name>.<pid>.part`, see `write_atomically` and
+    `cached_folder`) that killed processes left behind; return them.
+
+    Only for paths written under `locked(path)`: holding the lock, no other process is writing one.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.\d+\.part")
+    stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)] if path.parent.is_dir() else []
+    for part in stale:
+        log.info("removing %s, left by an interrupted build", part)
+        if part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.unlink(missing_ok=True)
+    return stale
 
 
 def files_key(paths: Iterable[Path], *settings: object) -> str:

@@ -15,6 +15,16 @@ from dltemplate.files import output_path
 log = logging.getLogger(__name__)
 
 
+def check_forecast_settings(steps: object, floor: object = None) -> None:
+    """Refuse `steps` that is not a whole number of at least 1, or a `floor` that is not a number."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(
+            f"steps={steps!r} must be a whole number of at least 1 (the steps to forecast); e.g. steps=30"
+        )
+    if floor is not None and (not isinstance(floor, (int, float)) or isinstance(floor, bool) or floor != floor):
+        raise ConfigError(f"floor={floor!r} must be a number (forecasts below it are raised to it) or null for none")
+
+
 def forecast_table(
     module: LightningModule,
     datamodule: LightningDataModule,
@@ -38,8 +48,7 @@ def forecast_table(
             f"not a forecasting model ({type(datamodule).__name__}): give the checkpoint of a time-series task "
             "(task=series, task=covid), or use predict.py"
         )
-    if steps < 1:
-        raise ConfigError(f"steps={steps}: the number of steps to forecast must be at least 1")
+    check_forecast_settings(steps, floor)
     if source is None and datamodule.hparams.file is None:  # withheld by `restore`: outside this run's paths
         raise ConfigError(
             "the checkpoint names its series file outside this run's paths.data_dir, so it is not read; "
@@ -110,6 +119,7 @@ def first_below(table: pd.DataFrame, columns: list[str], threshold: float) -> di
 
 def forecast(cfg: DictConfig) -> pd.DataFrame:
     """Forecast entry point: `cfg.steps` steps of the checkpoint's series (or `cfg.input`) to `cfg.output`."""
+    check_forecast_settings(cfg.steps, cfg.floor)  # before the output's folder is made
     output = output_path(cfg.output, cfg.get("overwrite", False))
     module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
     table = with_written_dates(forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor), datamodule)

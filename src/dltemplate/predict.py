@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
-from dltemplate.errors import ConfigError, DataError, UserError
+from dltemplate.errors import CheckpointError, ConfigError, DataError, UserError
 from dltemplate.files import output_path
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,17 @@ def predict_table(
     its `predict_input` attribute, and lays out the result in `format_predictions`.
     """
     if not hasattr(datamodule, "format_predictions"):
-        raise TypeError(f"{type(datamodule).__name__} does not support prediction from raw inputs")
+        raise CheckpointError(
+            f"this checkpoint's data ({type(datamodule).__name__}) reads no input files, so predict.py cannot "
+            "use it: "
+            + (
+                "forecast its series with forecast.py ckpt_path=<the checkpoint>"
+                if hasattr(datamodule, "windows")
+                else "score it on its own test split with evaluate.py ckpt_path=<the checkpoint>, or serve it "
+                "(serve.py takes rows of features)"
+            )
+            + "; predict.py takes checkpoints of table, image and text tasks"
+        )
     datamodule.predict_input = inputs
     batches = trainer.predict(module, datamodule=datamodule)
     return datamodule.format_predictions(finite_outputs(torch.cat(batches)))

@@ -18,14 +18,18 @@ columns of predict.py's CSV. Requests that arrive together are predicted in one 
 
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import warnings
@@ -328,16 +332,96 @@ def build_server(cfg: DictConfig) -> litserve.LitServer:
     )
 
 
+class ProcessWatch:
+    """Watch the server's child processes (the HTTP server, the model worker, LitServe's manager) from a
+    thread; when one exits while serving, stop the server (SIGTERM to this process) and remember which.
+
+    LitServe notices neither a dead HTTP server process (the command would stay alive, not
+    listening, silent) nor, cleanly, a dead model worker (its shutdown ends in an EOFError
+    traceback); with the watch, `main` ends with one line and a non-zero status instead.
+    """
+
+    def __init__(self, interval: float = 0.5, grace: float = 20.0) -> None:
+        self.interval, self.grace = interval, grace  # seconds between looks; for the graceful shutdown
+        self.stopping = False  # set on a requested stop: children exiting then are expected
+        self.died: str | None = None
+        self.reported = False  # `main` printed the error line itself
+        self.pid = os.getpid()  # the serving process; its forked children inherit the SIGTERM handler
+        self._seen: dict[int, Any] = {}
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="dltemplate-process-watch")
+
+    def start(self) -> "ProcessWatch":
+        self._thread.start()
+        return self
+
+    def check(self) -> str | None:
+        """What died among the children seen so far (recorded in `died`), or None."""
+        for child in multiprocessing.active_children():
+            self._seen.setdefault(child.pid, child)
+        for pid, child in self._seen.items():
+            if child.exitcode is not None and self.died is None:
+                code = child.exitcode
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                self.died = f"the server's process {child.name} (pid {pid}) {how}"
+        return self.died
+
+    def _watch(self) -> None:
+        while not self.stopping:
+            if self.check() is not None and not self.stopping:
+                self.stopping = True
+                os.kill(os.getpid(), signal.SIGTERM)  # LitServe's graceful shutdown of the rest
+                time.sleep(self.grace)  # a shutdown that needs the dead process (its manager) may hang:
+                self._end()  # end it here if `main` has not by then
+                return
+            time.sleep(self.interval)
+
+    def _end(self) -> None:
+        """Stop what is left of the server and exit with status 1 and the one line (`main` did not)."""
+        if self.reported:
+            return
+        for child in self._seen.values():
+            if child.exitcode is None:
+                with contextlib.suppress(Exception):
+                    child.kill()
+        print(
+            f"error: {self.died}, so the server stopped; start it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+
+
+_watch: ProcessWatch | None = None
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    if _watch is None or _watch.pid != os.getpid():  # a forked HTTP server process, stopped by LitServe:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn has shut down and re-raised the signal:
+        os.kill(os.getpid(), signal.SIGTERM)  # end as SIGTERM ends a process, without a Python traceback
+    _watch.stopping = True
     raise KeyboardInterrupt  # LitServe's graceful shutdown: it stops its worker processes
 
 
 def main(cfg: DictConfig) -> None:
-    """Hydra task function: serve until interrupted (Ctrl+C or SIGTERM)."""
+    """Hydra task function: serve until interrupted (Ctrl+C or SIGTERM), or until a process of the
+    server dies: then one `error:` line and exit status 1."""
+    global _watch
     signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`, `kill`: stop the workers too
     server = build_server(cfg)
     log.info("serving %s on http://%s:%d/predict", cfg.ckpt_path, cfg.host, cfg.port)
-    server.run(host=cfg.host, port=cfg.port, num_api_servers=1, generate_client_file=False, log_level="warning")
+    _watch = ProcessWatch().start()
+    try:
+        server.run(host=cfg.host, port=cfg.port, num_api_servers=1, generate_client_file=False, log_level="warning")
+    except (KeyboardInterrupt, EOFError, OSError):  # LitServe's manager gone with a dead worker: EOFError
+        time.sleep(2 * _watch.interval)
+        if _watch.check() is None:
+            raise
+    finally:
+        _watch.stopping = True
+    if _watch.died is not None:
+        _watch.reported = True
+        print(f"error: {_watch.died}, so the server stopped; start it again", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def free_port() -> int:

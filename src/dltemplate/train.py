@@ -26,6 +26,7 @@ from dltemplate.callbacks.summary import RunSummary
 from dltemplate.errors import ConfigError
 from dltemplate.loggers import metric_name, metric_names
 from dltemplate.rundir import release_resumed, write_result
+from dltemplate.settings import check_settings
 from dltemplate.tuner import run_tuner
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> RunResult:
     the run a failed resume tried to continue.
     `callbacks` join those the config lists (a search's pruning).
     """
+    check_settings(cfg)
     if cfg.get("seed") is not None:
         seed_everything(cfg.seed, workers=True)
     own_dir = cfg.paths.output_dir

@@ -17,6 +17,8 @@ import logging
 import math
 import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dltemplate.errors import ConfigError
+from dltemplate.cli import user_message
+from dltemplate.errors import ConfigError, SearchFailedError
 from dltemplate.resolvers import run_label
 from dltemplate.rundir import write_result
 from dltemplate.train import run_metrics, train
@@ -76,6 +79,81 @@ def suggest(trial: optuna.Trial, name: str, space: dict[str, Any]) -> Any:
     raise ValueError(f"search space of {name!r}: type must be float, int or categorical, not {kind!r}")
 
 
+SPACE_KEYS = {
+    "float": {"low", "high", "log", "step"},
+    "int": {"low", "high", "log", "step"},
+    "categorical": {"choices"},
+}
+
+
+def check_search(settings: DictConfig, spaces: dict[str, Any]) -> None:
+    """Refuse a search that cannot run, before the study is opened: `optuna.n_trials` and `optuna.n_jobs`
+    out of range, or a search space Optuna would refuse in every trial (each trial would then fail
+    and the search end without a result)."""
+    n_trials = settings.get("n_trials")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"optuna.n_trials={n_trials!r} must be a whole number of at least 1; e.g. optuna.n_trials=20")
+    n_jobs = settings.get("n_jobs", 1)
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"optuna.n_jobs={n_jobs!r} must be a whole number of at least 1 (or -1: one per core)")
+    if not spaces:
+        raise ConfigError(
+            "optuna.params is empty: give at least one setting to search, e.g. {type: float, low: 1e-4, high: 1e-2}"
+        )
+    for name, space in spaces.items():
+        where = f"optuna.params.{name}"
+        if not isinstance(space, dict) or space.get("type") not in SPACE_KEYS:
+            kind = space.get("type") if isinstance(space, dict) else space
+            raise ConfigError(
+                f"{where}: type must be float, int or categorical, not {kind!r}; e.g. "
+                "{type: float, low: 1e-4, high: 1e-2, log: true} or {type: categorical, choices: [a, b]}"
+            )
+        kind = space["type"]
+        unknown = sorted(set(space) - SPACE_KEYS[kind] - {"type"})
+        needed = sorted({"choices"} if kind == "categorical" else {"low", "high"})
+        missing = [key for key in needed if key not in space]
+        if unknown or missing:
+            problem = f"unknown keys {unknown}" if unknown else f"missing {missing}"
+            raise ConfigError(f"{where}: a {kind} space has {', '.join(sorted(SPACE_KEYS[kind]))}; {problem}")
+        try:
+            if kind == "float":
+                optuna.distributions.FloatDistribution(
+                    space["low"], space["high"], log=space.get("log", False), step=space.get("step")
+                )
+            elif kind == "int":
+                optuna.distributions.IntDistribution(
+                    space["low"], space["high"], log=space.get("log", False), step=space.get("step", 1)
+                )
+            elif not list(space["choices"] or []):
+                raise ValueError("choices is empty")
+            else:
+                optuna.distributions.CategoricalDistribution(list(space["choices"]))
+        except (ValueError, TypeError) as error:
+            shown = {k: v for k, v in space.items() if k != "type"}
+            raise ConfigError(f"{where}={shown} is not a valid {kind} search space: {error}") from None
+
+
+@contextmanager
+def storage_errors(storage: str) -> Iterator[None]:
+    """Turn a storage that is not an Optuna database (a text file, a folder, a truncated file) into one
+    `ConfigError` naming it."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as error:
+        path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else None
+        what = path or storage
+        if path is not None and Path(path).is_dir():
+            cause = "it is a folder"
+        else:
+            cause = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise ConfigError(
+            f"optuna.storage={storage}: {what} cannot be used as an Optuna database ({cause}); move it aside "
+            "(a search continues only from an intact one) or pass optuna.storage=sqlite:///<another file>"
+        ) from None
+
+
 def search_spaces(params: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
     """Override name → search space, from dotted keys (`module.optimizer.lr: {...}`) or nested ones."""
     spaces = {}
@@ -106,19 +184,21 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
             f"pruning reports monitor={cfg.monitor} ({cfg.monitor_mode}) to a study that is to "
             f"{settings.direction}: pick a monitor in the study's direction, or optuna.pruner=null"
         )
+    spaces = search_spaces(OmegaConf.to_container(settings.params, resolve=True) or {})
+    check_search(settings, spaces)
     Path(cfg.paths.log_dir, cfg.task_name).mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=settings.storage,
-        direction=settings.direction,
-        pruner=instantiate(settings.pruner) if settings.get("pruner") else optuna.pruners.NopPruner(),
-        load_if_exists=True,
-    )
+    with storage_errors(str(settings.storage)):
+        study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=settings.storage,
+            direction=settings.direction,
+            pruner=instantiate(settings.pruner) if settings.get("pruner") else optuna.pruners.NopPruner(),
+            load_if_exists=True,
+        )
     if settings.get("sampler"):
         study.sampler = continued_sampler(settings.sampler, len(study.trials))
     if base_overrides is None:
         base_overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    spaces = search_spaces(OmegaConf.to_container(settings.params, resolve=True))
 
     n_jobs = settings.get("n_jobs", 1)
     if n_jobs != 1 and torch.cuda.device_count():
@@ -127,7 +207,18 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
     for index in range(torch.cuda.device_count()):
         gpus.put(index)
 
+    failures: list[str] = []  # the first line of each failed trial's error, in order
+
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            failures.append(f"trial {trial.number}: {(user_message(error) or f'{type(error).__name__}: {error}')}")
+            raise
+
+    def run_trial(trial: optuna.Trial) -> float:
         overrides = [f"{name}={suggest(trial, name, space)}" for name, space in spaces.items()]
         with _compose_lock:
             trial_cfg = compose(config_name="train", overrides=[*base_overrides, *overrides])
@@ -155,10 +246,17 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
     done = sum(t.state in finished for t in study.trials)
     remaining = max(settings.n_trials - done, 0)
     log.info("study %s in %s: %d trials done, %d to run", settings.study_name, settings.storage, done, remaining)
-    study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,))
+    with storage_errors(str(settings.storage)):
+        study.optimize(objective, n_trials=remaining, n_jobs=n_jobs, catch=(Exception,))
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     study.trials_dataframe().to_csv(Path(cfg.paths.output_dir) / "trials.csv", index=False)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and not math.isnan(t.value)]
+    if remaining and not completed and failures:
+        raise SearchFailedError(
+            f"every trial of study {settings.study_name} failed ({len(failures)} in this search), so there is "
+            f"no result; the first: {failures[0].splitlines()[0]} (each trial's log and result.json are under "
+            f"{cfg.paths.output_dir})"
+        )
     if completed:
         log.info(
             "best trial %d: %s = %.4f with %s",

@@ -51,6 +51,16 @@ def read_csv(path: str | Path, sep: str | None = None, header: bool | None = Tru
         raise DataError(
             f"{path} does not read as a table separated by {sep!r} ({reason}); fix that line, or set data.sep"
         ) from None
+    if len(frame.columns) == 1:  # a file separated by something else reads as one column
+        found = detect_separator(text)
+        if found != sep:
+            width = len(next(csv.reader(io.StringIO(text), delimiter=found)))
+            if width > 1:
+                raise DataError(
+                    f"{path} reads as one column with the separator {sep!r}, but {found!r} splits its header into "
+                    f"{width} columns, so the separator is likely the cause: save it separated by {sep!r}, or "
+                    f"(when training) set data.sep={found!r}"
+                )
     if frame.empty:
         raise DataError(f"{path} has a header but no rows; if its one row is data, set data.header=false")
     if not header:

@@ -296,9 +296,11 @@ class ImageDataModule(TensorDataModule):
         if stage == "predict":
             self._setup_predict()
             return
-        if self.train_set is not None:
+        if self.train_set is not None or (self.test_set is not None and stage == "test"):
             return
-        if self.hparams.source == "folder":
+        if stage == "test" and self._scores_another_folder():
+            self._setup_test_folder()
+        elif self.hparams.source == "folder":
             self._setup_folder()
         else:
             self._setup_torchvision()
@@ -496,6 +498,29 @@ class ImageDataModule(TensorDataModule):
         return self._affine_cache[1], self._affine_cache[2]
 
     # ---- prediction ----------------------------------------------------------------------------
+
+    def _scores_another_folder(self) -> bool:
+        """Testing a restored model on a folder without a `train` split (evaluate.py data.root=<folder>):
+        its classes, size and statistics are the checkpoint's, so only the labelled images are read."""
+        hp = self.hparams
+        return hp.source == "folder" and self.mean is not None and not (Path(hp.root) / "train").is_dir()
+
+    def _setup_test_folder(self) -> None:
+        """The test split alone: `<root>/test/<class>/*` or, without `test`, `<root>/<class>/*`, each image
+        converted to the checkpoint's channels and size (as for predictions)."""
+        hp = self.hparams
+        root = Path(hp.root)
+        folder = root / "test" if (root / "test").is_dir() else root
+        if not folder.is_dir():
+            raise MissingFileError(
+                f"data.root={root} does not exist; to score the model on other labelled images give a folder "
+                f"<root>/<class>/*.jpg|png (or <root>/test/<class>/...) with the classes {self.classes}"
+            )
+        files, labels, _ = list_image_folder(folder, self.classes)
+        if not files:
+            raise DataError(f"no images in the class folders {self.classes} of {folder}")
+        images, kept = decode_files(files, hp.channels, self.size, hp.skip_corrupt)
+        self.test_set = ImageTensors(images, torch.tensor(labels)[torch.tensor(kept)])
 
     def _setup_predict(self) -> None:
         if self.mean is None:

@@ -4,8 +4,10 @@ Rules, in order, for a column the config does not name (an explicit `numeric`, `
 `dates` or `drop` always wins for the columns it names):
 
 1. **empty**: no value in any training row → dropped.
-2. **numeric**: a number type (or bool), or text of which at least half parses as numbers (the odd
-   values out are then an error naming their row, see `table_encoder.to_numeric`). Exception, an
+2. **numeric**: a number type (or bool), or text of which at least 95% parses as numbers (the few
+   odd values out, typos or markers such as `?`, are then an error naming their row, see
+   `table_encoder.to_numeric`). A column with more text than that (Titanic's `Ticket`: `347082`
+   but also `PC 17572`, `A/5 21171`) is text, and the rules below decide it. Exception, an
    **id**: integers, all distinct, that either increase row by row (a row number such as `instant`)
    or fill at least half of the range between their smallest and largest value (a key such as
    `PassengerId` in a shuffled file). Real integer quantities (weights, prices, counts) repeat or are
@@ -39,6 +41,7 @@ from dltemplate.errors import DataError
 ROLES = ("numeric", "categorical", "dates", "drop")
 DATE_PARTS = ("year", "month", "day", "weekday", "hour", "minute")
 DATE_SHARE = 0.95  # of a column's values that must parse with one format for it to be a date column
+NUMERIC_SHARE = 0.95  # of a text column's values that must be numbers for it to be numeric
 _ACCESSORS = {"weekday": "day_of_week"}  # Monday 0 ... Sunday 6
 
 
@@ -105,11 +108,12 @@ def _infer_role(series: pd.Series, max_distinct_fraction: float) -> tuple[str, s
 
 
 def looks_numeric(series: pd.Series) -> bool:
-    """Numeric dtype, or text that is mostly numbers (then `to_numeric` reports the odd values out)."""
+    """Numeric dtype, or text of which at least `NUMERIC_SHARE` are numbers (then `to_numeric` reports
+    the odd values out)."""
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         return True
     values = series.dropna()
-    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5
+    return len(values) > 0 and pd.to_numeric(values, errors="coerce").notna().mean() >= NUMERIC_SHARE
 
 
 def _is_id(values: pd.Series) -> bool:

@@ -139,6 +139,11 @@ class TabularDataModule(TensorDataModule):
             frame, name = read_csv(source, sep=self.hparams.sep, header=self.hparams.header), name or str(source)
             if self.hparams.header is None:  # the training file's decision holds for every later file
                 self.infer("header", *frame.attrs["header"])
+        if len(frame) and not len(frame.columns):
+            raise DataError(
+                f"{name} has {len(frame)} row(s) but no columns (an empty row such as {{}}): give each row the "
+                "model's input columns"
+            )
         if frame.empty:
             raise DataError(f"{name} has a header but no rows")
         for column, function in self._derived_functions().items():

@@ -511,13 +511,19 @@ class TextDataModule(TensorDataModule):
         """
         if isinstance(source, str):
             path = Path(source)
-            if path.suffix in (".txt", ".csv", ".tsv") and path.is_file():
-                if path.suffix == ".txt":
+            suffix = path.suffix.lower()  # reviews.TXT is a text file too
+            if suffix in (".txt", ".csv", ".tsv") and path.is_file():
+                if suffix == ".txt":
                     return path.read_text(encoding="utf-8", errors="replace").splitlines()
                 return list(
                     read_text_table(path, self.hparams.text_column, None, self.hparams.sep, self.hparams.header)[
                         self.hparams.text_column
                     ]
+                )
+            if path.is_file():
+                raise DataError(
+                    f"input={source} is a file, but not a .txt (one text per line), .csv or .tsv file; give it one "
+                    f"of those suffixes, or to classify the string itself pass it in a list: input=['{source}']"
                 )
             if _looks_like_path(source):
                 problem = "is a folder" if path.is_dir() else "does not exist"

@@ -1,6 +1,10 @@
 """The training loss checked for NaN and infinity on the device, read by the host every few steps."""
 
+from collections.abc import Mapping
+
 import torch
+
+from dltemplate.errors import DivergedError
 
 FINITE_CHECK_EVERY = 50  # steps between the host's looks at the loss flag (each look waits for the device)
 
@@ -28,7 +32,10 @@ def check_finite(loss: torch.Tensor, module) -> None:
     at, value = torch.stack([first[0].float(), first[1]]).tolist()  # one read of both (float32: MPS has no float64)
     if at >= 0:
         at = int(at)
-        raise FloatingPointError(
+        optimizer = getattr(module, "hparams", {}).get("optimizer")
+        lr = optimizer.get("lr") if isinstance(optimizer, Mapping) else None
+        now = f" (now {lr})" if lr is not None else ""
+        raise DivergedError(
             f"training loss is {value} at epoch {module.current_epoch}, step {at}: "
-            "the run diverged; lower module.optimizer.lr or check the inputs for NaN/inf values"
+            f"the run diverged; lower module.optimizer.lr{now} or check the inputs for NaN/inf values"
         )
