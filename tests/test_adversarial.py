@@ -621,3 +621,22 @@ def test_a_huge_finite_input_is_an_error_not_a_class(titanic_run, tmp_path):
     with pytest.raises(DataError, match=r"input row\(s\) 2 \(counting from 1\) give outputs that are not numbers"):
         predict(cfg)
     assert not Path(cfg.output).exists()
+
+
+def test_a_folder_name_under_another_setting_is_followed_only_inside_it(tmp_path):
+    """`test_folder` is a name under `root`: a checkpoint cannot walk it out of root, or out of the data folder."""
+    from dltemplate.checkpoint import data_settings
+
+    data = tmp_path / "data"
+    paths = {"data_dir": str(data), "cache_dir": str(tmp_path / "cache")}
+    stored = {"root": str(data / "pets"), "test_folder": "val"}
+    settings, withheld = data_settings(stored, {}, paths, "config.data")
+    assert settings["test_folder"] == "val" and not withheld
+    for escape in ("../../etc", "/etc", "../pets2"):
+        settings, withheld = data_settings({**stored, "test_folder": escape}, {}, paths, "config.data")
+        assert settings["test_folder"] is None and withheld == {"test_folder": escape}, escape
+    outside = {"root": "/srv/photos", "test_folder": "val"}  # the root itself is withheld, and so its test folder
+    settings, withheld = data_settings(outside, {}, paths, "config.data")
+    assert settings["root"] is None and settings["test_folder"] is None
+    settings, _ = data_settings(outside, {"root": "/srv/photos"}, paths, "config.data")  # the user names the root
+    assert settings["test_folder"] == "val"

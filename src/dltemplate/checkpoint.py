@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DOWNLOAD_KEYS = ("download", "url")  # where data modules keep their download sources
 # data settings that name a file or folder to read (or write): followed only inside this run's paths
+# folder names taken under another setting's folder (images: `<root>/<test_folder>`), followed only with it
+RELATIVE_TO = {"test_folder": "root"}
 PATH_KEYS = re.compile(r"(^|_)(file|root|folder|archive|dir|path)s?$")
 # where a followed file or folder may lie: this run's
 READABLE_PATHS = ("data_dir", "cache_dir")
@@ -418,9 +420,21 @@ def data_settings(
             settings[key] = overrides[key]
             continue
         value = _with_paths(value, paths, f"{where}.{key}")
+        if key in RELATIVE_TO:  # a folder name under another setting's folder: checked below, with it
+            settings[key] = value
+            continue
         if key != "_target_" and is_path_setting(key) and value is not None and not _inside(value, paths):
             withheld[key], value = stored[key], None
         settings[key] = value
+    for key, base in RELATIVE_TO.items():
+        value = settings.get(key)
+        if key in overrides or value is None:
+            continue
+        folder, name = settings.get(base), Path(str(value))
+        plain = not name.is_absolute() and ".." not in name.parts  # stays under its folder
+        chosen = base in overrides  # the user named the folder: a plain name under it is followed
+        if folder is None or not plain or not (chosen or _inside(os.path.join(str(folder), str(value)), paths)):
+            withheld[key], settings[key] = stored[key], None
     return settings, withheld
 
 
