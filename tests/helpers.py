@@ -90,3 +90,13 @@ def fit_family(cfg, family: str, steps: int = 1, batch_size: int = 4, callbacks=
     data = TensorDataset(*family_batch(family, steps * batch_size))
     trainer.fit(module, DataLoader(data, batch_size=batch_size))
     return module, trainer
+
+
+def assert_balanced_class_weights(result) -> None:
+    """A binary run's loss weights are N / (2 × count) of its training labels: the rarer class above 1."""
+    import pytest
+
+    weights = result.trainer.lightning_module.hparams.class_weights
+    labels = result.trainer.datamodule.train_set.labels
+    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
+    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]

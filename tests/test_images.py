@@ -20,7 +20,7 @@ from dltemplate.errors import ConfigError, DataError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import write_fake_cifar10_archive, write_fake_mnist, write_image_folder
-from tests.helpers import CONFIG_DIR, tensorboard_tags
+from tests.helpers import CONFIG_DIR, assert_balanced_class_weights, tensorboard_tags
 from tests.test_tabular import serve_folder
 
 
@@ -135,10 +135,7 @@ def test_balanced_class_weights_reach_the_image_loss(make_cfg, tmp_path):
     result = train(
         make_cfg("task=images", "trainer.max_epochs=1", "module.class_weights=${dims.class_weights}", *overrides)
     )
-    weights = result.trainer.lightning_module.hparams.class_weights
-    labels = result.trainer.datamodule.train_set.labels
-    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
-    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]
+    assert_balanced_class_weights(result)
 
 
 def test_misclassified_images_are_drawn_when_there_are_some(make_cfg, tmp_path):

@@ -20,7 +20,7 @@ from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.predict import predict
 from dltemplate.train import train
 from tests.datasets import provide_task_data, review, write_aclimdb
-from tests.helpers import CONFIG_DIR, tensorboard_tags
+from tests.helpers import CONFIG_DIR, assert_balanced_class_weights, tensorboard_tags
 
 
 def imdb_module(tmp_path: Path, **kwargs) -> TextDataModule:
@@ -150,10 +150,7 @@ def test_balanced_class_weights_reach_the_text_loss(make_cfg, tmp_path):
     result = train(
         make_cfg("task=text", "trainer.max_epochs=1", "module.class_weights=${dims.class_weights}", *overrides)
     )
-    weights = result.trainer.lightning_module.hparams.class_weights
-    labels = result.trainer.datamodule.train_set.labels
-    expected = [len(labels) / (2 * int((labels == c).sum())) for c in (0, 1)]
-    assert weights == pytest.approx(expected) and weights[1] > 1 > weights[0]
+    assert_balanced_class_weights(result)
     assert json.loads((Path(result.output_dir) / "result.json").read_text())["status"] == "ok"
 
 
