@@ -83,7 +83,7 @@ def test_the_shipped_configs_of_every_task_pass_the_check(make_cfg):
 
 
 def test_a_diverged_run_is_one_line_naming_the_learning_rate(make_cfg, capsys):
-    cfg = make_cfg("module.optimizer.lr=1e30", "trainer.max_epochs=2", "logger=csv")
+    cfg = make_cfg("module.optimizer.lr=1e30", "trainer.max_epochs=2", "logger=tensorboard")
     line = one_error_line(capsys, lambda: train_main(cfg))
     assert "the run diverged; lower module.optimizer.lr (now 1e+30)" in line
 
@@ -275,7 +275,13 @@ def rings_checkpoint(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("rings")
     cfg = compose_config(
         CONFIG_DIR,
-        ["task=rings", f"paths.log_dir={tmp / 'logs'}", "debug=limit_batches", "trainer.max_epochs=1", "logger=csv"],
+        [
+            "task=rings",
+            f"paths.log_dir={tmp / 'logs'}",
+            "debug=limit_batches",
+            "trainer.max_epochs=1",
+            "logger=tensorboard",
+        ],
         output_dir=tmp / "run",
     )
     return Path(train(cfg).best_checkpoint)

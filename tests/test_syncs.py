@@ -78,7 +78,7 @@ def test_the_counter_sees_a_read_in_a_training_step(tmp_path):
             outputs["loss"].item()
 
     task = "linear_regression" if "linear_regression" in TASKS else TASKS[0]
-    counter, _ = run_counted(task, ["logger=csv"], tmp_path, SyncCounter(first=5, last=25), 30, [ReadsLoss()])
+    counter, _ = run_counted(task, [], tmp_path, SyncCounter(first=5, last=25), 30, [ReadsLoss()])
     assert counter.steps >= 10
     reads = sum(n for site, n in counter.sites.items() if "test_syncs.py" in site) / counter.steps
     assert reads == 1.0, counter.report()
