@@ -77,8 +77,11 @@ def test_the_counter_sees_a_read_in_a_training_step(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             outputs["loss"].item()
 
-    task = "linear_regression" if "linear_regression" in TASKS else TASKS[0]
-    counter, _ = run_counted(task, [], tmp_path, SyncCounter(first=5, last=25), 30, [ReadsLoss()])
+    available = [FAMILIES[f] for f in ("regression", "tabular", "series", "text", "image") if FAMILIES[f][0] in TASKS]
+    if not available:
+        pytest.skip("none of the families' reference tasks is in this project")
+    task, overrides = available[0]  # several steps per epoch
+    counter, _ = run_counted(task, overrides, tmp_path, SyncCounter(first=5, last=25), 30, [ReadsLoss()])
     assert counter.steps >= 10
     reads = sum(n for site, n in counter.sites.items() if "test_syncs.py" in site) / counter.steps
     assert reads == 1.0, counter.report()
