@@ -395,7 +395,9 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
     stderr = (tmp_path / "serve.log").read_text()
     assert server.returncode == 1, stderr[-2000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "was killed by signal 9, so the server stopped" in errors[0], stderr[-2000:]
+    # without its manager the main process may only learn that a connection closed, not which process died
+    expected = "so the server stopped" if "manager" in victim else "was killed by signal 9, so the server stopped"
+    assert len(errors) == 1 and expected in errors[0], stderr[-2000:]
     if "manager" not in victim:  # without its manager, LitServe's model worker prints its own traceback
         assert "Traceback" not in stderr
 

@@ -412,10 +412,16 @@ def main(cfg: DictConfig) -> None:
     _watch = ProcessWatch().start()
     try:
         server.run(host=cfg.host, port=cfg.port, num_api_servers=1, generate_client_file=False, log_level="warning")
-    except (KeyboardInterrupt, EOFError, OSError):  # LitServe's manager gone with a dead worker: EOFError
-        time.sleep(2 * _watch.interval)
+    except (KeyboardInterrupt, EOFError, OSError) as error:  # LitServe's manager gone with a dead worker: EOFError
+        deadline = time.monotonic() + 5  # the watch may not have seen the death yet on a busy machine
+        while _watch.check() is None and time.monotonic() < deadline:
+            time.sleep(_watch.interval)
         if _watch.check() is None:
-            raise
+            if not isinstance(error, EOFError):
+                raise
+            # a connection to one of LitServe's processes closed: one of them is gone, which this process
+            # can no longer name
+            _watch.died = "a process of the server closed its connection to this one"
     finally:
         _watch.stopping = True
     if _watch.died is not None:

@@ -125,7 +125,7 @@ def dense_gradients_where_needed(module) -> None:
     if switched:
         where = type(trainer.strategy).__name__ if distributed else trainer.strategy.root_device.type
         reason = "sparse ones cannot be all-reduced" if distributed else "sparse ones make the host wait"
-        log.info("%s: dense gradients on %s (%s)", switched, where, reason)
+        log.info("%s: dense gradients under %s (%s)", switched, where, reason)
 
 
 class WithSparseRows(Optimizer):
