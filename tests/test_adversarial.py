@@ -219,6 +219,7 @@ def test_a_module_target_in_the_checkpoint_config_is_checked(titanic_run, tmp_pa
         restore(bad)
 
 
+@pytest.mark.slow  # a fresh interpreter per case: several seconds each
 @pytest.mark.parametrize(
     ("edit", "refused"),
     [
