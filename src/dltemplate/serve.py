@@ -375,19 +375,29 @@ class ProcessWatch:
                 return
             time.sleep(self.interval)
 
-    def _end(self) -> None:
-        """Stop what is left of the server and exit with status 1 and the one line (`main` did not)."""
-        if self.reported:
-            return
-        for child in self._seen.values():
-            if child.exitcode is None:
-                with contextlib.suppress(Exception):
+    def stop_children(self, wait: float = 5.0) -> None:
+        """Terminate the children still alive, then kill those that did not end within `wait` seconds.
+
+        Needed because Python joins non-daemon children at exit without a time limit, and a LitServe
+        process whose peer died may wait forever on a queue.
+        """
+        alive = [child for child in self._seen.values() if child.exitcode is None]
+        for child in alive:
+            with contextlib.suppress(Exception):
+                child.terminate()
+        deadline = time.monotonic() + wait
+        for child in alive:
+            with contextlib.suppress(Exception):
+                child.join(max(0.0, deadline - time.monotonic()))
+                if child.exitcode is None:
                     child.kill()
-        print(
-            f"error: {self.died}, so the server stopped; start it again",
-            file=sys.stderr,
-            flush=True,
-        )
+
+    def _end(self) -> None:
+        """Stop what is left of the server and exit with status 1, printing the one line unless `main`
+        did: `main` may have reported and still be waiting on a child at interpreter exit."""
+        self.stop_children(wait=1.0)
+        if not self.reported:
+            print(f"error: {self.died}, so the server stopped; start it again", file=sys.stderr, flush=True)
         os._exit(1)
 
 
@@ -426,7 +436,8 @@ def main(cfg: DictConfig) -> None:
         _watch.stopping = True
     if _watch.died is not None:
         _watch.reported = True
-        print(f"error: {_watch.died}, so the server stopped; start it again", file=sys.stderr)
+        print(f"error: {_watch.died}, so the server stopped; start it again", file=sys.stderr, flush=True)
+        _watch.stop_children()
         raise SystemExit(1)
 
 
