@@ -519,7 +519,7 @@ def test_prediction_converts_each_image_to_the_checkpoints_channels_and_size(tmp
     dm.setup("fit")
     inputs = write_sized_folder(tmp_path / "inputs", {"x": [(20, 30), (8, 8), (64, 40)]}, mode="RGB")
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(inputs / "x" / "a" / "gray.png")
-    dm.predict_input = str(inputs)
+    dm.use_predict_input(str(inputs))
     dm.setup("predict")
     assert dm.predict_set.images.shape == (7, 1, 8, 8) and len(dm.predict_files) == 7
 

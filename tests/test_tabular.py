@@ -270,7 +270,7 @@ def test_an_empty_file_is_named(tmp_path):
 def test_prediction_rows_missing_a_feature_column_are_refused(tmp_path):
     dm = datamodule(tmp_path, mixed_frame(200))
     dm.setup("fit")
-    dm.predict_input = mixed_frame(5).drop(columns=["grade", "x2"])
+    dm.use_predict_input(mixed_frame(5).drop(columns=["grade", "x2"]))
     with pytest.raises(KeyError, match=r"lacks the feature column\(s\) \['x2'\]"):
         dm.setup("predict")
 
@@ -390,7 +390,7 @@ def test_infinite_prediction_values_are_imputed_like_missing_ones_with_one_warni
     infinite = rows.assign(x1=rows["x1"].where(~rows.index.isin([1, 2]), np.inf))
     infinite.loc[3, "x2"] = -np.inf
     infinite.to_csv(tmp_path / "new.csv", index=False)
-    dm.predict_input = str(tmp_path / "new.csv")
+    dm.use_predict_input(str(tmp_path / "new.csv"))
     dm.setup("predict")
     encoded = dm.predict_set.tensors[0]
     missing = infinite.replace([np.inf, -np.inf], np.nan)
@@ -542,12 +542,12 @@ def test_date_columns_travel_in_the_checkpoint_state_and_bad_dates_are_one_error
     restored.load_state_dict(dm.state_dict())
     rows = roles_frame(6, seed=5).drop(columns=["y", "instant", "name"])  # dropped columns are not needed
     rows.loc[2, "sold"] = None  # missing: imputed
-    restored.predict_input = rows
+    restored.use_predict_input(rows)
     restored.setup("predict")
     assert restored.inferred == {}  # a restored module infers nothing
     encoded = restored.predict_set.tensors[0]
     assert torch.isfinite(encoded).all() and encoded.shape == (6, dm.encoder.num_numeric + 1)
-    restored.predict_input = rows.assign(sold=rows["sold"].where(rows.index != 4, "soon"))
+    restored.use_predict_input(rows.assign(sold=rows["sold"].where(rows.index != 4, "soon")))
     with pytest.raises(DataError, match=r"date column 'sold' of .* holds 'soon' in row 4, .* format %Y-%m-%d"):
         restored.setup("predict")
 

@@ -28,8 +28,8 @@ from omegaconf import DictConfig, open_dict
 from dltemplate.checkpoint import default_paths, restore
 from dltemplate.config import compose_config
 from dltemplate.export import export, net_input
-from dltemplate.forecast import forecast_table
-from dltemplate.predict import predict_table
+from dltemplate.forecast import check_forecasts, forecast_table
+from dltemplate.predict import check_predicts, predict_table
 from dltemplate.train import train
 
 
@@ -238,14 +238,14 @@ class Model:
         """Predictions for raw inputs: a CSV path or DataFrame (tables), image files or a folder,
         texts or a text file; for series see `forecast`."""
         with quiet_training():
-            return predict_table(self.module, self.datamodule, inputs, self._trainer())
+            return predict_table(self.module, check_predicts(self.datamodule), inputs, self._trainer())
 
     def forecast(
         self, steps: int = 30, series: str | pd.DataFrame | None = None, floor: float | None = 0.0
     ) -> pd.DataFrame:
         """The next `steps` steps after the end of `series` (default: the series trained on)."""
         with quiet_training():
-            return forecast_table(self.module, self.datamodule, series, steps, floor)
+            return forecast_table(self.module, check_forecasts(self.datamodule), series, steps, floor)
 
     def export(self, path: str | Path, fmt: str = "onnx") -> tuple[Path, float]:
         """Export the net to ONNX, pt2 (torch.export) or TorchScript.

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 from dltemplate import registry
 from dltemplate.build import apply_net_data_settings
 from dltemplate.cv import fold_metrics, require_setting, summarise
+from dltemplate.data.inferred import InfersSettings
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import write_text_atomically
 from dltemplate.rundir import claim, write_result
@@ -52,8 +53,9 @@ def settle_inferred(cfg: DictConfig) -> DictConfig:
     datamodule = registry.instantiate(probe.data, "datamodule", where="data", recursive=False)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    inferred = datamodule.inferred if isinstance(datamodule, InfersSettings) else {}
     with open_dict(cfg):
-        for key, item in getattr(datamodule, "inferred", {}).items():
+        for key, item in inferred.items():
             if not key.startswith("dims.") and cfg.data.get(key) is None:
                 cfg.data[key] = item.value
     return cfg

@@ -3,6 +3,7 @@
 Every entry point (train, evaluate, the tests) goes through these functions, so the wiring exists once.
 """
 
+import copy
 import logging
 import re
 import types
@@ -19,13 +20,13 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import InterpolationKeyError
+from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import AtomicCheckpointIO, checkpoint_run_config, find_checkpoint, load_checkpoint
-from dltemplate.data.inferred import format_table, save_table
+from dltemplate.data.inferred import InfersSettings, format_table, save_table
 from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.modules.factories import complete_net_config, net_data_settings
@@ -45,7 +46,7 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     apply_net_data_settings(cfg)
     # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
     datamodule = registry.instantiate(cfg.data, "datamodule", where="data", recursive=False)
-    if hasattr(datamodule, "training_device"):  # settings that depend on the hardware (an image size)
+    if isinstance(datamodule, TensorDataModule):  # settings that depend on the hardware (an image size)
         datamodule.training_device = training_device(cfg.get("trainer") or {})
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -69,7 +70,7 @@ def training_device(trainer: DictConfig | dict) -> str:
 def record_inferred(cfg: DictConfig, datamodule: LightningDataModule) -> None:
     """Write what the data module inferred into `cfg.data` (so checkpoints hold it and a restored run
     infers nothing), print it once as a table and save it as the run directory's `inferred.yaml`."""
-    inferred = getattr(datamodule, "inferred", None)
+    inferred = datamodule.inferred if isinstance(datamodule, InfersSettings) else None
     if not inferred:
         return
     with open_dict(cfg):
@@ -119,7 +120,7 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
     module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
     if cfg.get("compile", False):
         module.net.compile()  # in place: state_dict keys stay those of the plain net
-    example = getattr(datamodule, "example_input_array", None)
+    example = datamodule.example_input_array if isinstance(datamodule, TensorDataModule) else None
     if example is not None:
         module.example_input_array = example  # model graph in TensorBoard, shapes in the summary
     return module
@@ -151,11 +152,11 @@ def _resolve_sized(cfg: DictConfig, group: str) -> dict:
         if missing is None:
             raise
         chosen = _choice(group) or cfg[group].get("_target_")
-        fitting = [name for name, needs in _net_needs().items() if needs <= set(cfg.dims)]
+        fitting = _nets_that_fit(cfg) if group == "net" else []
         raise ConfigError(
             f"{group}={chosen} needs the size dims.{missing.group(1)}, which the data of task "
             f"{cfg.get('task_name')} does not provide (it provides {', '.join(sorted(cfg.dims))})"
-            + (f"; nets that fit: {', '.join(fitting)}" if fitting and group == "net" else "")
+            + (f"; nets that fit: {', '.join(fitting)}" if fitting else "")
         ) from None
 
 
@@ -166,18 +167,26 @@ def _choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
-def _net_needs() -> dict[str, set[str]]:
-    """Net option → the `dims` keys its config file uses, read from the config folder Hydra runs from."""
+def _nets_that_fit(cfg: DictConfig) -> list[str]:
+    """The net options (files of the config folder Hydra runs from) that fit this data: each file read with
+    OmegaConf and resolved in place of `cfg.net`, so that every size it takes from `${dims...}` must be there."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return {}
-    needs = {}
+        return []
+    fitting = []
     for source in HydraConfig.get().runtime.config_sources:
         folder = Path(str(source.path).removeprefix("file://")) / "net"
         for file in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-            needs[file.stem] = set(re.findall(r"\$\{dims\.(\w+)", file.read_text()))
-    return needs
+            probe = copy.deepcopy(cfg)
+            with open_dict(probe):
+                probe.net = OmegaConf.load(file)
+            try:
+                OmegaConf.to_container(probe.net, resolve=True, throw_on_missing=True)
+            except OmegaConfBaseException:  # a size (or another setting) this run does not provide
+                continue
+            fitting.append(file.stem)
+    return fitting
 
 
 def build_trainer(cfg: DictConfig, resume_step: int | None = None, extra_callbacks: Sequence[Callback] = ()) -> Trainer:

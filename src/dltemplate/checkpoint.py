@@ -41,6 +41,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import DictConfig, OmegaConf
 
 from dltemplate import registry
+from dltemplate.data.protocols import HasClasses
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, UserError
 from dltemplate.files import write_atomically
 from dltemplate.modules.factories import no_downloads
@@ -353,7 +354,7 @@ def check_class_count(checkpoint: Mapping[str, Any], datamodule: LightningDataMo
     count = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
     if count is None:
         return
-    names = getattr(datamodule, "class_names", None)
+    names = datamodule.class_names if isinstance(datamodule, HasClasses) else None
     if not isinstance(count, int) or isinstance(count, bool) or count < 2:
         raise CheckpointError(f"{path}: its module settings say num_classes={count!r}, not a whole number from 2")
     if isinstance(names, (list, tuple)) and names and count != len(names):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from dltemplate.checkpoint import load_checkpoint
 from dltemplate.data.predictions import class_table
+from dltemplate.data.protocols import HasClasses
 from dltemplate.errors import ConfigError
 from dltemplate.files import write_text_atomically
 from dltemplate.rundir import claim, write_result
@@ -123,7 +124,7 @@ def out_of_fold(result: RunResult) -> pd.DataFrame:
             outputs.append(module.predict_step(batch, 0).cpu())
             targets.append(batch[1].cpu())
     output, target = torch.cat(outputs), torch.cat(targets)
-    classes = getattr(datamodule, "class_names", None)
+    classes = datamodule.class_names if isinstance(datamodule, HasClasses) else None
     table = pd.DataFrame({"row": datamodule.val_positions.tolist()})
     if classes is None:
         table["target"] = target.reshape(len(target), -1)[:, 0].numpy()

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from dltemplate.checkpoint import restore
 from dltemplate.data.dates import format_dates, next_dates
+from dltemplate.data.protocols import Forecasts
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import output_path
 
@@ -25,9 +26,20 @@ def check_forecast_settings(steps: object, floor: object = None) -> None:
         raise ConfigError(f"floor={floor!r} must be a number (forecasts below it are raised to it) or null for none")
 
 
+def check_forecasts(datamodule: LightningDataModule) -> Forecasts:
+    """`datamodule`, refused with a one-line `ConfigError` when it continues no series (`Forecasts`): checked
+    once, when a forecast run is built."""
+    if isinstance(datamodule, Forecasts):
+        return datamodule
+    raise ConfigError(
+        f"not a forecasting model ({type(datamodule).__name__}): give the checkpoint of a time-series task "
+        "(task=series, task=covid), or use predict.py"
+    )
+
+
 def forecast_table(
     module: LightningModule,
-    datamodule: LightningDataModule,
+    datamodule: Forecasts,
     source: str | pd.DataFrame | None = None,
     steps: int = 30,
     floor: float | None = 0.0,
@@ -42,12 +54,8 @@ def forecast_table(
     Returns one row per future step with the modelled series (e.g. daily increments) and, when the
     model was trained on differences, the levels rebuilt from the last observed level
     (`<column>_level`, e.g. cumulative counts). `source` defaults to the series trained on.
+    The data module is one `check_forecasts` has accepted.
     """
-    if not hasattr(datamodule, "windows"):
-        raise ConfigError(
-            f"not a forecasting model ({type(datamodule).__name__}): give the checkpoint of a time-series task "
-            "(task=series, task=covid), or use predict.py"
-        )
     check_forecast_settings(steps, floor)
     if source is None and datamodule.hparams.file is None:  # withheld by `restore`: outside this run's paths
         raise ConfigError(
@@ -121,7 +129,8 @@ def forecast(cfg: DictConfig) -> pd.DataFrame:
     """Forecast entry point: `cfg.steps` steps of the checkpoint's series (or `cfg.input`) to `cfg.output`."""
     check_forecast_settings(cfg.steps, cfg.floor)  # before the output's folder is made
     output = output_path(cfg.output, cfg.get("overwrite", False))
-    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
+    module, restored, _ = restore(cfg.ckpt_path, paths=cfg.paths)
+    datamodule = check_forecasts(restored)
     table = with_written_dates(forecast_table(module, datamodule, cfg.input, cfg.steps, cfg.floor), datamodule)
     if cfg.get("report_zero", False):
         columns = [c for c in table.columns if not c.endswith("_level")]

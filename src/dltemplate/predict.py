@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
+from dltemplate.data.protocols import Forecasts, PredictsInputs, PredictsRows
 from dltemplate.errors import CheckpointError, ConfigError, DataError, UserError
 from dltemplate.files import output_path
 
@@ -17,27 +18,31 @@ log = logging.getLogger(__name__)
 KEEP = ("keys", "all", "none")  # input columns written beside a table's predictions
 
 
-def predict_table(
-    module: LightningModule, datamodule: LightningDataModule, inputs: Any, trainer: Trainer
-) -> pd.DataFrame:
-    """Predictions for raw `inputs`, laid out by the data module.
-
-    The data module decides what an input is (a CSV file or DataFrame, image files, texts) through
-    its `predict_input` attribute, and lays out the result in `format_predictions`.
-    """
-    if not hasattr(datamodule, "format_predictions"):
-        raise CheckpointError(
-            f"this checkpoint's data ({type(datamodule).__name__}) reads no input files, so predict.py cannot "
-            "use it: "
-            + (
-                "forecast its series with forecast.py ckpt_path=<the checkpoint>"
-                if hasattr(datamodule, "windows")
-                else "score it on its own test split with evaluate.py ckpt_path=<the checkpoint>, or serve it "
-                "(serve.py takes rows of features)"
-            )
-            + "; predict.py takes checkpoints of table, image and text tasks"
+def check_predicts(datamodule: LightningDataModule) -> PredictsInputs:
+    """`datamodule`, refused with a one-line `CheckpointError` naming what to use instead when it reads no
+    raw inputs (`PredictsInputs`): checked once, when a predict run is built."""
+    if isinstance(datamodule, PredictsInputs):
+        return datamodule
+    raise CheckpointError(
+        f"this checkpoint's data ({type(datamodule).__name__}) reads no input files, so predict.py cannot "
+        "use it: "
+        + (
+            "forecast its series with forecast.py ckpt_path=<the checkpoint>"
+            if isinstance(datamodule, Forecasts)
+            else "score it on its own test split with evaluate.py ckpt_path=<the checkpoint>, or serve it "
+            "(serve.py takes rows of features)"
         )
-    datamodule.predict_input = inputs
+        + "; predict.py takes checkpoints of table, image and text tasks"
+    )
+
+
+def predict_table(module: LightningModule, datamodule: PredictsInputs, inputs: Any, trainer: Trainer) -> pd.DataFrame:
+    """Predictions for raw `inputs`, laid out by the data module (`check_predicts` has accepted it).
+
+    The data module decides what an input is (a CSV file or DataFrame, image files, texts) in
+    `use_predict_input`, and lays out the result in `format_predictions`.
+    """
+    datamodule.use_predict_input(inputs)
     batches = trainer.predict(module, datamodule=datamodule)
     return datamodule.format_predictions(finite_outputs(torch.cat(batches)))
 
@@ -71,15 +76,17 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     keep = cfg.get("keep", "keys")
     if keep not in KEEP:
         raise ConfigError(f"keep={keep!r}: must be one of {', '.join(KEEP)}")
-    module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths)
-    if hasattr(datamodule, "predict_keep"):
+    module, restored, _ = restore(cfg.ckpt_path, paths=cfg.paths)
+    datamodule = check_predicts(restored)
+    table_rows = isinstance(datamodule, PredictsRows)
+    if table_rows:
         datamodule.predict_keep = keep
     elif keep == "all":
         raise ConfigError(f"keep=all copies a table's columns; {type(datamodule).__name__} predicts no table")
     table = predict_table(module, datamodule, cfg.input, build_trainer(cfg))
     table.to_csv(output, index=False)
     try:
-        scores = datamodule.predict_metrics() if hasattr(datamodule, "predict_metrics") else None
+        scores = datamodule.predict_metrics() if table_rows else None
     except UserError as error:  # the predictions are written; only their score is missing
         log.warning("the input's target column was not scored: %s", error)
         scores = None

@@ -49,7 +49,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import find_checkpoint, restore
 from dltemplate.data.predictions import class_table
-from dltemplate.errors import DataError, UserError
+from dltemplate.data.protocols import Forecasts, HasClasses, PredictsInputs
+from dltemplate.errors import CheckpointError, DataError, UserError
 from dltemplate.forecast import forecast_table, with_written_dates
 from dltemplate.predict import finite_outputs, predict_table
 
@@ -68,16 +69,18 @@ INPUT_ERRORS = (UserError, ValueError, KeyError, TypeError, FileNotFoundError)
 
 
 def input_kind(datamodule: Any) -> str:
-    """What a data module predicts from, by what it can do (no import of the data modules needed)."""
-    if hasattr(datamodule, "windows"):
+    """What a data module predicts from, by the protocols it implements (`dltemplate.data.protocols`):
+    a series (`Forecasts`), its own `input_kind` (`PredictsInputs`), else the net's input vectors."""
+    if isinstance(datamodule, Forecasts):
         return "series"
-    if not hasattr(datamodule, "format_predictions"):
+    if not isinstance(datamodule, PredictsInputs):
         return "features"
-    if hasattr(datamodule, "read_predict_input"):
-        return "texts"
-    if hasattr(datamodule, "predict_files"):
-        return "images"
-    return "table"
+    if datamodule.input_kind not in ("table", "texts", "images"):
+        raise CheckpointError(
+            f"this checkpoint's data ({type(datamodule).__name__}) declares input_kind={datamodule.input_kind!r}, "
+            "which serve.py cannot take: its requests hold a 'table', 'texts' or 'images'"
+        )
+    return datamodule.input_kind
 
 
 @dataclass
@@ -265,7 +268,7 @@ class CheckpointAPI(litserve.LitAPI):
         """The synthetic tasks have no file format: their inputs are the net's input vectors."""
         loader = DataLoader(TensorDataset(x), batch_size=self.datamodule.batch_size)
         predictions = finite_outputs(torch.cat(self.trainer.predict(self.module, dataloaders=loader)))
-        names = getattr(self.datamodule, "class_names", None)
+        names = self.datamodule.class_names if isinstance(self.datamodule, HasClasses) else None
         if names:
             return class_table(predictions, names)
         return pd.DataFrame({"prediction": predictions.reshape(len(x), -1)[:, 0].numpy()})
@@ -312,11 +315,12 @@ def build_server(cfg: DictConfig) -> litserve.LitServer:
     module, datamodule, run_cfg = restore(ckpt_path, paths=cfg.paths)
     kind = input_kind(datamodule)
     key, expected = INPUT_KEYS[kind]
+    names = datamodule.class_names if isinstance(datamodule, HasClasses) else None
     metadata = {
         "checkpoint": str(ckpt_path),
         "task": run_cfg.get("task_name"),
         "input": {key: expected},
-        "classes": list(getattr(datamodule, "class_names", None) or []) or None,
+        "classes": list(names) if names else None,
     }
     del module, datamodule
     batch = cfg.max_batch_size if cfg.batching else 1

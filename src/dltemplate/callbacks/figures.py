@@ -18,6 +18,7 @@ from torchmetrics.functional import classification as C
 from dltemplate.callbacks.media import log_figure
 from dltemplate.callbacks.schedule import EvaluationRecords, PairsCollector, Snapshot
 from dltemplate.data.dates import frequency_name
+from dltemplate.data.protocols import HasClasses
 
 SPLIT = {"val": "validation", "test": "test"}
 
@@ -46,7 +47,9 @@ class ClassificationFigures(EvaluationRecords):
 
     def record(self, trainer: Trainer, snapshot: Snapshot) -> None:
         probs, target = snapshot.data
-        names = [str(n) for n in (self.class_names or getattr(trainer.datamodule, "class_names", None) or [])]
+        datamodule = trainer.datamodule
+        known = datamodule.class_names if isinstance(datamodule, HasClasses) else None
+        names = [str(n) for n in (self.class_names or known or [])]
         if probs.ndim == 1:
             probs = torch.stack([1 - probs, probs], dim=1)  # binary: P(class 1) → both columns
         k = probs.shape[1]
@@ -228,7 +231,7 @@ class ForecastFigures(EvaluationRecords):
 def _unit(datamodule) -> str:
     """ "change per day", "level", ... from the data module's settings and the series' spacing."""
     index = datamodule.series.index
-    hparams = getattr(datamodule, "hparams", {})
+    hparams = datamodule.hparams
     spacing = ""
     if isinstance(index, pd.DatetimeIndex) and len(index) > 1:
         delta = pd.Series(index[1:] - index[:-1]).mode()[0]

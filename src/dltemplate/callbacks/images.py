@@ -9,6 +9,7 @@ from torch import Tensor
 
 from dltemplate.callbacks.media import log_figure, log_image_grid
 from dltemplate.callbacks.schedule import EvaluationRecords, Snapshot
+from dltemplate.data.protocols import HasClasses
 
 
 class ImageGrids(EvaluationRecords):
@@ -33,7 +34,8 @@ class ImageGrids(EvaluationRecords):
         if batch_idx != 0 or trainer.current_epoch != 0:
             return
         images, targets = batch[0], batch[1] if len(batch) > 1 else None
-        names = getattr(trainer.datamodule, "class_names", None)
+        datamodule = trainer.datamodule
+        names = datamodule.class_names if isinstance(datamodule, HasClasses) else None
         if not names or not _class_indices(targets, len(names)):
             log_image_grid(trainer, "train/inputs", viewable(trainer, images[: self.max_images]), trainer.global_step)
             return

@@ -31,6 +31,7 @@ from torch.utils.tensorboard.summary import hparams
 from dltemplate.callbacks.media import log_config, log_scalars
 from dltemplate.callbacks.schedule import _improves, _monitor, metric_step
 from dltemplate.loggers import metric_name
+from dltemplate.modules.step import StepModule
 from dltemplate.resolvers import run_label
 
 # the HPARAMS columns, in order; every run fills every one (numbers as numbers, the rest as short strings)
@@ -243,15 +244,15 @@ def custom_scalars_layout(pl_module: LightningModule) -> dict:
     """TensorBoard CUSTOM SCALARS: each metric's training and validation curves on one chart, and for
     forecasts the model's error beside the naive forecasts'."""
     names = ["loss"]
-    for attribute in ("val_metrics", "train_metrics"):
-        collection = getattr(pl_module, attribute, None)
+    step_module = isinstance(pl_module, StepModule)  # a module of one's own: its loss alone
+    for collection in (pl_module.val_metrics, pl_module.train_metrics) if step_module else ():
         if collection is not None:
             names += [k.split("/", 1)[-1] for k in collection.keys(keep_base=False)]
     overlay = {
         name: ["Multiline", [f"^(train|val)/{name}$"]] for name in dict.fromkeys(n for n in names if n in METRICS)
     }
     layout = {"train vs val": overlay}
-    if hasattr(pl_module, "val_baselines"):
+    if step_module and pl_module.compares_to_naive:
         layout["forecast error vs naive"] = {
             "validation MAE": ["Multiline", [r"^val/(mae|naive_mae|snaive_mae)$"]],
             "MAE relative to naive (below 1 beats it)": ["Multiline", [r"^val/rel_mae$"]],

@@ -24,6 +24,7 @@ from dltemplate.data.image_files import (
     list_image_folder,
 )
 from dltemplate.data.predictions import class_table
+from dltemplate.data.protocols import PredictsInputs
 from dltemplate.data.targets import balanced_class_weights
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
@@ -67,7 +68,7 @@ class ImageTensors(Dataset):
         return self.images[index], self.labels[index]
 
 
-class ImageDataModule(TensorDataModule):
+class ImageDataModule(TensorDataModule, PredictsInputs):
     """Image classification data, decoded once into uint8 tensors in memory or into chunks on disk.
 
     Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
@@ -124,9 +125,7 @@ class ImageDataModule(TensorDataModule):
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
-    # what the run trains on ("cpu" or an accelerator's name), set before setup by `build.build_datamodule`;
-    # None (unknown): an inferred image size is capped as for an accelerator
-    training_device: str | None = None
+    input_kind = "images"  # what a serve request holds (`dltemplate.data.protocols.PredictsInputs`)
 
     def __init__(
         self,
@@ -180,7 +179,7 @@ class ImageDataModule(TensorDataModule):
         self.std: list[float] | None = None
         self.size: list[int] | None = None  # (H, W) of the training images
         self.input_size: int | None = input_size  # what the net is fed, when it differs from `size`
-        self.predict_input: str | Sequence[str] | None = None
+        self.predict_input: str | Sequence[str] | None = None  # set by `use_predict_input`
         self.predict_files: list[Path] = []
         self.streamed: Path | None = None  # the training split's chunk folder when streaming
 
@@ -256,7 +255,7 @@ class ImageDataModule(TensorDataModule):
             reason = f"{found}; resized once to the net's input size (data.input_size={self.input_size})"
             self.infer("image_size", int(self.input_size), reason)
             return
-        on_cpu = self.training_device == "cpu"
+        on_cpu = self.training_device == "cpu"  # None (unknown): capped as for an accelerator
         cap = MAX_INFERRED_SIZE_CPU if on_cpu else MAX_INFERRED_SIZE
         capped = min(side, cap)
         reason = f"{found}; the training images' median longer side is {side}"
@@ -522,11 +521,15 @@ class ImageDataModule(TensorDataModule):
         images, kept = decode_files(files, hp.channels, self.size, hp.skip_corrupt)
         self.test_set = ImageTensors(images, torch.tensor(labels)[torch.tensor(kept)])
 
+    def use_predict_input(self, inputs: str | Path | Sequence[str | Path]) -> None:
+        """The images the next `setup("predict")` reads: image files, folders of them, or a mix."""
+        self.predict_input = inputs
+
     def _setup_predict(self) -> None:
         if self.mean is None:
             raise RuntimeError("the data module has no fitted statistics: restore it from a checkpoint first")
         if self.predict_input is None:
-            raise RuntimeError("set predict_input (image files or a folder) before predicting")
+            raise RuntimeError("call use_predict_input (image files or a folder) before predicting")
         sources = [self.predict_input] if isinstance(self.predict_input, (str, Path)) else self.predict_input
         files: list[Path] = []
         for source in map(Path, sources):

@@ -23,6 +23,7 @@ from dltemplate.data.dates import (
     year_column,
 )
 from dltemplate.data.download import ensure_file
+from dltemplate.data.protocols import Forecasts
 from dltemplate.data.table_encoder import to_numeric
 from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
@@ -50,7 +51,7 @@ def cycle(series: pd.DataFrame, threshold: float = 0.3) -> tuple[int | None, flo
     return None, strength
 
 
-class SeriesDataModule(TensorDataModule):
+class SeriesDataModule(TensorDataModule, Forecasts):
     """Forecast the next `horizon` steps of one or more series from the previous `window` steps.
 
     The modelled series is the CSV's value columns, differenced if `difference` (cumulative counts →
@@ -98,6 +99,9 @@ class SeriesDataModule(TensorDataModule):
         download: Public source of a missing file: {url:, md5:}.
         batch_size, num_workers, on_device: see `TensorDataModule`.
     """
+
+    # each modelled series' training scale (`dltemplate.data.protocols.Forecasts`): set by setup or a checkpoint
+    scale: list[float] | None
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.inferred import Inferred
 from dltemplate.data.predictions import class_table
+from dltemplate.data.protocols import PredictsRows
 from dltemplate.data.table_columns import ROLES, Roles, infer_roles
 from dltemplate.data.table_encoder import TableEncoder, to_numeric
 from dltemplate.data.targets import (
@@ -29,7 +30,7 @@ from dltemplate.errors import ConfigError, DataError, MissingColumnError
 log = logging.getLogger(__name__)
 
 
-class TabularDataModule(TensorDataModule):
+class TabularDataModule(TensorDataModule, PredictsRows):
     """Reads a training CSV (and optionally a test CSV), encodes it, and serves tensors.
 
     Feature columns are every column except the target and `id_column`. Each one's role (numeric,
@@ -70,6 +71,10 @@ class TabularDataModule(TensorDataModule):
             stop with an "error".
         batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device: see `TensorDataModule`.
     """
+
+    input_kind = "table"  # what a serve request holds (`dltemplate.data.protocols.PredictsInputs`)
+    # input columns beside the predictions (`format_predictions`); predict.py sets its keep= (default keys)
+    predict_keep: Literal["keys", "all", "none"] = "none"
 
     def __init__(
         self,
@@ -114,10 +119,9 @@ class TabularDataModule(TensorDataModule):
         self.encoder: TableEncoder | None = None
         self.classes: list[str] | None = None
         self.target_stats: dict[str, float] = {}
-        self.predict_input: str | Path | pd.DataFrame | None = None
+        self.predict_input: str | Path | pd.DataFrame | None = None  # set by `use_predict_input`
         self.predict_frame: pd.DataFrame | None = None
         self.predict_set: Dataset | None = None
-        self.predict_keep: Literal["keys", "all", "none"] = "none"  # input columns beside predictions; predict.py: keys
         self.last_predictions: torch.Tensor | None = None
 
     # ---- reading -------------------------------------------------------------------------------
@@ -319,9 +323,13 @@ class TabularDataModule(TensorDataModule):
         """What splits are stratified by: the class of each row (classification), else nothing."""
         return list(as_labels(frame[self.hparams.target])) if self.hparams.task == "classification" else None
 
+    def use_predict_input(self, inputs: str | Path | pd.DataFrame) -> None:
+        """The rows the next `setup("predict")` reads: a CSV path or a DataFrame of raw columns (target optional)."""
+        self.predict_input = inputs
+
     def _setup_predict(self) -> None:
         if self.predict_input is None:
-            raise RuntimeError("set predict_input (a CSV path or a DataFrame) before predicting")
+            raise RuntimeError("call use_predict_input (a CSV path or a DataFrame) before predicting")
         if self.encoder is None:
             raise RuntimeError("the data module has no fitted encoder: restore it from a checkpoint first")
         frame, name = self.read(self.predict_input)
@@ -332,7 +340,7 @@ class TabularDataModule(TensorDataModule):
         return self._loader(self.predict_set, shuffle=False)
 
     def format_predictions(self, predictions: torch.Tensor) -> pd.DataFrame:
-        """Table of predictions for the rows of `predict_input`, after the input columns `predict_keep` names.
+        """Table of predictions for the rows of the predict input, after the input columns `predict_keep` names.
 
         `predict_keep`: "keys" (`key_columns`, or the row's position in the input as `row` when it has
         none), "all" (every input column, the target too when present) or "none" (only the configured
@@ -377,7 +385,7 @@ class TabularDataModule(TensorDataModule):
         return keys
 
     def predict_metrics(self) -> dict[str, float] | None:
-        """Scores of the last predictions when `predict_input` has the target column (its empty cells left out)."""
+        """Scores of the last predictions when the predict input has the target column (its empty cells left out)."""
         target = self.hparams.target
         if self.predict_frame is None or target not in self.predict_frame.columns or self.last_predictions is None:
             return None

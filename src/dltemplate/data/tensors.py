@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset, random_split
 
 from dltemplate.data.batches import DeviceBatches, Rows, fits_device, rows_of
 from dltemplate.data.inferred import InfersSettings
+from dltemplate.data.protocols import HasClasses
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import locked
 
@@ -97,7 +98,7 @@ def whole_batch(batch):
     return batch
 
 
-class TensorDataModule(InfersSettings, LightningDataModule):
+class TensorDataModule(InfersSettings, LightningDataModule, HasClasses):
     """Serves in-memory train/val/test datasets; subclasses build them in `make_datasets` (or `setup`).
 
     Settings left null that the data decides are filled in while setting up with `infer`
@@ -117,6 +118,11 @@ class TensorDataModule(InfersSettings, LightningDataModule):
     """
 
     collate_fn = None  # None: PyTorch's default; `whole_batch` for datasets that serve whole batches
+    # the classes the targets are codes of (`dltemplate.data.protocols.HasClasses`); None: no classes
+    class_names: Sequence[str] | None = None
+    # what the run trains on ("cpu" or an accelerator's name), set before setup by `build.build_datamodule`
+    # for settings that depend on the hardware (an image size); None: unknown
+    training_device: str | None = None
     # False for a data module restored from a checkpoint: it predicts or tests from the files as they
     # are, and never fetches what a checkpoint names (see dltemplate.checkpoint)
     fetches_data = True
@@ -157,7 +163,7 @@ class TensorDataModule(InfersSettings, LightningDataModule):
         """
         if not self.fetches_data:
             return
-        settings = repr(sorted((str(k), repr(v)) for k, v in getattr(self, "hparams", {}).items()))
+        settings = repr(sorted((str(k), repr(v)) for k, v in self.hparams.items()))
         key = hashlib.sha1(f"{type(self).__qualname__}|{settings}".encode()).hexdigest()[:16]
         with locked(Path(tempfile.gettempdir()) / f"{__package__.split('.')[0]}-fetch-{key}"):
             self.fetch_data()

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
+from dltemplate.data.protocols import PredictsInputs
 from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
 from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, stratified_holdout, whole_batch
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
@@ -135,7 +136,7 @@ def build_tokenizer(lowercase: bool) -> Tokenizer:
     return tokenizer
 
 
-class TextDataModule(TensorDataModule):
+class TextDataModule(TensorDataModule, PredictsInputs):
     """Text classification data: tokenised once, cached, served as padded id tensors.
 
     Sources: "aclimdb" reads `aclImdb/{train,test}/<class>/*.txt` from the extracted folder
@@ -181,6 +182,7 @@ class TextDataModule(TensorDataModule):
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
+    input_kind = "texts"  # what a serve request holds (`dltemplate.data.protocols.PredictsInputs`)
 
     def __init__(
         self,
@@ -234,7 +236,7 @@ class TextDataModule(TensorDataModule):
         self.pad_id = 0  # the padding token's id: [PAD] of the vocabulary, or the pretrained tokenizer's
         self.classes: list[str] | None = None
         self.val_texts: list[str] = []
-        self.predict_input: str | Sequence[str] | None = None
+        self.predict_input: str | Sequence[str] | None = None  # set by `use_predict_input`
         self.predict_texts: list[str] = []
 
     # ---- reading -------------------------------------------------------------------------------
@@ -534,11 +536,15 @@ class TextDataModule(TensorDataModule):
             return [source]
         return [str(text) for text in source]
 
+    def use_predict_input(self, inputs: str | Sequence[str]) -> None:
+        """The texts the next `setup("predict")` reads (`read_predict_input`: a .txt/.csv/.tsv file or strings)."""
+        self.predict_input = inputs
+
     def _setup_predict(self) -> None:
         if self.tokenizer is None:
             raise RuntimeError("the data module has no vocabulary: restore it from a checkpoint first")
         if self.predict_input is None:
-            raise RuntimeError("set predict_input (texts, a .txt or a .csv file) before predicting")
+            raise RuntimeError("call use_predict_input (texts, a .txt or a .csv file) before predicting")
         self.predict_texts = self.read_predict_input(self.predict_input)
         self.predict_set = self.encode(self.predict_texts)
         lengths = self.predict_set.lengths

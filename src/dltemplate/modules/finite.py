@@ -1,15 +1,19 @@
 """The training loss checked for NaN and infinity on the device, read by the host every few steps."""
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
 from dltemplate.errors import DivergedError
 
+if TYPE_CHECKING:
+    from dltemplate.modules.step import StepModule
+
 FINITE_CHECK_EVERY = 50  # steps between the host's looks at the loss flag (each look waits for the device)
 
 
-def check_finite(loss: torch.Tensor, module) -> None:
+def check_finite(loss: torch.Tensor, module: "StepModule") -> None:
     """Stop with a clear error when the training loss becomes NaN or infinite.
 
     The check runs on the device every step (the first non-finite step and value are kept there);
@@ -20,19 +24,19 @@ def check_finite(loss: torch.Tensor, module) -> None:
     """
     bad = ~torch.isfinite(loss.detach())
     step = torch.full((), module.global_step, device=loss.device, dtype=torch.long)
-    first = getattr(module, "_first_nonfinite", None)
+    first = module._first_nonfinite
     if first is None or first[0].device != loss.device:
         first = (torch.full((), -1, device=loss.device, dtype=torch.long), torch.zeros((), device=loss.device))
     unseen = bad & (first[0] < 0)
     first = (torch.where(unseen, step, first[0]), torch.where(unseen, loss.detach().float(), first[1]))
     module._first_nonfinite = first
-    trainer = getattr(module, "_trainer", None)
+    trainer = module._trainer
     if module.global_step % FINITE_CHECK_EVERY and not (trainer is not None and trainer.is_last_batch):
         return
     at, value = torch.stack([first[0].float(), first[1]]).tolist()  # one read of both (float32: MPS has no float64)
     if at >= 0:
         at = int(at)
-        optimizer = getattr(module, "hparams", {}).get("optimizer")
+        optimizer = module.hparams.get("optimizer")
         lr = optimizer.get("lr") if isinstance(optimizer, Mapping) else None
         now = f" (now {lr})" if lr is not None else ""
         raise DivergedError(

@@ -38,6 +38,7 @@ class ForecastingModule(StepModule):
     """
 
     target_kind = "forecasting"
+    compares_to_naive = True  # val_baselines / test_baselines: the naive forecasts' errors
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.strategies import ParallelStrategy
 from torch import nn
 from torch.optim import SGD, Adagrad, Optimizer, SparseAdam
@@ -100,7 +101,7 @@ def sparse_parameters(model: nn.Module) -> set[int]:
     }
 
 
-def dense_gradients_where_needed(module) -> None:
+def dense_gradients_where_needed(module: LightningModule) -> None:
     """Switch embeddings to dense gradients when the module trains on an accelerator or distributed.
 
     DDP over NCCL cannot all-reduce sparse gradients, and DDP decides which gradients are sparse
@@ -111,7 +112,7 @@ def dense_gradients_where_needed(module) -> None:
     gradients are kept for one process on the CPU, where they save most of the update's work. The
     optimizer then sees ordinary dense parameters (`sparse_parameters` finds none).
     """
-    trainer = getattr(module, "_trainer", None)
+    trainer = module._trainer
     if trainer is None:
         return
     distributed = isinstance(trainer.strategy, ParallelStrategy)

@@ -22,7 +22,8 @@ class StepModule(LightningModule):
 
     `objective` is `net_outputs` (the net's raw outputs: logits, standardised values, scaled
     forecasts) followed by `loss`. Subclasses define those parts and `predictions`, and set
-    `train_metrics`, `val_metrics`, `test_metrics` (None: none for that stage). Nothing in a step
+    `train_metrics`, `val_metrics`, `test_metrics` (None: none for that stage), which the run summary
+    reads too (`callbacks.summary.custom_scalars_layout`). Nothing in a step
     reads a value on the host: the loss is read by the progress bar and the loggers every
     `trainer.log_every_n_steps` steps, metrics once per epoch (`end_epoch`).
     """
@@ -34,6 +35,10 @@ class StepModule(LightningModule):
     test_metrics: MetricCollection | None
     backbone_lr_scale: float | None = None  # a fine-tuned backbone's share of the learning rate
     target_kind: str  # "classification", "regression" or "forecasting": must match the data module's
+    # logs naive forecasts' errors beside its own (`<stage>/naive_mae`, `<stage>/rel_mae`): charted together
+    compares_to_naive: bool = False
+    # the first non-finite training loss as (step, value) tensors on the device, kept by `check_finite`
+    _first_nonfinite: tuple[Tensor, Tensor] | None = None
 
     # ---- the parts -------------------------------------------------------------------------------
 
