@@ -38,6 +38,7 @@ def fit(module, x, y, tmp_path: Path, epochs: int = 2, callbacks=()) -> Trainer:
     return trainer
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_classification_learns_and_logs_its_metrics(tmp_path, num_classes):
     torch.manual_seed(0)

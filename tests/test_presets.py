@@ -19,6 +19,7 @@ def titanic(make_cfg, tmp_path):
     return lambda *overrides: make_cfg(*TINY, *overrides)
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 def test_lr_find_uses_and_records_its_suggestion(titanic, tmp_path):
     result = train(titanic("tuner=lr_find", "tuner.num_training=30"))
     run = tmp_path / "run"
@@ -30,6 +31,7 @@ def test_lr_find_uses_and_records_its_suggestion(titanic, tmp_path):
     assert load_checkpoint(result.best_checkpoint)["config"]["module"]["optimizer"]["lr"] == suggested
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 def test_lr_find_suggestion_reaches_a_schedule_that_interpolates_the_rate(titanic):
     schedule = "+module.scheduler={_target_: torch.optim.lr_scheduler.OneCycleLR, max_lr: ${module.optimizer.lr}}"
     result = train(titanic("tuner=lr_find", "tuner.num_training=30", schedule, "module.scheduler_interval=step"))
@@ -43,12 +45,14 @@ def test_batch_size_finder_sets_and_records_the_batch_size(titanic, tmp_path):
     assert chosen == result.datamodule.batch_size == 8  # 2, 4, 8: three trials, all of which fit
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 @pytest.mark.parametrize(("choice", "kind"), [("ema", EMAWeightAveraging), ("swa", StochasticWeightAveraging)])
 def test_weight_averaging_is_a_callback_choice(titanic, choice, kind):
     result = train(titanic(f"callbacks=[default,{choice}]", "callbacks.histograms=null", "trainer.max_epochs=3"))
     assert any(isinstance(c, kind) for c in result.trainer.callbacks) and "test/acc" in result.metrics
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 @pytest.mark.parametrize("preset", ["overfit", "profile", "anomaly"])
 def test_debug_presets_run(titanic, tmp_path, preset):
     result = train(titanic(f"debug={preset}", "trainer.max_epochs=2"))

@@ -16,6 +16,7 @@ from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, TASKS, tensorboard_tags
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 @pytest.mark.parametrize("task", TASKS)
 def test_fast_dev_run_every_task(make_cfg, tmp_path, task):
     overrides = provide_task_data(task, tmp_path / "data")
@@ -118,6 +119,7 @@ def test_early_stopping_is_one_config_choice_away(make_cfg):
     assert result.trainer.current_epoch == 2  # stopped after one epoch without improvement
 
 
+@pytest.mark.slow  # trains full runs: in CI's slow pass, off the quick default run
 def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(make_cfg):
     # lr=0: validation never improves after the first epoch, so only epoch 0 is "best"
     result = train(make_cfg("task=rings", "trainer.max_epochs=3", "module.optimizer.lr=0", "test=false"))

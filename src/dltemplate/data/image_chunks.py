@@ -9,10 +9,10 @@ test read the same chunks as a map-style dataset (`ChunkedImages`), so the base 
 `UnrepeatedDistributedSampler` counts every sample exactly once.
 
 Two LitData behaviours this relies on (0.2.76):
-- `batch_decode="auto"` deserialises a window of 256 samples for every shuffled read (measured
-  2,700 samples/s against 28,000 with `batch_decode=0`), so streaming sets `batch_decode=0`;
-- `optimize` starts its workers with "spawn" by default (16 s to import torch in each on a loaded
-  two-core machine, against 0.8 s for "fork"), so it forks where the platform can.
+- `batch_decode="auto"` deserialises a window of 256 samples for every shuffled read, an order of
+  magnitude slower than `batch_decode=0` for small images, so streaming sets `batch_decode=0`;
+- `optimize` starts its workers with "spawn" by default (each imports torch again, which takes
+  seconds), so it forks where the platform can.
 """
 
 import logging
