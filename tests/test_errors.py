@@ -107,14 +107,14 @@ def _refused(code: int, filename: str | None = None):
 def test_a_refused_write_is_one_line_naming_the_path(make_cfg, tmp_path, capsys, monkeypatch, code, message):
     cfg = make_cfg("trainer.max_epochs=1")
     target = tmp_path / "run" / "result.json"
-    monkeypatch.setattr("dltemplate.train.claim_output_dir", _refused(code, str(target)))
+    monkeypatch.setattr("dltemplate.run.claim_output_dir", _refused(code, str(target)))
     line = one_error_line(capsys, lambda: train_main(cfg))
     assert message.format(path=target) in line and os.strerror(code) in line
 
 
 def test_a_full_disk_that_names_no_file_names_the_run_directory(make_cfg, tmp_path, capsys, monkeypatch):
     cfg = make_cfg("trainer.max_epochs=1")
-    monkeypatch.setattr("dltemplate.train.claim_output_dir", _refused(errno.ENOSPC))
+    monkeypatch.setattr("dltemplate.run.claim_output_dir", _refused(errno.ENOSPC))
     line = one_error_line(capsys, lambda: train_main(cfg), cfg)
     assert f"no space left on the device holding the run directory {tmp_path / 'run'}" in line
 

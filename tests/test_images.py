@@ -18,6 +18,7 @@ from dltemplate.data.image_chunks import ChunkedImages
 from dltemplate.data.images import ImageDataModule, ImageTensors
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.predict import predict
+from dltemplate.selection import Split
 from dltemplate.train import train
 from tests.datasets import write_fake_cifar10_archive, write_fake_mnist, write_image_folder
 from tests.helpers import CONFIG_DIR, assert_balanced_class_weights, tensorboard_tags
@@ -555,10 +556,12 @@ def test_a_streamed_ddp_run_tests_every_image_once(tmp_path):
 def test_two_streamed_folds_each_fit_statistics_on_their_own_training_images(tmp_path):
     root = write_image_folder(tmp_path / "imgs", per_class=10)
     for fold in (0, 1):  # fold 0 validates on exactly the images fold 1 trains on
-        kwargs = {"root": str(root), "folds": 2, "fold": fold, "batch_size": 8}
+        kwargs = {"root": str(root), "batch_size": 8}
         stream = ImageDataModule(cache_dir=str(tmp_path / "stream"), storage="stream", **kwargs)
         memory = ImageDataModule(cache_dir=str(tmp_path / "memory"), storage="memory", **kwargs)
-        stream.setup("fit"), memory.setup("fit")
+        for dm in (stream, memory):
+            dm.use_split(Split(folds=2, fold=fold))
+            dm.setup("fit")
         assert stream.mean == pytest.approx(memory.mean, abs=1e-9) and stream.std == pytest.approx(memory.std, abs=1e-9)
 
 

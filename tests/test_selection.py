@@ -1,6 +1,8 @@
 """Honest model selection: k-fold cross-validation, rolling-origin backtests."""
 
 import json
+import logging
+import re
 
 import optuna
 import pandas as pd
@@ -9,12 +11,15 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dltemplate.backtest import origin_config
+from dltemplate.build import build_datamodule
+from dltemplate.checkpoint import restore
+from dltemplate.cv import fold_config
 from dltemplate.data.series import SeriesDataModule
 from dltemplate.data.tabular import TabularDataModule
-from dltemplate.data.tensors import stratified_holdout
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.rundir import read_result
-from dltemplate.train import main, run_metrics
+from dltemplate.selection import Split, run_split, stratified_folds
+from dltemplate.train import main, run_metrics, train
 from dltemplate.tune import tune
 from tests.datasets import mixed_frame, provide_task_data
 from tests.helpers import CONFIG_DIR
@@ -22,24 +27,41 @@ from tests.helpers import CONFIG_DIR
 
 def test_folds_are_stratified_disjoint_and_cover_every_training_row_once():
     labels = ["a"] * 50 + ["b"] * 31 + ["c"] * 19
-    masks = torch.stack([stratified_holdout(labels, len(labels), seed=3, fold=k, folds=5) for k in range(5)])
+    masks = torch.stack([Split(folds=5, fold=k, seed=3).validation_mask(labels, len(labels)) for k in range(5)])
     assert (masks.sum(dim=0) == 1).all()  # each row validates exactly once: disjoint folds that cover every row
     assert masks.sum(dim=1).tolist() == [20] * 5
     for label, count in (("a", 50), ("b", 31), ("c", 19)):
         per_fold = masks[:, [i for i, v in enumerate(labels) if v == label]].sum(dim=1)
         assert per_fold.max() - per_fold.min() <= 1 and per_fold.sum() == count  # each class in proportion
-    other = torch.stack([stratified_holdout(labels, len(labels), seed=4, fold=k, folds=5) for k in range(5)])
+    other = torch.stack([Split(folds=5, fold=k, seed=4).validation_mask(labels, len(labels)) for k in range(5)])
     assert not torch.equal(masks, other)  # a new seed (a repeat) deals new folds
+
+
+def test_the_fold_assignment_is_the_one_earlier_versions_dealt():
+    labels = list("aabbbcaabbcabcab")  # dealt by data.folds=3, data.fold_seed=7 before folds left the data modules
+    assert stratified_folds(labels, len(labels), folds=3, seed=7).tolist() == [
+        1, 2, 0, 2, 1, 2, 1, 0, 0, 0, 1, 2, 2, 0, 0, 1
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "message"),
+    [(1, 0, "cv.folds >= 2"), (3, 3, "0 <= cv.fold < cv.folds"), (3, -1, "cv.fold=-1"), (2.5, 0, "whole numbers")],
+)
+def test_a_split_outside_its_folds_is_one_config_error(folds, fold, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Split(folds=folds, fold=fold)
 
 
 def test_each_fold_fits_its_preprocessing_on_its_training_part_only(tmp_path):
     frame = mixed_frame(300)
     path = tmp_path / "mixed.csv"
     frame.to_csv(path, index=False)
-    settings = {"train_file": str(path), "target": "grade", "drop": ["price"], "id_column": "id", "folds": 4}
+    settings = {"train_file": str(path), "target": "grade", "drop": ["price"], "id_column": "id"}
     seen = []
     for fold in range(4):
-        dm = TabularDataModule(**settings, fold=fold)
+        dm = TabularDataModule(**settings)
+        dm.use_split(Split(folds=4, fold=fold))
         dm.setup("fit")
         rest, test = dm.split_frame(frame, 0.2)  # the test split, the same for every fold
         val = rest.iloc[dm.val_positions.numpy()]
@@ -48,6 +70,41 @@ def test_each_fold_fits_its_preprocessing_on_its_training_part_only(tmp_path):
         assert dm.encoder.stats["x1"]["mean"] == pytest.approx(train["x1"].mean())  # never the validation rows'
         seen += val.index.tolist()
     assert sorted(seen) == sorted(rest.index.tolist())
+
+
+def test_one_fold_s_run_validates_on_that_fold_and_the_old_data_keys_still_say_so(make_cfg, tmp_path, caplog):
+    provide_task_data("titanic", tmp_path / "data")
+    explicit = build_datamodule(make_cfg("task=titanic", "cv.folds=3", "cv.fold=1", "cv.seed=5"))
+    assert explicit.given_split == Split(folds=3, fold=1, seed=5)
+    rows = len(explicit.train_set) + len(explicit.val_set)
+    assert len(explicit.val_set) in (rows // 3, rows // 3 + 1)  # a third of the rows, not data.val_fraction's
+
+    repeated = fold_config(make_cfg("task=titanic", "cv.folds=3", "cv.repeats=2", "cv.seed=4"), fold=1, repeat=1)
+    assert (repeated.cv.folds, repeated.cv.fold, repeated.cv.seed) == (3, 1, 5)  # the fold's run says which rows
+    assert torch.equal(build_datamodule(repeated).val_positions, explicit.val_positions)
+
+    old = make_cfg("task=titanic", "+data.folds=3", "+data.fold=1", "+data.fold_seed=5")  # an earlier version's keys
+    with caplog.at_level(logging.WARNING):
+        dm = build_datamodule(old)
+    assert "data.folds, data.fold, data.fold_seed are no longer data settings: use cv.folds=3 cv.fold=1 cv.seed=5" in (
+        caplog.text
+    )
+    assert "folds" not in old.data and (old.cv.folds, old.cv.fold, old.cv.seed) == (3, 1, 5)
+    assert torch.equal(dm.val_positions, explicit.val_positions)
+    ignored = make_cfg("task=titanic", "cv.folds=4", "+data.folds=3")  # a cross-validation: cv.folds decides
+    run_split(ignored)
+    assert "folds" not in ignored.data and (ignored.cv.folds, ignored.cv.fold) == (4, None)
+
+
+def test_a_checkpoint_of_an_earlier_version_s_fold_run_restores(make_cfg, tmp_path):
+    provide_task_data("titanic", tmp_path / "data")
+    result = train(make_cfg("task=titanic", "cv.folds=3", "cv.fold=2", "debug=limit_batches"))
+    assert result.datamodule.given_split == Split(folds=3, fold=2)
+    checkpoint = torch.load(result.best_checkpoint, weights_only=True)
+    checkpoint["config"]["data"].update(folds=3, fold=2, fold_seed=0)  # as fold runs wrote them before
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    _, datamodule, _ = restore(tmp_path / "old.ckpt", paths={"data_dir": str(tmp_path / "data")})
+    assert datamodule.classes == result.datamodule.classes and "folds" not in datamodule.hparams
 
 
 @pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
@@ -152,7 +209,9 @@ def test_a_hopeless_trial_is_pruned_and_recorded_as_pruned(tmp_path, n_jobs):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (("task=covid", "cv.folds=3"), "cv.folds needs a data module with data.folds"),
+        (("task=covid", "cv.folds=3"), "cv.folds needs a data module that takes a validation split"),
+        (("task=covid", "cv.folds=3", "cv.fold=1"), "cv.fold=1 needs a data module that takes a validation split"),
+        (("task=titanic", "cv.fold=1"), "cv.fold=1 picks one fold of cv.folds: set cv.folds too"),
         (("task=titanic", "backtest.origins=3"), "backtest.origins needs a data module with data.cutoff"),
     ],
 )

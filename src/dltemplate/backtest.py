@@ -16,14 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dltemplate import registry
-from dltemplate.build import apply_net_data_settings
+from dltemplate.build import build_datamodule
 from dltemplate.cv import fold_metrics, require_setting, summarise
-from dltemplate.data.inferred import InfersSettings
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import write_text_atomically
+from dltemplate.run import train
 from dltemplate.rundir import claim, write_result
-from dltemplate.train import train
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +45,19 @@ def origin_config(cfg: DictConfig, origin: int) -> DictConfig:
 def settle_inferred(cfg: DictConfig) -> DictConfig:
     """`cfg` with the data settings left null (spans, window, season, ...) inferred once from the whole
     series, so that every origin uses the same ones whatever its cutoff (the season too: an origin's
-    shorter series could show another cycle)."""
+    shorter series could show another cycle).
+
+    The whole series is set up as a plain run's would be (`build_datamodule`, which writes what it
+    inferred into its config); each origin's run then infers nothing.
+    """
     probe = copy.deepcopy(cfg)
-    apply_net_data_settings(probe)
-    datamodule = registry.instantiate(probe.data, "datamodule", where="data", recursive=False)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    inferred = datamodule.inferred if isinstance(datamodule, InfersSettings) else {}
+    with open_dict(probe):
+        probe.paths.output_dir = None  # no inferred.yaml in the parent: every origin's config holds the values
+    build_datamodule(probe)
     with open_dict(cfg):
-        for key, item in inferred.items():
-            if not key.startswith("dims.") and cfg.data.get(key) is None:
-                cfg.data[key] = item.value
+        for key, value in probe.data.items():
+            if cfg.data.get(key) is None and value is not None:
+                cfg.data[key] = value
     return cfg
 
 

@@ -32,6 +32,7 @@ from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
 from dltemplate.modules.factories import complete_net_config, net_data_settings
 from dltemplate.modules.step import StepModule
 from dltemplate.rundir import claim, hold_for_resume
+from dltemplate.selection import give_split, run_split
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,15 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
 
     Setting up before the Trainer exists is what lets the net's sizes come from the data
     (`${dims.in_features}` in the net configs) instead of being typed into configs. Before that, the
-    data settings the net's weights expect (`apply_net_data_settings`) are filled in.
+    data settings the net's weights expect (`apply_net_data_settings`) are filled in, and the data
+    module is given the validation split the run asks for (`cv.fold`, see `dltemplate.selection`).
     """
     apply_net_data_settings(cfg)
+    split = run_split(cfg)
     # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
     datamodule = registry.instantiate(cfg.data, "datamodule", where="data", recursive=False)
+    if split is not None:
+        give_split(datamodule, split)
     if isinstance(datamodule, TensorDataModule):  # settings that depend on the hardware (an image size)
         datamodule.training_device = training_device(cfg.get("trainer") or {})
     datamodule.prepare_data()

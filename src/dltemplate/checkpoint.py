@@ -46,6 +46,7 @@ from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, Us
 from dltemplate.files import write_atomically
 from dltemplate.modules.factories import no_downloads
 from dltemplate.rundir import read_result
+from dltemplate.selection import drop_old_data_keys
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def restore(
     paths = OmegaConf.to_container(paths, resolve=True) if OmegaConf.is_config(paths) else dict(paths)
     cfg.paths = OmegaConf.create(literal(paths))
     where = f"{path}: config.data"
-    stored = checkpoint["config"]["data"]
+    stored = drop_old_data_keys(checkpoint["config"]["data"])  # an earlier version's data.folds, ...
     overrides = {k: v for k, v in (data_overrides or {}).items() if k != "_target_"}
     unknown = sorted(set(overrides) - set(stored))
     if unknown:

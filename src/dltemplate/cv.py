@@ -1,12 +1,14 @@
 """k-fold cross-validation: one training run per fold, a summary of their metrics, out-of-fold predictions.
 
 `python train.py task=titanic cv.folds=5` deals the training rows into 5 stratified folds
-(`TensorDataModule.validation_mask`); fold k validates run k, which trains on the other folds, fits
-its preprocessing on them only, and tests on the untouched test split. Each fold is an ordinary run
-in `<run>/fold_<k>/` (its own checkpoints, TensorBoard run and result.json); the parent directory
-gets `cv_summary.csv` (one row per fold, then the mean and sd of every metric), `oof_predictions.csv`
-(every training row predicted once, by the model that did not train on it) and a result.json of the
-means, which is what sweeps and Optuna read.
+(`dltemplate.selection.stratified_folds`); fold k validates run k, which trains on the other folds,
+fits its preprocessing on them only, and tests on the untouched test split. Run k's config says so
+with `cv.fold=k` (and the deal's seed, `cv.seed`): `build.build_datamodule` gives its data module
+that `Split` (`use_split`), so the data module needs no setting of its own for it. Each fold is an
+ordinary run in `<run>/fold_<k>/` (its own checkpoints, TensorBoard run and result.json); the parent
+directory gets `cv_summary.csv` (one row per fold, then the mean and sd of every metric),
+`oof_predictions.csv` (every training row predicted once, by the model that did not train on it)
+and a result.json of the means, which is what sweeps and Optuna read.
 """
 
 import copy
@@ -25,8 +27,9 @@ from dltemplate.data.predictions import class_table
 from dltemplate.data.protocols import HasClasses
 from dltemplate.errors import ConfigError
 from dltemplate.files import write_text_atomically
+from dltemplate.run import RunResult, train
 from dltemplate.rundir import claim, write_result
-from dltemplate.train import RunResult, train
+from dltemplate.selection import TakesSplit
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +38,16 @@ OOF_FILE = "oof_predictions.csv"
 
 
 def fold_config(cfg: DictConfig, fold: int, repeat: int = 0) -> DictConfig:
-    """The config of one fold's run: `cfg` with fold `fold` of repeat `repeat` validating, in its own directory."""
+    """The config of one fold's run: `cfg` with fold `fold` of repeat `repeat` validating, in its own directory.
+
+    `cv.fold` makes it one run (`selection.run_split`); repeat r deals its folds with seed `cv.seed + r`.
+    """
     settings = cfg.cv
     fold_cfg = copy.deepcopy(cfg)
     name = f"fold_{fold}" if settings.repeats == 1 else f"repeat_{repeat}_fold_{fold}"
     with open_dict(fold_cfg):
-        fold_cfg.cv.folds = None  # a fold is a plain run
-        fold_cfg.data.folds = settings.folds
-        fold_cfg.data.fold = fold
-        fold_cfg.data.fold_seed = settings.seed + repeat
+        fold_cfg.cv.fold = fold
+        fold_cfg.cv.seed = settings.seed + repeat
         fold_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
     return fold_cfg
 
@@ -55,7 +59,12 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(
             f"cv.folds must be at least 2 and cv.repeats at least 1, got {settings.folds}, {settings.repeats}"
         )
-    require_setting(cfg, "folds", "cv.folds", "tables, images and texts; for a series use backtest.origins")
+    if not issubclass(get_class(cfg.data._target_), TakesSplit):
+        raise ConfigError(
+            "cv.folds needs a data module that takes a validation split (tables, images and texts; for a series "
+            f"use backtest.origins); {cfg.data._target_} takes none"
+        )
+    refuse_resume(cfg, "cv.folds")
     parent = Path(cfg.paths.output_dir)
     claim(parent)
     rows, predictions = [], []
@@ -89,6 +98,11 @@ def require_setting(cfg: DictConfig, name: str, option: str, families: str) -> N
     """Refuse `option` for a data module that has no `name` setting, and a resumed run (`ckpt_path`)."""
     if name not in inspect.signature(get_class(cfg.data._target_)).parameters:
         raise ConfigError(f"{option} needs a data module with data.{name} ({families}); {cfg.data._target_} has none")
+    refuse_resume(cfg, option)
+
+
+def refuse_resume(cfg: DictConfig, option: str) -> None:
+    """Refuse `option` (several new runs) for a run that resumes one (`ckpt_path`)."""
     if cfg.get("ckpt_path"):
         raise ConfigError(f"{option} trains new models: it cannot resume ckpt_path={cfg.ckpt_path}")
 

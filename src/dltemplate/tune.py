@@ -34,6 +34,7 @@ from dltemplate.cli import user_message
 from dltemplate.errors import ConfigError, SearchFailedError
 from dltemplate.resolvers import run_label
 from dltemplate.rundir import write_result
+from dltemplate.selection import selection_of
 from dltemplate.train import run_metrics, train
 
 _compose_lock = threading.Lock()  # trials in threads (optuna.n_jobs) share Hydra's global state
@@ -298,7 +299,7 @@ def _for_threads(cfg: DictConfig) -> None:
 def _trial_metrics(trial: optuna.Trial, cfg: DictConfig) -> dict[str, float]:
     """Run one trial: a training run pruned by epoch, or a cross-validation / backtest (not pruned: its
     value is the mean over folds or origins). A pruned run is recorded as such and raises `TrialPruned`."""
-    if (cfg.get("cv") or {}).get("folds") or (cfg.get("backtest") or {}).get("origins"):
+    if selection_of(cfg):
         return run_metrics(cfg)
     pruning = OptunaPruning(trial, cfg.monitor)
     result = train(cfg, callbacks=[pruning])

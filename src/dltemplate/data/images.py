@@ -26,7 +26,7 @@ from dltemplate.data.image_files import (
 from dltemplate.data.predictions import class_table
 from dltemplate.data.protocols import PredictsInputs
 from dltemplate.data.targets import balanced_class_weights
-from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, whole_batch
+from dltemplate.data.tensors import HeldOutRows, TensorDataModule, memory_fits, require_split, whole_batch
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import files_key
 
@@ -68,7 +68,7 @@ class ImageTensors(Dataset):
         return self.images[index], self.labels[index]
 
 
-class ImageDataModule(TensorDataModule, PredictsInputs):
+class ImageDataModule(HeldOutRows, TensorDataModule, PredictsInputs):
     """Image classification data, decoded once into uint8 tensors in memory or into chunks on disk.
 
     Sources: "folder" reads `<root>/{train,test}/<class>/*.jpg|png|...` (class names from the
@@ -121,7 +121,6 @@ class ImageDataModule(TensorDataModule, PredictsInputs):
         num_workers: DataLoader workers; 0 is fastest for in-memory tensors.
         on_device: see `TensorDataModule`.
         split_seed: Seed of the validation split (and of the streamed shuffle).
-        folds, fold, fold_seed: cross-validation folds, see `TensorDataModule`.
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
@@ -150,11 +149,8 @@ class ImageDataModule(TensorDataModule, PredictsInputs):
         num_workers: int = 0,
         on_device: bool | None = None,
         split_seed: int = 0,
-        folds: int | None = None,
-        fold: int = 0,
-        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device=on_device)
+        super().__init__(batch_size, num_workers, split_seed, on_device=on_device)
         if source != "folder" and source not in TORCHVISION_SOURCES:
             raise ConfigError(f"data.source must be 'folder' or one of {sorted(TORCHVISION_SOURCES)}, got {source!r}")
         if channels not in (1, 3, None):

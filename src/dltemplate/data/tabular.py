@@ -24,13 +24,13 @@ from dltemplate.data.targets import (
     check_missing_target,
     rows_with_target,
 )
-from dltemplate.data.tensors import TensorDataModule, require_split, stratified_holdout
+from dltemplate.data.tensors import HeldOutRows, TensorDataModule, require_split, stratified_holdout
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
 
 log = logging.getLogger(__name__)
 
 
-class TabularDataModule(TensorDataModule, PredictsRows):
+class TabularDataModule(HeldOutRows, TensorDataModule, PredictsRows):
     """Reads a training CSV (and optionally a test CSV), encodes it, and serves tensors.
 
     Feature columns are every column except the target and `id_column`. Each one's role (numeric,
@@ -69,7 +69,7 @@ class TabularDataModule(TensorDataModule, PredictsRows):
             (`csv_files.detect_header`): without one, columns are named by position, "0", "1", ...
         missing_target: Rows whose target is empty: "drop" them (counted in a warning per file) or
             stop with an "error".
-        batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, on_device: see `TensorDataModule`.
     """
 
     input_kind = "table"  # what a serve request holds (`dltemplate.data.protocols.PredictsInputs`)
@@ -100,11 +100,8 @@ class TabularDataModule(TensorDataModule, PredictsRows):
         num_workers: int = 0,
         on_device: bool | None = None,
         split_seed: int = 0,
-        folds: int | None = None,
-        fold: int = 0,
-        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device=on_device)
+        super().__init__(batch_size, num_workers, split_seed, on_device=on_device)
         if task not in ("classification", "regression"):
             raise ConfigError(f"data.task must be 'classification' or 'regression', got {task!r}")
         check_missing_target(missing_target)

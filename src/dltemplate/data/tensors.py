@@ -4,7 +4,7 @@ import hashlib
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -17,6 +17,9 @@ from dltemplate.data.inferred import InfersSettings
 from dltemplate.data.protocols import HasClasses
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import locked
+
+if TYPE_CHECKING:
+    from dltemplate.selection import Split
 
 MEMORY_SHARE = 0.25  # default memory budget of storage "auto": this share of the machine's RAM
 
@@ -57,21 +60,12 @@ def require_split(sizes: Mapping[str, int], source: object, unit: str, setting: 
         )
 
 
-def stratified_holdout(
-    labels: Sequence[Any] | None,
-    size: int,
-    seed: int,
-    fraction: float | None = None,
-    fold: int | None = None,
-    folds: int | None = None,
-) -> Tensor:
-    """Boolean mask (size,) of the held-out rows: a `fraction` of each class, or fold `fold` of `folds`.
+def shuffled_classes(labels: Sequence[Any] | None, size: int, seed: int) -> list[Tensor]:
+    """The positions of each class's rows (classes in sorted order; one group when `labels` is None,
+    e.g. regression), each shuffled with one generator seeded by `seed`.
 
-    The one stratified splitter of the data modules. Each class (in sorted order; one group when
-    `labels` is None, e.g. regression) is shuffled with a generator seeded by `seed`. A fraction
-    holds out the first round(n * fraction) of each class. Folds deal the shuffled rows, class after
-    class, to folds 0, 1, ..., folds - 1 in turn, so every row lands in exactly one fold and every
-    fold gets each class in proportion (sizes differ by at most one).
+    The one stratified shuffle: `stratified_holdout` holds out a fraction of each group, and
+    cross-validation (`dltemplate.selection.stratified_folds`) deals the groups into folds.
     """
     generator = torch.Generator().manual_seed(seed)
     if labels is None:
@@ -82,14 +76,15 @@ def stratified_holdout(
             torch.tensor([i for i, v in enumerate(values) if v == label], dtype=torch.long)
             for label in sorted(set(values))
         ]
-    shuffled = [g[torch.randperm(len(g), generator=generator)] for g in groups]
+    return [g[torch.randperm(len(g), generator=generator)] for g in groups]
+
+
+def stratified_holdout(labels: Sequence[Any] | None, size: int, seed: int, fraction: float) -> Tensor:
+    """Boolean mask (size,) of the held-out rows: the first round(n * fraction) of each class's
+    shuffled rows (`shuffled_classes`). The one stratified splitter of the data modules."""
     mask = torch.zeros(size, dtype=torch.bool)
-    if folds is None:
-        for members in shuffled:
-            mask[members[: round(len(members) * fraction)]] = True
-        return mask
-    order = torch.cat(shuffled)
-    mask[order[torch.arange(len(order)) % folds == fold]] = True
+    for members in shuffled_classes(labels, size, seed):
+        mask[members[: round(len(members) * fraction)]] = True
     return mask
 
 
@@ -108,10 +103,6 @@ class TensorDataModule(InfersSettings, LightningDataModule, HasClasses):
         batch_size: Samples per batch, for every split.
         num_workers: DataLoader worker processes; 0 is fastest for tensors already in memory.
         split_seed: Seed of the train/val/test split, independent of the training seed.
-        folds: Cross-validation: the training rows are dealt into this many stratified folds and
-            fold `fold` validates (instead of `val_fraction`); the test split is untouched.
-        fold: Which fold validates, 0 .. folds - 1.
-        fold_seed: Seed of the fold assignment (one per repeat of repeated k-fold).
         on_device: Keep the in-memory splits on the training device and draw batches there (see
             `dltemplate.data.batches`); null: when they fit `DEVICE_SHARE` of its memory (always on
             a CPU); false: a DataLoader, pinned memory and asynchronous copies on a GPU.
@@ -132,20 +123,12 @@ class TensorDataModule(InfersSettings, LightningDataModule, HasClasses):
         batch_size: int = 32,
         num_workers: int = 0,
         split_seed: int = 0,
-        folds: int | None = None,
-        fold: int = 0,
-        fold_seed: int = 0,
         on_device: bool | None = None,
     ) -> None:
         super().__init__()
-        if folds is not None and not (folds >= 2 and 0 <= fold < folds):
-            raise ConfigError(
-                f"cross-validation needs folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}"
-            )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.split_seed = split_seed
-        self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         self.val_positions: Tensor | None = None  # positions of the validation rows among the training rows
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -178,23 +161,6 @@ class TensorDataModule(InfersSettings, LightningDataModule, HasClasses):
     def setup(self, stage: str) -> None:
         if self.train_set is None:  # idempotent: the entry point and the Trainer both call it
             self.train_set, self.val_set, self.test_set = self.make_datasets()
-
-    def validation_mask(self, labels: Sequence[Any] | None, size: int, val_fraction: float) -> Tensor:
-        """Which training rows validate: fold `fold` of `folds` when cross-validating, else `val_fraction`.
-
-        Stratified by `labels` (None: not stratified). Records their positions in `val_positions`
-        (out-of-fold predictions name rows by them).
-        """
-        if self.folds is None:
-            if not 0 < val_fraction < 1:
-                raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-            mask = stratified_holdout(labels, size, self.split_seed, fraction=val_fraction)
-        else:
-            if size < self.folds:
-                raise DataError(f"{size} training rows cannot be dealt into data.folds={self.folds} folds")
-            mask = stratified_holdout(labels, size, self.fold_seed, fold=self.fold, folds=self.folds)
-        self.val_positions = mask.nonzero().squeeze(1)
-        return mask
 
     def split(self, dataset: TensorDataset, val_fraction: float) -> tuple[TensorDataset, TensorDataset]:
         """Randomly split `dataset` into train and validation parts, reproducibly (tensors of each part's rows)."""
@@ -280,3 +246,35 @@ class TensorDataModule(InfersSettings, LightningDataModule, HasClasses):
     # what the targets ask of a module: "classification", "regression" or "forecasting", checked against
     # the module's when the run is built; None (a data module that does not say) is not checked
     target_kind: str | None = None
+
+
+class HeldOutRows:
+    """Mixin of data modules that validate on rows held out of their training rows (tables, images, texts).
+
+    `validation_mask` picks those rows: `data.val_fraction` of each class, or, once `use_split` has
+    given the data module a `dltemplate.selection.Split` (a cross-validation fold, `cv.py`), the
+    rows the split names. Put it first among the bases: `class MyData(HeldOutRows, TensorDataModule)`.
+    """
+
+    given_split: "Split | None" = None  # set by `use_split`, before `setup`
+
+    def use_split(self, split: "Split") -> None:
+        """Validate on the rows `split` names instead of `data.val_fraction` of them; call before `setup`."""
+        if self.train_set is not None:
+            raise RuntimeError(f"{type(self).__name__}.use_split() must come before setup()")
+        self.given_split = split
+
+    def validation_mask(self, labels: Sequence[Any] | None, size: int, val_fraction: float) -> Tensor:
+        """Which of `size` training rows validate: the given split's, else `val_fraction` of each class.
+
+        Stratified by `labels` (None: not stratified). Records their positions in `val_positions`
+        (out-of-fold predictions name rows by them).
+        """
+        if self.given_split is not None:
+            mask = self.given_split.validation_mask(labels, size)
+        elif not 0 < val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+        else:
+            mask = stratified_holdout(labels, size, self.split_seed, fraction=val_fraction)
+        self.val_positions = mask.nonzero().squeeze(1)
+        return mask

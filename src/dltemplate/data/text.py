@@ -1,5 +1,6 @@
 """Labelled texts (aclImdb layout or CSV/TSV) → token ids, with a vocabulary built on training texts only."""
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -18,7 +19,14 @@ from dltemplate.data.download import ensure_file
 from dltemplate.data.predictions import class_table
 from dltemplate.data.protocols import PredictsInputs
 from dltemplate.data.targets import MissingTarget, balanced_class_weights, check_missing_target, rows_with_target
-from dltemplate.data.tensors import TensorDataModule, memory_fits, require_split, stratified_holdout, whole_batch
+from dltemplate.data.tensors import (
+    HeldOutRows,
+    TensorDataModule,
+    memory_fits,
+    require_split,
+    stratified_holdout,
+    whole_batch,
+)
 from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import cached_folder, files_key
@@ -136,7 +144,7 @@ def build_tokenizer(lowercase: bool) -> Tokenizer:
     return tokenizer
 
 
-class TextDataModule(TensorDataModule, PredictsInputs):
+class TextDataModule(HeldOutRows, TensorDataModule, PredictsInputs):
     """Text classification data: tokenised once, cached, served as padded id tensors.
 
     Sources: "aclimdb" reads `aclImdb/{train,test}/<class>/*.txt` from the extracted folder
@@ -178,7 +186,7 @@ class TextDataModule(TensorDataModule, PredictsInputs):
             from the cache folder, so memory does not grow with the corpus) or "auto" (memory when the
             ids fit `memory_budget_gb`, else stream; the choice is shown with the inferred settings).
         memory_budget_gb: RAM the ids may take under "auto"; None: a quarter of this machine's RAM.
-        batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device: see `TensorDataModule`.
+        batch_size, num_workers, split_seed, on_device: see `TensorDataModule`.
     """
 
     collate_fn = staticmethod(whole_batch)  # __getitems__ serves whole batches
@@ -213,11 +221,8 @@ class TextDataModule(TensorDataModule, PredictsInputs):
         num_workers: int = 0,
         on_device: bool | None = None,
         split_seed: int = 0,
-        folds: int | None = None,
-        fold: int = 0,
-        fold_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, split_seed, folds, fold, fold_seed, on_device=on_device)
+        super().__init__(batch_size, num_workers, split_seed, on_device=on_device)
         if source not in ("aclimdb", "csv"):
             raise ConfigError(f"data.source must be 'aclimdb' or 'csv', got {source!r}")
         check_missing_target(missing_target)
@@ -438,6 +443,8 @@ class TextDataModule(TensorDataModule, PredictsInputs):
         # how ids are served, not what they are
         serving = ("batch_size", "num_workers", "on_device", "storage", "memory_budget_gb")
         settings = sorted((k, v) for k, v in hp.items() if k not in serving)
+        if self.given_split is not None:  # a cross-validation fold: its own validation texts and vocabulary
+            settings.append(("split", dataclasses.astuple(self.given_split)))
         return Path(hp.cache_dir) / f"text-{files_key(files, settings)}"
 
     # ---- Lightning hooks -----------------------------------------------------------------------
