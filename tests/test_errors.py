@@ -230,6 +230,16 @@ def test_a_search_whose_every_trial_fails_is_an_error_naming_the_first_cause(sea
         search("optuna.n_trials=2", params=params)
 
 
+def test_a_search_whose_every_trial_returns_nan_is_one_line_saying_so(search, monkeypatch, capsys):
+    import dltemplate.tune
+
+    # Optuna records a NaN objective as a failed trial without raising: the search must still fail
+    monkeypatch.setattr(dltemplate.tune, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float("nan")})
+    line = one_error_line(capsys, lambda: search("optuna.n_trials=2"))
+    assert "every trial of study rings_search failed (2 in this search)" in line
+    assert "trial 0: val/loss_best is NaN" in line
+
+
 @pytest.mark.parametrize(
     ("damage", "cause"),
     [
