@@ -15,6 +15,7 @@ from torch import Tensor
 from dltemplate.checkpoint import find_checkpoint, load_checkpoint, restore
 from dltemplate.errors import CheckpointError, ConfigError, ExportError
 from dltemplate.files import output_path
+from dltemplate.settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def export(
 def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
     """Export `cfg.ckpt_path` in `cfg.format` to `cfg.output`, traced on the example inputs it stores."""
     check_tolerance(cfg.tolerance)
+    check_settings(cfg)
     output = output_path(cfg.output, cfg.get("overwrite", False))
     ckpt_path = find_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path)
