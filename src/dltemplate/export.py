@@ -1,5 +1,6 @@
 """Export entry point: a trained net to ONNX, torch.export (pt2) or TorchScript, checked against the checkpoint."""
 
+import contextlib
 import logging
 import math
 import os
@@ -34,6 +35,20 @@ def dynamic_dims(example: Tensor) -> dict[int, object]:
     return {0: torch.export.Dim.AUTO} | ({1: torch.export.Dim.AUTO} if example.dtype == torch.long else {})
 
 
+def size_oblivious() -> contextlib.AbstractContextManager:
+    """Trace without specialising a dimension on whether it is 1 (what `torch.onnx.export` does itself).
+
+    By default torch.export assumes a dynamic dimension is at least 2 whenever the net's code would
+    broadcast a size of 1 differently (flattening a batch of token ids into a bag, slicing one n-gram
+    shorter than the text): the program then refuses a batch of one text, or a text of two tokens,
+    with a "Guard failed" error. Without the option (another torch), export as before.
+    """
+    config = torch.fx.experimental._config
+    if not hasattr(config, "backed_size_oblivious"):  # pragma: no cover - another torch
+        return contextlib.nullcontext()
+    return config.patch(backed_size_oblivious=True)
+
+
 def export(
     module: LightningModule, example: Tensor, path: str | Path, fmt: Literal["onnx", "pt2", "torchscript"]
 ) -> tuple[Path, float]:
@@ -66,7 +81,8 @@ def export(
     elif fmt == "pt2":
         # torch.export: the graph PyTorch itself maintains (TorchScript's successor); AOTInductor and
         # ExecuTorch compile from it. Loading needs torch only, not this package.
-        program = torch.export.export(module, (example,), dynamic_shapes=(dynamic_dims(example),))
+        with size_oblivious():
+            program = torch.export.export(module, (example,), dynamic_shapes=(dynamic_dims(example),))
         torch.export.save(program, str(path))
         got = torch.export.load(str(path)).module()(example)
     elif fmt == "torchscript":  # deprecated by PyTorch in favour of torch.export; kept while it works
@@ -75,7 +91,7 @@ def export(
         got = torch.jit.load(str(path))(example)
     else:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    return path, float((got.reshape(expected.shape) - expected).abs().max())
+    return path, float((got.detach().reshape(expected.shape) - expected).abs().max())
 
 
 def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
