@@ -5,6 +5,8 @@ import logging
 import math
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +51,33 @@ def size_oblivious() -> contextlib.AbstractContextManager:
     return config.patch(backed_size_oblivious=True)
 
 
+# what torch's exporters say of their own code while exporting this project's nets; nothing in the net or
+# the command changes it (an LSTM re-flattening its weights on every call, torch's internal size checks)
+EXPORT_NOISE = (
+    (UserWarning, r"The tensor attributes .* were assigned during export"),
+    (FutureWarning, r"_check_is_size will be removed"),
+)
+
+
+# the ONNX optimizer's notes on its own passes ("Skipping constant folding for op SequenceEmpty", for an
+# LSTM): logged as warnings, though the exported model is checked against the checkpoint's outputs anyway
+ONNX_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def quiet_loggers(names: tuple[str, ...]) -> Iterator[None]:
+    """Show only errors of the loggers `names` within the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export(
     module: LightningModule, example: Tensor, path: str | Path, fmt: Literal["onnx", "pt2", "torchscript"]
 ) -> tuple[Path, float]:
@@ -60,6 +89,15 @@ def export(
     example = example.contiguous()
     with torch.no_grad():
         expected = module(example)
+    with warnings.catch_warnings():
+        for category, message in EXPORT_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        got = _export_and_run(module, example, path, fmt)
+    return path, float((got.detach().reshape(expected.shape) - expected).abs().max())
+
+
+def _export_and_run(module: LightningModule, example: Tensor, path: Path, fmt: str) -> Tensor:
+    """Write `module` to `path` in `fmt`, load it back and return its outputs for `example`."""
     if fmt == "onnx":
         try:
             import onnxruntime
@@ -67,15 +105,16 @@ def export(
             raise ImportError(
                 "ONNX export needs onnx, onnxscript and onnxruntime: pip install -e '.[export]'"
             ) from None
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            dynamo=True,
-            dynamic_shapes=(dynamic_dims(example),),
-            input_names=["input"],
-            output_names=["output"],
-        )
+        with quiet_loggers(ONNX_LOGGERS):
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=(dynamic_dims(example),),
+                input_names=["input"],
+                output_names=["output"],
+            )
         session = onnxruntime.InferenceSession(str(path))
         got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
     elif fmt == "pt2":
@@ -91,7 +130,7 @@ def export(
         got = torch.jit.load(str(path))(example)
     else:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    return path, float((got.detach().reshape(expected.shape) - expected).abs().max())
+    return got
 
 
 def export_checkpoint(cfg: DictConfig) -> tuple[Path, float]:
