@@ -230,6 +230,16 @@ def test_a_search_whose_every_trial_fails_is_an_error_naming_the_first_cause(sea
         search("optuna.n_trials=2", params=params)
 
 
+def test_a_search_whose_every_trial_returns_nan_is_one_line_saying_so(search, monkeypatch, capsys):
+    import dltemplate.tune
+
+    # Optuna records a NaN objective as a failed trial without raising: the search must still fail
+    monkeypatch.setattr(dltemplate.tune, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float("nan")})
+    line = one_error_line(capsys, lambda: search("optuna.n_trials=2"))
+    assert "every trial of study rings_search failed (2 in this search)" in line
+    assert "trial 0: val/loss_best is NaN" in line
+
+
 @pytest.mark.parametrize(
     ("damage", "cause"),
     [
@@ -267,6 +277,50 @@ def test_forecast_settings_that_cannot_work_are_one_line_before_the_checkpoint_i
     line = one_error_line(capsys, lambda: forecast_main(cfg))
     assert message in line
     assert not (tmp_path / "forecast").exists()
+
+
+def _entry_point(name: str):
+    """The function an entry point's Hydra task runs first (serve: the server it builds, not the serving)."""
+    import importlib
+
+    module = importlib.import_module(f"dltemplate.{name}")
+    return module.build_server if name == "serve" else module.main
+
+
+@pytest.mark.parametrize(
+    ("config_name", "overrides", "message"),
+    [
+        ("evaluate", ["+data.batch_size=0"], "data.batch_size=0 must be a whole number of at least 1"),
+        ("evaluate", ["+data.data_seed=-1"], "data.data_seed=-1 must be a whole number from 0"),
+        ("serve", ["max_batch_size=0"], "max_batch_size=0 must be a whole number of at least 1"),
+        ("serve", ["workers=0"], "workers=0 must be a whole number of at least 1"),
+        ("serve", ["port=70000"], "port=70000 must be a TCP port"),
+        ("serve", ["batch_timeout=-1"], "batch_timeout=-1 must be a finite number of at least 0"),
+        ("serve", ["timeout=0"], "timeout=0 must be a number of seconds above 0, or -1"),
+        ("serve", ["max_items=abc"], "max_items='abc' must be a whole number of at least 1"),
+        ("serve", ["max_payload_mb=0"], "max_payload_mb=0 must be a finite number above 0"),
+        ("forecast", ["zero_below=nan"], "zero_below=nan must be a finite number"),
+    ],
+)
+def test_the_other_entry_points_check_their_settings_in_one_line_before_the_checkpoint_is_read(
+    tmp_path, capsys, config_name, overrides, message
+):
+    from dltemplate.config import compose_config
+
+    cfg = compose_config(
+        CONFIG_DIR, ["ckpt_path=no/such.ckpt", *overrides], output_dir=tmp_path / "out", config_name=config_name
+    )
+    line = one_error_line(capsys, lambda: _entry_point(config_name)(cfg))
+    assert message in line and "on the command line" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides", [["timeout=-1"], ["timeout=false"], ["port=1"], ["batch_timeout=0"]])
+def test_serve_settings_at_the_edges_of_their_range_pass_the_check(overrides):
+    from dltemplate.config import compose_config
+    from dltemplate.settings import check_settings
+
+    check_settings(compose_config(CONFIG_DIR, overrides, config_name="serve"))
 
 
 @pytest.fixture(scope="module")

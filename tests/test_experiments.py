@@ -48,6 +48,35 @@ def test_parallel_sweep_records_a_failing_job_and_summarises_all(tmp_path):
     assert "test/acc" in tensorboard_tags(jobs[0])["scalars"]
 
 
+@pytest.mark.slow  # starts two multiruns
+def test_a_multirun_into_another_sweeps_directory_is_refused_before_a_job_writes(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [
+        "train.py",
+        "-m",
+        "task=linear_regression",
+        "debug=limit_batches",
+        "test=false",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.sweep.dir={sweep}",
+        "seed=1,2",
+    ]
+    first = run_script(command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir())
+    assert len(jobs) == 2 and jobs[0].startswith("0_") and (sweep / ".claimed").is_file()
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sweep.rglob("*") if p.is_file()}
+    assert sweep / jobs[0] / ".hydra" / "overrides.yaml" in before
+
+    again = run_script(command)  # the same jobs: Hydra would write into the same job directories
+    assert again.returncode == 2, again.stderr[-3000:]
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"{sweep} already holds" in errors[0] and "hydra.sweep.dir" in errors[0], errors
+    assert "Traceback" not in again.stderr
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sweep.rglob("*") if p.is_file()}
+    assert after == before  # no job's .hydra/, log, result or the summary was touched
+
+
 @pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
 def test_optuna_search_records_failed_trials_and_continues_from_its_storage(tmp_path):

@@ -37,7 +37,7 @@ def test_exported_models_match_the_checkpoint(make_cfg, tmp_path, task):
     for fmt in FORMATS:
         path, difference = export_checkpoint(export_config(result.best_checkpoint, fmt, tmp_path))
         assert path.is_file() and path.suffix == f".{fmt}" and difference < 1e-4, (fmt, difference)
-    # the pt2 program loads with torch alone and takes other batch sizes (and, for texts, lengths)
+    # the pt2 program loads with torch alone and takes other batch sizes, one included (and, for texts, lengths)
     paths = default_paths(str(tmp_path / "data")) | {"cache_dir": str(tmp_path / "cache")}
     module, datamodule, _ = restore(result.best_checkpoint, paths=paths)
     example = net_input(datamodule, load_checkpoint(result.best_checkpoint)["example_input"])
@@ -47,6 +47,34 @@ def test_exported_models_match_the_checkpoint(make_cfg, tmp_path, task):
     program = torch.export.load(str(tmp_path / "export" / "model.pt2")).module()
     with torch.no_grad():
         assert torch.allclose(program(wider), module.eval()(wider), atol=1e-4)
+        if task != "covid":  # the GRU's exported program still guards a batch of one (torch's RNN decomposition)
+            assert torch.allclose(program(wider[:1]), module(wider[:1]), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_an_exported_text_model_takes_a_batch_of_one_and_texts_of_any_length(tmp_path, fmt):
+    from dltemplate.nets.ngram_bag import NGramBag
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    net = NGramBag(vocab_size=50, buckets=64).eval()
+    example = NGramBag.example_input(4, vocab_size=50)  # traced on a batch of 4 texts of 37 tokens
+    path, difference = export(net, example, tmp_path / f"model.{fmt}", fmt)
+    assert difference < 1e-5
+    if fmt == "pt2":
+        run = torch.export.load(str(path)).module()
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path))
+
+        def run(ids):
+            return torch.from_numpy(session.run(None, {"input": ids.numpy()})[0])
+
+    for batch, length in [(1, 37), (3, 37), (1, 1), (3, 2), (1, 2), (3, 60)]:
+        ids = torch.randint(1, 50, (batch, length))
+        with torch.no_grad():
+            assert torch.allclose(run(ids), net(ids), atol=1e-5), (batch, length)
 
 
 def test_an_unknown_format_is_refused(tmp_path):

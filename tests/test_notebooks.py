@@ -1,6 +1,8 @@
 """Every notebook runs top to bottom on small generated data and is committed without outputs; one runs in a
 real Jupyter kernel, which must render its figures and keep its output quiet."""
 
+import logging
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -46,18 +48,28 @@ def _notebook_environment(path: Path, tmp_path: Path, monkeypatch) -> None:
 
 @pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem != IN_KERNEL], ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path: Path, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path, monkeypatch, caplog):
     notebook = nbformat.read(path, as_version=4)
     cells = [c for c in notebook.cells if c.cell_type == "code"]
     _notebook_environment(path, tmp_path, monkeypatch)
     monkeypatch.chdir(ROOT / "notebooks")  # as Jupyter runs them
     namespace: dict = {}
-    try:
-        for number, cell in enumerate(cells):
-            exec(compile(cell.source, f"{path.name} cell {number}", "exec"), namespace)
-    finally:
-        plt.close("all")
+    with warnings.catch_warnings(record=True) as shown:
+        # what a notebook shows: each warning once per place, no library's deprecation notes (IPython shows
+        # those of the notebook's own code only); the filters the project sets inside still apply
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        try:
+            for number, cell in enumerate(cells):
+                exec(compile(cell.source, f"{path.name} cell {number}", "exec"), namespace)
+        finally:
+            plt.close("all")
     assert namespace["run"].metrics, "the notebook trained nothing"
+    assert not shown, [f"{w.category.__name__}: {str(w.message)[:200]} ({w.filename}:{w.lineno})" for w in shown]
+    # the project's own logged warnings say something about the data or the request; no library's notes
+    noise = [r for r in caplog.records if r.levelno >= logging.WARNING and not r.name.startswith("dltemplate")]
+    assert not noise, [f"{r.name}: {r.getMessage()[:200]}" for r in noise]
 
 
 @pytest.mark.slow  # starts a Jupyter kernel process

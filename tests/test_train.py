@@ -69,6 +69,23 @@ def test_tensorboard_shows_every_kind_of_record(rings_run):
     assert "custom_scalars__config__" in tags["custom_scalars"]
 
 
+def test_epochs_count_from_0_in_checkpoint_names_figure_titles_and_curves(rings_run):
+    import re
+
+    from dltemplate import api
+    from dltemplate.callbacks.schedule import EvaluationRecords
+
+    best = int(re.fullmatch(r"epoch(\d{3})\.ckpt", Path(rings_run.best_checkpoint).name).group(1))
+    figures = next(c for c in rings_run.trainer.callbacks if isinstance(c, EvaluationRecords))
+    assert figures.best_epoch == best  # the test figures' title: "best checkpoint (epoch <best>)"
+    table = api.history(rings_run.output_dir)
+    assert list(table.index) == [0, 1, 2]  # trainer.max_epochs=3
+    assert table.loc[best, "val/acc"] == pytest.approx(rings_run.metrics["val/acc_best"])
+    figure = api.plot_metric(table, "acc")
+    assert all(list(line.get_xdata()) == [0, 1, 2] for line in figure.axes[0].lines)
+    assert "from 0" in figure.axes[0].get_xlabel()
+
+
 def test_best_and_last_checkpoints_load_as_plain_data(rings_run):
     checkpoints = Path(rings_run.output_dir) / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file()

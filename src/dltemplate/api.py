@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities.model_summary import ModelSummary
+from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, open_dict
 
 from dltemplate.checkpoint import default_paths, restore
@@ -193,10 +194,12 @@ def plot_metric(history: pd.DataFrame, metric: str, ax: plt.Axes | None = None) 
     for stage, style in (("train", "o--"), ("val", "o-")):
         column = f"{stage}/{metric}"
         if column in history:
-            ax.plot(history.index + 1, history[column], style, label=column)
+            # epochs as Lightning counts them, from 0: as in checkpoint names (epoch003.ckpt) and figure titles
+            ax.plot(history.index, history[column], style, label=column)
     if not ax.lines:
         raise KeyError(f"no train/{metric} or val/{metric} in the history; it has {list(history.columns)}")
-    ax.set(title=f"training and validation {metric}", xlabel="epoch", ylabel=metric)
+    ax.set(title=f"training and validation {metric}", xlabel="epoch (from 0)", ylabel=metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return ax.figure
 

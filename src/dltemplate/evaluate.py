@@ -6,6 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dltemplate.build import build_trainer
 from dltemplate.checkpoint import restore
+from dltemplate.settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +16,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     `cfg.data` replaces data settings of the checkpoint (e.g. `test_file`) to score another labelled set.
     """
+    check_settings(cfg)  # `+data.batch_size=0` and the like, before the checkpoint is read
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     module, datamodule, _ = restore(cfg.ckpt_path, paths=cfg.paths, data_overrides=data, reads_data=True)
     trainer = build_trainer(cfg)

@@ -12,6 +12,7 @@ from dltemplate.data.dates import format_dates, next_dates
 from dltemplate.data.protocols import Forecasts
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import output_path
+from dltemplate.settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def first_below(table: pd.DataFrame, columns: list[str], threshold: float) -> di
 def forecast(cfg: DictConfig) -> pd.DataFrame:
     """Forecast entry point: `cfg.steps` steps of the checkpoint's series (or `cfg.input`) to `cfg.output`."""
     check_forecast_settings(cfg.steps, cfg.floor)  # before the output's folder is made
+    check_settings(cfg)
     output = output_path(cfg.output, cfg.get("overwrite", False))
     module, restored, _ = restore(cfg.ckpt_path, paths=cfg.paths)
     datamodule = check_forecasts(restored)

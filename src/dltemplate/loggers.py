@@ -16,11 +16,13 @@ W&B group. Pick loggers with `logger=tensorboard`, `logger=mlflow`, `logger=[ten
 """
 
 import re
+import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import loggers
@@ -70,7 +72,11 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         if not self._graph_written:
-            super().log_graph(model, input_array)
+            with warnings.catch_warnings():
+                # the graph is drawn from one trace on the example input: that the trace holds for those
+                # shapes only (what TracerWarning says of a recurrent layer's size checks) is all it needs
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                super().log_graph(model, input_array)
             self._graph_written = True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -13,6 +13,7 @@ from dltemplate.checkpoint import restore
 from dltemplate.data.protocols import Forecasts, PredictsInputs, PredictsRows
 from dltemplate.errors import CheckpointError, ConfigError, DataError, UserError
 from dltemplate.files import output_path
+from dltemplate.settings import check_settings
 
 log = logging.getLogger(__name__)
 KEEP = ("keys", "all", "none")  # input columns written beside a table's predictions
@@ -72,6 +73,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     or the columns that identify rows, else the row's position; all; none), and when the input has
     the target column its metrics are logged (and kept in the returned table's `attrs["metrics"]`).
     """
+    check_settings(cfg)
     output = output_path(cfg.output, cfg.get("overwrite", False))
     keep = cfg.get("keep", "keys")
     if keep not in KEEP:

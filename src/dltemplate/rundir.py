@@ -2,7 +2,10 @@
 
 A fresh run claims its directory by creating `.claimed` exclusively (O_EXCL), so of two runs started
 with the same `hydra.run.dir` exactly one proceeds. `train.py` claims it before Hydra writes there
-(`ClaimRunDir`), so a refused run leaves the other run's `.hydra/` and log as they were. Only
+(`ClaimRunDir`), so a refused run leaves the other run's `.hydra/` and log as they were. A multirun
+claims its sweep directory the same way before any job starts: Hydra writes each job's `.hydra/` and
+log before the job runs, so its jobs' directories are safe only inside a sweep directory of its own
+(each job then claims its subdirectory as a single run does). Only
 global rank 0 claims: DDP ranks, torchrun processes and nodes share the directory on purpose. A
 resumed run writes into the directory of the run it continues, under a lock held while it runs, so
 two resumes of one run cannot interleave.
@@ -28,13 +31,18 @@ from dltemplate.files import write_text_atomically
 RESULT_FILE = "result.json"
 CLAIM_FILE = ".claimed"
 RESULTS = ("checkpoints", RESULT_FILE, "events.out.tfevents.*")  # what another run leaves in its directory
+SWEEP_RESULTS = ("multirun.yaml", "summary.csv", f"*/{RESULT_FILE}")  # ... and another sweep in its own
 
 _held: list[FileLock] = []  # resume locks, released when the resumed run ends
 _claimed_at_start: set[Path] = set()  # claimed by ClaimRunDir, before the run itself asks for them
 
 
-def claim(output_dir: str | Path) -> bool:
-    """Make `output_dir` this run's, or refuse it if another run has it; True on global rank 0 (which claims)."""
+def claim(output_dir: str | Path, sweep: bool = False) -> bool:
+    """Make `output_dir` this run's, or refuse it if another run has it; True on global rank 0 (which claims).
+
+    `sweep`: `output_dir` is a multirun's sweep directory (`hydra.sweep.dir`), refused when another
+    sweep or run has left its results there.
+    """
     if rank_zero_only.rank != 0:
         return False
     output_dir = Path(output_dir)
@@ -42,9 +50,10 @@ def claim(output_dir: str | Path) -> bool:
         _claimed_at_start.discard(output_dir.resolve())
         return True
     output_dir.mkdir(parents=True, exist_ok=True)
+    names = (*RESULTS, *SWEEP_RESULTS) if sweep else RESULTS
     used = [
-        "TensorBoard events" if "*" in name else name
-        for name in RESULTS
+        {"events.out.tfevents.*": "TensorBoard events", f"*/{RESULT_FILE}": f"jobs' {RESULT_FILE}"}.get(name, name)
+        for name in names
         if any(_has_content(p) for p in output_dir.glob(name))
     ]
     try:
@@ -53,6 +62,11 @@ def claim(output_dir: str | Path) -> bool:
         fd = os.open(output_dir / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         what = f"results of another run ({', '.join(used)})" if used else "another run started in it"
+        if sweep:
+            raise OutputExistsError(
+                f"{output_dir} already holds {what}; choose a new hydra.sweep.dir (a multirun's jobs "
+                "would rewrite the records of the runs there)"
+            ) from None
         raise OutputExistsError(
             f"{output_dir} already holds {what}; choose a new hydra.run.dir, or pass ckpt_path=<that run> to resume it"
         ) from None
@@ -93,6 +107,17 @@ class ClaimRunDir(Callback):
         except (UserError, MissingMandatoryValue) as error:
             exit_with_error(error)
         _claimed_at_start.add(run_dir.resolve())
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Claim `hydra.sweep.dir` before the launcher starts a job there (as `on_run_start` a run's)."""
+        if config.hydra.job.name not in self.job_names or rank_zero_only.rank != 0:
+            return
+        from dltemplate.cli import exit_with_error
+
+        try:  # its ${now:...} resolved here is the one every job resolves (Hydra copies the cache)
+            claim(Path(str(config.hydra.sweep.dir)), sweep=True)
+        except (UserError, MissingMandatoryValue) as error:
+            exit_with_error(error)
 
 
 def _resumes_in(ckpt_path: Any, run_dir: Path) -> bool:

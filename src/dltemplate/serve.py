@@ -53,6 +53,7 @@ from dltemplate.data.protocols import Forecasts, HasClasses, PredictsInputs
 from dltemplate.errors import CheckpointError, DataError, UserError
 from dltemplate.forecast import forecast_table, with_written_dates
 from dltemplate.predict import finite_outputs, predict_table
+from dltemplate.settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ def _message(error: Exception) -> str:
 
 def build_server(cfg: DictConfig) -> litserve.LitServer:
     """The LitServe server for `cfg.ckpt_path`; the checkpoint is checked here, before any worker starts."""
+    check_settings(cfg)  # LitServe's own checks come after the checkpoint is read, as tracebacks
     ckpt_path = find_checkpoint(cfg.ckpt_path)
     module, datamodule, run_cfg = restore(ckpt_path, paths=cfg.paths)
     kind = input_kind(datamodule)

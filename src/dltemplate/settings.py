@@ -6,6 +6,9 @@ numpy or a DataLoader, or train a degenerate net without a word. `check_settings
 `ConfigError` naming the setting, the value and the range it must lie in. Rules go by the setting's
 name, so every data module, net and optimizer config that uses the name is covered; a value that is
 still an interpolation (`${dims.in_features}`) is left to the code that fills it in.
+
+Every entry point checks the settings its config has the same way (train.py; evaluate.py's data
+overrides such as `+data.batch_size=0`; serve.py's `max_batch_size`, `port`, ...), first thing.
 """
 
 import math
@@ -60,6 +63,30 @@ def _sizes(value: Any) -> str | None:
     return "must be whole numbers of at least 1 (layer widths); e.g. [64, 64], or [] for no hidden layer"
 
 
+def _port(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return None
+    return "must be a TCP port, a whole number from 1 to 65535; e.g. 8000"
+
+
+def _positive(value: Any) -> str | None:
+    if _is_number(value) and math.isfinite(value) and value > 0:
+        return None
+    return "must be a finite number above 0"
+
+
+def _timeout(value: Any) -> str | None:
+    if value is False or value == -1 or _positive(value) is None:
+        return None
+    return "must be a number of seconds above 0, or -1 (or false) for none; e.g. 30"
+
+
+def _finite(value: Any) -> str | None:
+    if _is_number(value) and math.isfinite(value):
+        return None
+    return "must be a finite number"
+
+
 # (group, setting name) → rule; group None: a top-level setting. Names, not paths: each rule applies
 # to every config of the group that has the setting.
 RULES: dict[tuple[str | None, str], Callable[[Any], str | None]] = {
@@ -75,6 +102,18 @@ RULES: dict[tuple[str | None, str], Callable[[Any], str | None]] = {
     ("module.optimizer", "lr"): _learning_rate,
     ("module.optimizer", "weight_decay"): _non_negative,
     ("module.optimizer", "momentum"): _non_negative,
+    # the other entry points' own settings (serve.yaml, forecast.yaml): refused before a checkpoint is read
+    (None, "port"): _port,
+    (None, "max_batch_size"): _positive_int,
+    (None, "batch_timeout"): _non_negative,
+    (None, "workers"): _positive_int,
+    (None, "timeout"): _timeout,
+    (None, "max_items"): _positive_int,
+    (None, "max_horizon"): _positive_int,
+    (None, "max_chars"): _positive_int,
+    (None, "max_image_pixels"): _positive_int,
+    (None, "max_payload_mb"): _positive,
+    (None, "zero_below"): _finite,
 }
 DROPOUT_GROUPS = ("net", "module")  # every `*dropout` setting there is a probability
 

@@ -212,12 +212,17 @@ def tune(cfg: DictConfig, base_overrides: list[str] | None = None) -> optuna.Stu
 
     def objective(trial: optuna.Trial) -> float:
         try:
-            return run_trial(trial)
+            value = run_trial(trial)
         except optuna.TrialPruned:
             raise
         except Exception as error:
             failures.append(f"trial {trial.number}: {(user_message(error) or f'{type(error).__name__}: {error}')}")
             raise
+        # Optuna records a NaN as a failed trial without an error: counted here, or a search whose every
+        # trial returned NaN would end as a success with no result
+        if isinstance(value, float) and math.isnan(value):
+            failures.append(f"trial {trial.number}: {objective_name} is NaN")
+        return value
 
     def run_trial(trial: optuna.Trial) -> float:
         overrides = [f"{name}={suggest(trial, name, space)}" for name, space in spaces.items()]

@@ -222,6 +222,7 @@ def _with_sparse_rows(optimizer: Any, groups: list[dict[str, Any]], accepted: Ma
     (AdamW, Adam, RMSprop, SGD with momentum) keeps the dense groups, and the rows get `SparseAdam`
     with the same learning rate (and betas, eps where it has them), joined as `WithSparseRows`.
     """
+    _sparse_checks_explicit()
     cls = getattr(optimizer, "func", optimizer)
     momentum = _setting(optimizer, accepted, "momentum") if "momentum" in accepted else 0
     if isinstance(cls, type) and issubclass(cls, SPARSE_CAPABLE) and not momentum:
@@ -231,6 +232,18 @@ def _with_sparse_rows(optimizer: Any, groups: list[dict[str, Any]], accepted: Ma
     settings = {k: _setting(optimizer, accepted, k) for k in ("lr", "betas", "eps") if k in accepted}
     sparse = SparseAdam(rows, **{k: v for k, v in settings.items() if v is not None})
     return WithSparseRows(optimizer(dense), sparse) if dense else sparse
+
+
+def _sparse_checks_explicit() -> None:
+    """Leave PyTorch's checks of sparse tensors off (its default), saying so explicitly.
+
+    Adagrad and SparseAdam build sparse tensors from the rows of each step, and PyTorch warns on every
+    run that the checks are "implicitly disabled" unless a program opts in or out. The rows an
+    embedding's backward produces are valid by construction; a user who turned the checks on
+    (`torch.sparse.check_sparse_tensor_invariants.enable()`) keeps them.
+    """
+    if not torch.sparse.check_sparse_tensor_invariants.is_enabled():
+        torch.sparse.check_sparse_tensor_invariants.disable()
 
 
 def _setting(optimizer: Any, accepted: Mapping[str, inspect.Parameter], name: str) -> Any:
