@@ -114,59 +114,99 @@ def covid_like_frame() -> pd.DataFrame:
 def provide_task_data(task: str, data_dir: Path) -> list[str]:
     """Write small data for `task` under `data_dir`; return the overrides the task then needs.
 
-    Every task file in conf/task/ must be handled here, so that "every task" tests cover it.
+    Every task file in conf/task/ needs a function `data_for_<task>(data_dir)` in this module, so that
+    "every task" tests cover it: a new task brings its own function, and nothing else here changes.
     """
-    if task in ("linear_regression", "rings"):
-        return []  # generated in memory
-    if task == "titanic":
-        write_titanic(data_dir / "titanic")
-        return []
-    if task in ("tabular", "tabular_regression"):
-        data_dir.mkdir(parents=True, exist_ok=True)
-        mixed_frame(300).to_csv(data_dir / "mixed.csv", index=False)
-        target = "grade" if task == "tabular" else "price"
-        drop = "price" if task == "tabular" else "grade"
-        return [
-            f"data.train_file={data_dir / 'mixed.csv'}",
-            f"data.target={target}",
-            "data.id_column=id",
-            f"data.drop=[{drop}]",
-        ]
-    if task == "covid":
-        data_dir.mkdir(parents=True, exist_ok=True)
-        covid_like_frame().to_csv(data_dir / "covid-19.csv", sep="\t", index=False)
-        return []
-    if task == "series":
-        data_dir.mkdir(parents=True, exist_ok=True)
-        seasonal_frame().to_csv(data_dir / "series.csv", index=False)
-        return [f"data.file={data_dir / 'series.csv'}", "data.date_column=date"]
-    if task == "cifar2":
-        write_image_folder(data_dir / "cifar2")
-        return []
-    if task == "images":
-        write_image_folder(data_dir / "shapes", classes=("red", "blue", "green"))
-        return [f"data.root={data_dir / 'shapes'}"]
-    if task == "mnist":
-        write_fake_mnist(data_dir / "mnist")
-        return ["data.download=false"]
-    if task == "imdb":
-        write_aclimdb(data_dir / "imdb")
-        return []
-    if task == "cifar2_finetune":  # "pretrained" weights: a random test_resnet's, from a local file
-        write_image_folder(data_dir / "cifar2")
-        weights = write_timm_weights(data_dir / "weights" / "test_resnet.pth")
-        return ["net.model_name=test_resnet", "net.pretrained=false", f"net.weights={weights}", "data.input_size=32"]
-    if task == "imdb_finetune":  # a tiny BERT saved with save_pretrained: loaded from its folder
-        write_aclimdb(data_dir / "imdb")
-        return [f"net.model_name={write_tiny_bert(data_dir / 'tiny_bert')}", "data.max_length=64"]
-    if task == "text":
-        data_dir.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(1)
-        labels = ["neg", "pos"] * 40
-        frame = pd.DataFrame({"label": labels, "text": [review(int(lab == "pos"), rng) for lab in labels]})
-        frame.to_csv(data_dir / "reviews.tsv", sep="\t", index=False)
-        return [f"data.train_file={data_dir / 'reviews.tsv'}"]
-    raise KeyError(f"tests/datasets.py has no data for task {task!r}: add it to provide_task_data")
+    write = globals().get(f"data_for_{task}")
+    if write is None:
+        raise KeyError(f"tests/datasets.py has no data for task {task!r}: add a function data_for_{task}(data_dir)")
+    return write(data_dir)
+
+
+def data_for_linear_regression(data_dir: Path) -> list[str]:
+    return []  # generated in memory
+
+
+def data_for_rings(data_dir: Path) -> list[str]:
+    return []  # generated in memory
+
+
+def data_for_titanic(data_dir: Path) -> list[str]:
+    write_titanic(data_dir / "titanic")
+    return []
+
+
+def _mixed_table(data_dir: Path, target: str, drop: str) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mixed_frame(300).to_csv(data_dir / "mixed.csv", index=False)
+    return [
+        f"data.train_file={data_dir / 'mixed.csv'}",
+        f"data.target={target}",
+        "data.id_column=id",
+        f"data.drop=[{drop}]",
+    ]
+
+
+def data_for_tabular(data_dir: Path) -> list[str]:
+    return _mixed_table(data_dir, target="grade", drop="price")
+
+
+def data_for_tabular_regression(data_dir: Path) -> list[str]:
+    return _mixed_table(data_dir, target="price", drop="grade")
+
+
+def data_for_covid(data_dir: Path) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    covid_like_frame().to_csv(data_dir / "covid-19.csv", sep="\t", index=False)
+    return []
+
+
+def data_for_series(data_dir: Path) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    seasonal_frame().to_csv(data_dir / "series.csv", index=False)
+    return [f"data.file={data_dir / 'series.csv'}", "data.date_column=date"]
+
+
+def data_for_cifar2(data_dir: Path) -> list[str]:
+    write_image_folder(data_dir / "cifar2")
+    return []
+
+
+def data_for_images(data_dir: Path) -> list[str]:
+    write_image_folder(data_dir / "shapes", classes=("red", "blue", "green"))
+    return [f"data.root={data_dir / 'shapes'}"]
+
+
+def data_for_mnist(data_dir: Path) -> list[str]:
+    write_fake_mnist(data_dir / "mnist")
+    return ["data.download=false"]
+
+
+def data_for_imdb(data_dir: Path) -> list[str]:
+    write_aclimdb(data_dir / "imdb")
+    return []
+
+
+def data_for_cifar2_finetune(data_dir: Path) -> list[str]:
+    """ "Pretrained" weights: a random test_resnet's, from a local file."""
+    write_image_folder(data_dir / "cifar2")
+    weights = write_timm_weights(data_dir / "weights" / "test_resnet.pth")
+    return ["net.model_name=test_resnet", "net.pretrained=false", f"net.weights={weights}", "data.input_size=32"]
+
+
+def data_for_imdb_finetune(data_dir: Path) -> list[str]:
+    """A tiny BERT saved with save_pretrained: loaded from its folder."""
+    write_aclimdb(data_dir / "imdb")
+    return [f"net.model_name={write_tiny_bert(data_dir / 'tiny_bert')}", "data.max_length=64"]
+
+
+def data_for_text(data_dir: Path) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    labels = ["neg", "pos"] * 40
+    frame = pd.DataFrame({"label": labels, "text": [review(int(lab == "pos"), rng) for lab in labels]})
+    frame.to_csv(data_dir / "reviews.tsv", sep="\t", index=False)
+    return [f"data.train_file={data_dir / 'reviews.tsv'}"]
 
 
 def class_images(n: int, label: int, size: int = 16, seed: int = 0):
