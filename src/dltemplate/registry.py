@@ -6,10 +6,10 @@ the project did not choose. Every `_target_`, at every depth, is therefore resol
 against the *kind* of thing expected at that place:
 
     kind        may name
-    net         nn.Module classes defined in the project's `nets` package (any folder depth), or any `torch.nn` layer
+    net         nn.Module classes defined in the project's `nets` packages (any folder depth), or any `torch.nn` layer
     layer       the same: what a net's config may hold inside it (an activation, a block)
-    module      LightningModule classes defined in the project's `modules` package
-    datamodule  LightningDataModule classes defined in the project's `data` package
+    module      LightningModule classes defined in the project's `modules` packages
+    datamodule  LightningDataModule classes defined in the project's `data` packages
     optimizer   `torch.optim` optimizers
     scheduler   `torch.optim.lr_scheduler` schedulers
     loss        `torch.nn` losses, and losses registered with `@register("loss")` (`dltemplate.losses`)
@@ -22,8 +22,11 @@ one refused name imports nothing it names. A name is accepted only in one of the
 defines `Name` itself (re-exports such as `dltemplate.data.tabular.pd` are refused),
 `torch.nn.<Name>`-style members of the exact torch namespace of the kind, or an object registered
 for the kind. Only then is the submodule imported, and the object must still be of the kind's base
-class. Extend the allowlist with `register(kind)` (a class or function of yours) or
-`add_source(kind, ...)` (a new namespace or a new kind).
+class. A kind's package is the package's own (`dltemplate.nets`) or one inside a folder of the
+package (`dltemplate.image.nets`, a family's). A module path that has moved is read as its new
+path (`dltemplate.moved`), so old checkpoints keep loading. Extend the allowlist with
+`register(kind)` (a class or function of yours) or `add_source(kind, ...)` (a new namespace or a
+new kind).
 
 `instantiate` builds a checked config. It is deliberately not Hydra's `instantiate`: Hydra imports
 whatever a name says before anyone can look at it, and resolves interpolations (`${oc.create:...}`)
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dltemplate.errors import ConfigError
+from dltemplate.moved import MOVED
 
 PACKAGE = __name__.split(".")[0]
 SPECIAL_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
@@ -45,17 +49,20 @@ SPECIAL_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
 
 @dataclass(frozen=True)
 class Namespace:
-    """Classes defined in a subpackage of the project, e.g. `nets` for `dltemplate.nets.mlp.MLP`."""
+    """Classes defined in a subpackage of the project, e.g. `nets` for `dltemplate.nets.mlp.MLP`, or
+    in that subpackage of one of the project's folders (`dltemplate.image.nets.resnet.ResNet`)."""
 
     subpackage: str
     base: str  # "module:Class", imported lazily (Lightning is slow to import)
 
     def allows(self, module_name: str, attr: str) -> bool:
         """Whether the name has this namespace's form (nothing imported)."""
-        # any depth inside the subpackage (nets/mlp.py, nets/custom/tiny.py): it is the project's own code,
+        # the subpackage right under the package, or under one of its folders (image/nets/resnet.py: a
+        # family's own nets); any depth inside it (nets/custom/tiny.py): it is the project's own code,
         # and `find` still requires the object to be defined in that very module
-        package = f"{PACKAGE}.{self.subpackage}"
-        return module_name.startswith(f"{package}.") and all(part.isidentifier() for part in module_name.split("."))
+        parts = module_name.split(".")
+        depth = 1 if parts[1:2] == [self.subpackage] else 2 if parts[2:3] == [self.subpackage] else 0
+        return parts[0] == PACKAGE and depth > 0 and len(parts) > depth + 1 and all(p.isidentifier() for p in parts)
 
     def find(self, module_name: str, attr: str) -> Any:
         if not self.allows(module_name, attr):
@@ -178,7 +185,7 @@ def _split(target: Any, kind: str, where: str) -> tuple[str, str]:
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"{where}: _target_ must be a dotted name of an allowed {kind}, got {target!r}")
     module_name, attr = target.rsplit(".", 1)
-    return module_name, attr
+    return MOVED.get(module_name, module_name), attr
 
 
 def _refused(target: Any, kind: str, where: str) -> ConfigError:
@@ -214,7 +221,8 @@ def describe(kind: str) -> str:
     words = []
     for source in _SOURCES[kind]:
         if isinstance(source, Namespace):
-            words.append(f"a {source.base.split(':')[1]} defined in {PACKAGE}.{source.subpackage}.<file>")
+            where = f"{PACKAGE}.{source.subpackage}.<file> or {PACKAGE}.<folder>.{source.subpackage}.<file>"
+            words.append(f"a {source.base.split(':')[1]} defined in {where}")
         elif isinstance(source, Members):
             words.append(f"a {source.base.split(':')[1]} of {source.module}")
         elif _REGISTERED.get(source.kind):
