@@ -26,9 +26,8 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, open_dict
 
-from dltemplate.checkpoint import default_paths, restore
+from dltemplate.checkpoint import default_paths, net_input, restore
 from dltemplate.config import compose_config
-from dltemplate.export import export, net_input
 from dltemplate.forecast import check_forecasts, forecast_table
 from dltemplate.predict import check_predicts, predict_table
 from dltemplate.train import train
@@ -255,6 +254,9 @@ class Model:
 
         Returns the file and its largest difference from the checkpoint's outputs.
         """
+        # imported here: export is one of the extras, which a project may delete
+        from dltemplate.export import export
+
         if self.module.example_input_array is None:
             raise ValueError(f"{self.ckpt_path} stores no example input to trace the net with")
         return export(self.module, self.module.example_input_array, path, fmt)

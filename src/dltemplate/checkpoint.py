@@ -323,6 +323,12 @@ def restore(
 HYPERPARAMETER_KINDS = {"optimizer": "optimizer", "scheduler": "scheduler", "loss": "loss"}
 
 
+def net_input(datamodule: LightningDataModule, raw: torch.Tensor) -> torch.Tensor:
+    """What the net receives for `raw` data-module output: the device-side transform applied
+    (normalisation for images; the identity elsewhere), outside any training step."""
+    return datamodule.on_after_batch_transfer(raw, 0)
+
+
 def check_names(checkpoint: Mapping[str, Any], data_config: Mapping[str, Any], path: Path) -> None:
     """Refuse the checkpoint if any `_target_` it holds is not of an allowed form for its place, before
     anything is imported: the data module and its derived columns, the module, and the net (with its

@@ -11,22 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 from torch import Tensor
 
-from dltemplate.checkpoint import find_checkpoint, load_checkpoint, restore
+from dltemplate.checkpoint import find_checkpoint, load_checkpoint, net_input, restore
 from dltemplate.errors import CheckpointError, ConfigError, ExportError
 from dltemplate.files import output_path
 from dltemplate.settings import check_settings
 
 log = logging.getLogger(__name__)
-
-
-def net_input(datamodule: LightningDataModule, raw: Tensor) -> Tensor:
-    """What the net receives for `raw` data-module output: the device-side transform applied
-    (normalisation for images; the identity elsewhere), outside any training step."""
-    return datamodule.on_after_batch_transfer(raw, 0)
 
 
 FORMATS = ("onnx", "pt2", "torchscript")
