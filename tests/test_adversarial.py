@@ -243,7 +243,12 @@ try:
     restore({str(bad)!r})
 except CheckpointError as error:
     print("refused:", error)
-names = ("dltemplate.data.tabular", "dltemplate.modules.classification", "dltemplate.nets.tabular", "evil_module")
+names = (
+    "dltemplate.data.tabular",
+    "dltemplate.modules.classification",
+    "dltemplate.nets.tabular",
+    "evil_module",
+)
 print("imported:", sorted(m for m in sys.modules if m in names))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=SRC_ENV)
