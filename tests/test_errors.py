@@ -178,7 +178,7 @@ def search(tmp_path):
     """Compose a search config (rings, titanic's search) and run `tune` on it, as tune.py would."""
     from hydra import compose, initialize_config_dir
 
-    from dltemplate.tune import tune
+    tune = pytest.importorskip("dltemplate.tune", reason="the search is an extra, not in this project").tune
 
     if not (CONFIG_DIR / "hparams_search" / "titanic_optuna.yaml").is_file():
         pytest.skip("the search config of the tabular family is not in this project")
@@ -377,7 +377,7 @@ def _export_config(ckpt: Path, tmp_path: Path, *overrides: str):
 def test_an_export_beyond_the_tolerance_is_one_line_and_leaves_no_file(
     rings_checkpoint, tmp_path, capsys, monkeypatch, difference, message
 ):
-    import dltemplate.export as exporting
+    exporting = pytest.importorskip("dltemplate.export", reason="export is an extra, not in this project")
 
     real = exporting.export
 
@@ -394,7 +394,7 @@ def test_an_export_beyond_the_tolerance_is_one_line_and_leaves_no_file(
 
 
 def test_an_export_within_the_tolerance_is_written(rings_checkpoint, tmp_path):
-    from dltemplate.export import export_checkpoint
+    export_checkpoint = pytest.importorskip("dltemplate.export", reason="export is an extra").export_checkpoint
 
     path, difference = export_checkpoint(_export_config(rings_checkpoint, tmp_path))
     assert path == tmp_path / "export" / "model.torchscript" and path.is_file() and difference <= 1e-4
@@ -403,7 +403,7 @@ def test_an_export_within_the_tolerance_is_written(rings_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("tolerance", ["-1", "abc", "nan"])
 def test_a_tolerance_that_is_not_a_number_of_at_least_0_is_refused(rings_checkpoint, tmp_path, tolerance):
-    from dltemplate.export import export_checkpoint
+    export_checkpoint = pytest.importorskip("dltemplate.export", reason="export is an extra").export_checkpoint
 
     with pytest.raises(ConfigError, match="must be a number of at least 0"):
         export_checkpoint(_export_config(rings_checkpoint, tmp_path, f"tolerance={tolerance}"))
@@ -419,7 +419,8 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
 
     import psutil
 
-    from dltemplate.serve import _healthy, free_port
+    serving = pytest.importorskip("dltemplate.serve", reason="serving is an extra, not in this project")
+    _healthy, free_port = serving._healthy, serving.free_port
 
     port = free_port()
     command = [sys.executable, str(ROOT / "serve.py"), f"ckpt_path={rings_checkpoint}", f"port={port}"]
