@@ -8,6 +8,7 @@ import errno
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,22 @@ def test_an_unset_environment_variable_in_a_command_line_value_is_one_line(capsy
     assert line.startswith("error: trainer.max_epochs=${oc.env:DLTEMPLATE_UNSET_VARIABLE} reads the environment")
     assert "${oc.env:DLTEMPLATE_UNSET_VARIABLE,<default>}" in line and "\n" not in line
     check_command_line(CONFIG_DIR, "train", ["trainer.max_epochs=${oc.env:DLTEMPLATE_UNSET_VARIABLE,2}"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "module", "path"),
+    [
+        ("cv.folds=2", "dltemplate.cv", "src/dltemplate/cv.py"),
+        ("backtest.origins=2", "dltemplate.backtest", "src/dltemplate/backtest.py"),
+    ],
+)
+def test_a_selection_in_a_project_without_that_extra_is_one_line(make_cfg, capsys, monkeypatch, setting, module, path):
+    from dltemplate.train import run_metrics
+
+    monkeypatch.setitem(sys.modules, module, None)  # what importing a deleted file does
+    line = one_error_line(capsys, lambda: run_metrics(make_cfg(setting)))
+    name = setting.split("=")[0]
+    assert line == f"error: {name} needs {path}, which this project does not have; leave {name} unset"
 
 
 def test_an_unset_environment_variable_in_a_config_value_is_one_line(make_cfg, capsys):

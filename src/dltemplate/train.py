@@ -4,7 +4,9 @@ The run itself is `dltemplate.run.train`; `cv.py` and `backtest.py` call it once
 and this module picks which of the three a config asks for.
 """
 
+import importlib
 import logging
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -47,14 +49,21 @@ def run_metrics(cfg: DictConfig) -> dict[str, float]:
     """Train once, or cross-validate (`cv.folds`) or backtest (`backtest.origins`); the metrics (means over folds)."""
     move_old_data_keys(cfg)  # data.folds=5 (an earlier version's) is one fold's run: cv.folds=5 cv.fold=0
     kind = selection_of(cfg)
-    if kind == "cv":
-        from dltemplate.cv import cross_validate  # imported when used: a plain run needs neither
-
-        return cross_validate(cfg)
+    if kind == "cv":  # imported when used: a plain run needs neither, and a project may delete them
+        return _extra("dltemplate.cv", "cross_validate", "cv.folds")(cfg)
     if kind == "backtest":
-        from dltemplate.backtest import backtest
-
-        return backtest(cfg)
+        return _extra("dltemplate.backtest", "backtest", "backtest.origins")(cfg)
     result = train(cfg)
     log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
     return result.metrics
+
+
+def _extra(module: str, name: str, setting: str) -> Any:
+    """`name` from one of the extras, imported only when asked for: a project may have deleted them."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise
+        path = "src/" + module.replace(".", "/") + ".py"
+        raise ConfigError(f"{setting} needs {path}, which this project does not have; leave {setting} unset") from None
