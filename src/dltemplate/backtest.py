@@ -16,12 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dltemplate import registry
 from dltemplate.build import apply_net_data_settings
 from dltemplate.cv import fold_metrics, require_setting, summarise
 from dltemplate.data.inferred import InfersSettings
 from dltemplate.errors import ConfigError, DataError
 from dltemplate.files import write_text_atomically
+from dltemplate.instantiate import instantiate
 from dltemplate.rundir import claim, write_result
 from dltemplate.train import train
 
@@ -50,7 +50,7 @@ def settle_inferred(cfg: DictConfig) -> DictConfig:
     shorter series could show another cycle)."""
     probe = copy.deepcopy(cfg)
     apply_net_data_settings(probe)
-    datamodule = registry.instantiate(probe.data, "datamodule", where="data", recursive=False)
+    datamodule = instantiate(probe.data, "data", _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")
     inferred = datamodule.inferred if isinstance(datamodule, InfersSettings) else {}
