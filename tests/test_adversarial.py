@@ -26,6 +26,7 @@ from dltemplate.errors import CheckpointError, ConfigError, DataError, OutputExi
 from dltemplate.evaluate import evaluate
 from dltemplate.evaluate import main as evaluate_main
 from dltemplate.export import export_checkpoint
+from dltemplate.instantiate import instantiate
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.predict import main as predict_main
 from dltemplate.predict import predict
@@ -170,7 +171,7 @@ sys.path.insert(0, {str(tmp_path)!r})
 from dltemplate import registry
 config = {{"_target_": "dltemplate.nets.mlp.MLP", "activation": {{"_target_": "evil_layer.X"}}}}
 try:
-    registry.instantiate(config, "net")
+    registry.check(config, "net")
 except registry.ConfigError as error:
     print("refused:", error)
 print("imported:", sorted(m for m in sys.modules if m in ("dltemplate.nets.mlp", "evil_layer")))
@@ -204,8 +205,9 @@ def test_the_allowlist_accepts_what_the_configs_name():
     assert registry.resolve("torch.optim.AdamW", "optimizer") is torch.optim.AdamW
     assert registry.resolve("torch.optim.lr_scheduler.OneCycleLR", "scheduler") is torch.optim.lr_scheduler.OneCycleLR
     assert registry.resolve("dltemplate.data.features.regex_extract", "feature").__name__ == "regex_extract"
-    net = registry.instantiate({"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.ReLU"}]}, "net")
-    assert isinstance(net[0], torch.nn.ReLU)
+    config = {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.ReLU"}]}
+    registry.check(config, "net")
+    assert isinstance(instantiate(config, "net")[0], torch.nn.ReLU)
 
 
 def test_a_module_target_in_the_checkpoint_config_is_checked(titanic_run, tmp_path):
@@ -217,6 +219,82 @@ def test_a_module_target_in_the_checkpoint_config_is_checked(titanic_run, tmp_pa
     bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
     with pytest.raises(CheckpointError, match=r"subprocess.run.*not an allowed module"):
         restore(bad)
+
+
+# `this` prints the Zen of Python when it is imported: a canary for "imported before it was refused"
+CANARY = {"_target_": "this.Nothing"}
+ZEN = "Beautiful is better than ugly"
+
+
+def _deep_in_the_net(checkpoint):
+    block = {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.ReLU"}, {"k": [CANARY]}]}
+    checkpoint["hyper_parameters"]["net"]["block"] = block
+
+
+@pytest.mark.parametrize(
+    ("edit", "message", "module_argument"),
+    [
+        (
+            _deep_in_the_net,
+            r"hyper_parameters\.net\.block\._args_\[1\]\.k\[0\] names _target_='this.Nothing'.*allowed layer",
+            True,
+        ),
+        (
+            lambda c: c["hyper_parameters"].update(optimizer={"_target_": "torch.optim.AdamW", "betas": CANARY}),
+            r"hyper_parameters\.optimizer\.betas: nothing may be built here",
+            True,
+        ),
+        (
+            lambda c: c["hyper_parameters"].update(finetune={"x": [CANARY]}),
+            r"hyper_parameters\.finetune\.x\[0\]: nothing may be built here",
+            True,
+        ),
+        # Lightning reads an older version's key too (here overridden by hyper_parameters' own loss)
+        (
+            lambda c: c.update(hparams={"loss": CANARY}),
+            r"hparams\.loss names _target_='this.Nothing'.*allowed loss",
+            False,
+        ),
+        (
+            lambda c: c["config"]["module"].update(scheduler=CANARY),
+            r"config\.module\.scheduler .*allowed scheduler",
+            False,
+        ),
+        (
+            lambda c: c["config"]["net"].update(extra={"inner": CANARY}),
+            r"config\.net\.extra\.inner .*allowed layer",
+            False,
+        ),
+        (
+            lambda c: c["hyper_parameters"]["net"].update(dropout="${oc.decode:'{_target_: this.Nothing}'}"),
+            r"hyper_parameters\.net\.dropout=.* is an interpolation",
+            True,
+        ),
+    ],
+    ids=[
+        "layer-deep-in-the-net",
+        "in-the-optimizer",
+        "in-another-setting",
+        "old-hparams-key",
+        "module",
+        "net",
+        "decoded",
+    ],
+)
+def test_a_refused_name_anywhere_in_a_checkpoint_is_never_imported(
+    titanic_run, tmp_path, capsys, edit, message, module_argument
+):
+    """Every `_target_` of a checkpoint, at any depth and in any part it is built from, is checked against
+    the allowlist before anything is imported; the run's own config is built with Hydra's instantiate."""
+    result, _ = titanic_run
+    bad = crafted(Path(result.best_checkpoint), tmp_path / "bad.ckpt", edit)
+    sys.modules.pop("this", None)
+    with pytest.raises(CheckpointError, match=message):
+        restore(bad)
+    if module_argument:  # what Lightning's own loading passes to the module is checked too
+        with pytest.raises(ConfigError, match=r"this\.Nothing|interpolation"):
+            ClassificationModule.load_from_checkpoint(bad, weights_only=True)
+    assert "this" not in sys.modules and ZEN not in capsys.readouterr().out
 
 
 @pytest.mark.slow  # a fresh interpreter per case: several seconds each

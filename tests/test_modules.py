@@ -10,6 +10,7 @@ from lightning.pytorch import Callback, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from dltemplate.errors import ConfigError
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.modules.factories import build_net
 from dltemplate.modules.optimizers import build_optimizer, parameter_groups
@@ -91,19 +92,28 @@ def test_objects_work_too_but_then_the_net_must_be_passed_to_reload(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("build", "spec"),
+    ("build", "spec", "message"),
     [
-        (build_net, {"_target_": "os.system", "command": "echo pwned"}),
-        (build_net, {"_target_": "no.such.module.Net"}),
-        (lambda s: build_optimizer(s, [nn.Parameter(torch.zeros(1))]), {"_target_": "subprocess.run"}),
+        (build_net, {"_target_": "collections.OrderedDict"}, "is not a torch.nn.Module"),
+        (build_net, {"_target_": "builtins.dict"}, "is not a torch.nn.Module"),
+        (build_net, {"_target_": "no.such.module.Net"}, "module no .* does not exist"),
+        (
+            build_net,
+            {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.Relu"}]},
+            r"net\._args_\[0\]",
+        ),
+        (lambda s: build_optimizer(s, [nn.Parameter(torch.zeros(1))]), {"_target_": "torch.nn.Linear"}, "Optimizer"),
         (
             lambda s: build_scheduler(s, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1)),
-            {"_target_": "os.remove"},
+            {"_target_": "torch.optim.SGD"},
+            "is not a torch.optim.lr_scheduler.LRScheduler",
         ),
     ],
 )
-def test_configs_may_only_name_the_expected_kind_of_class(build, spec):
-    with pytest.raises(ValueError, match=r"_target_|subclass"):
+def test_configs_must_name_the_expected_kind_of_class(build, spec, message):
+    """The run's own config may name any class (it is built with Hydra's instantiate), but of the right kind:
+    one line naming the key, before anything is built."""
+    with pytest.raises(ConfigError, match=rf"_target_.*{message}|{message}.*_target_"):
         build(spec)
 
 

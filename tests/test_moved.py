@@ -60,3 +60,52 @@ def moved_classes() -> list[tuple[str, type, str]]:
 )
 def test_every_moved_class_resolves_from_its_old_target(target, cls, kind):
     assert registry.resolve(target, kind) is cls
+
+
+def test_a_checkpoint_that_names_old_module_paths_restores(make_cfg, monkeypatch, tmp_path):
+    """Every `_target_` of a real checkpoint rewritten to an old path (as a checkpoint saved before a move
+    would hold): `restore` checks and builds them at their new place, and the weights are the same."""
+    from dltemplate.checkpoint import restore
+    from dltemplate.train import train
+
+    cfg = make_cfg("task=rings", "trainer.max_epochs=1", "callbacks.histograms=null")
+    result = train(cfg)
+    new = {"dltemplate.nets.mlp": "dltemplate.old_place.mlp"}
+    for module in ("dltemplate.modules.classification", f"dltemplate.{_rings_data_module()}"):
+        new[module] = module.replace("dltemplate.", "dltemplate.old_place.", 1)
+    for current, old in new.items():
+        monkeypatch.setitem(MOVED, old, current)
+    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    renamed = 0
+
+    def rename(value):
+        nonlocal renamed
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if key == "_target_" and isinstance(item, str) and item.rpartition(".")[0] in new:
+                    module, _, name = item.rpartition(".")
+                    item, renamed = f"{new[module]}.{name}", renamed + 1
+                out[key] = rename(item)
+            return out
+        if isinstance(value, list):
+            return [rename(item) for item in value]
+        return value
+
+    checkpoint = rename(checkpoint)
+    assert renamed >= 3  # the data module, the module and the net, in the config and the hyperparameters
+    old_path = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old_path)
+    module, _, _ = restore(old_path)
+    assert type(module.net).__module__ == "dltemplate.nets.mlp"
+    expected = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(module.state_dict()[key], value) for key, value in expected.items())
+
+
+def _rings_data_module() -> str:
+    import yaml
+
+    from tests.helpers import CONFIG_DIR
+
+    target = yaml.safe_load((CONFIG_DIR / "data" / "rings.yaml").read_text())["_target_"]
+    return target.rpartition(".")[0].removeprefix("dltemplate.")

@@ -5,6 +5,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from dltemplate import registry
 from dltemplate.errors import ConfigError
 from dltemplate.modules.factories import build_net
 from dltemplate.nets import ExampleInput, example_input
@@ -210,12 +211,15 @@ def test_init_never_overwrites_loaded_weights(tmp_path):
         )
 
 
-@pytest.mark.parametrize(
-    "init", ["he", {"_target_": "os.system", "command": "touch pwned"}, {"_target_": "torch.load"}]
-)
-def test_an_init_scheme_must_be_one_the_registry_allows(init):
-    with pytest.raises(ConfigError, match=r"not an initialisation scheme|not an allowed init"):
-        build_net({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1, "init": init})
+def test_an_init_scheme_is_one_of_the_names():
+    with pytest.raises(ConfigError, match=r"net.init='he' is not an initialisation scheme"):
+        build_net({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1, "init": "he"})
+
+
+@pytest.mark.parametrize("init", [{"_target_": "os.system", "command": "touch pwned"}, {"_target_": "torch.load"}])
+def test_a_checkpoint_may_name_only_a_registered_init_scheme(init):
+    with pytest.raises(ConfigError, match=r"net\.init names .* not an allowed init"):
+        registry.check({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1, "init": init}, "net", "net")
 
 
 NESTED_NET = '''
@@ -236,26 +240,49 @@ class TinyNet(nn.Module):
 '''
 
 
-def test_a_net_in_a_folder_of_its_own_trains_by_config_and_restores(make_cfg, tmp_path, monkeypatch):
-    """nets/<folder>/<file>.py is found by its _target_ alone: no registry entry, no other file edited."""
+def test_a_net_in_folders_of_its_own_trains_by_config_and_restores(make_cfg, tmp_path, monkeypatch):
+    """nets/<folder>/<folder>/<file>.py is found by its _target_ alone: no registry entry, no other file edited;
+    its checkpoints restore too (the project's own package is allowed at any depth)."""
     import dltemplate.nets
     from dltemplate.checkpoint import restore
     from dltemplate.train import train
 
     extra = tmp_path / "extra_nets"
-    (extra / "experiments").mkdir(parents=True)
-    (extra / "experiments" / "__init__.py").write_text("")
-    (extra / "experiments" / "tiny.py").write_text(NESTED_NET)
+    (extra / "custom" / "deeper").mkdir(parents=True)
+    (extra / "custom" / "__init__.py").write_text("")  # `deeper` has none: a plain folder works too
+    (extra / "custom" / "deeper" / "tiny.py").write_text(NESTED_NET)
     monkeypatch.setattr(dltemplate.nets, "__path__", [*dltemplate.nets.__path__, str(extra)])
-    target = "dltemplate.nets.experiments.tiny.TinyNet"
+    target = "dltemplate.nets.custom.deeper.tiny.TinyNet"
     net = ["~net", f"+net._target_={target}", "+net.in_features=${dims.in_features}", "+net.out_features=1"]
     result = train(make_cfg("task=rings", *net, "trainer.max_epochs=2"))
-    assert type(result.module.net).__module__ == "dltemplate.nets.experiments.tiny"
+    assert type(result.module.net).__module__ == "dltemplate.nets.custom.deeper.tiny"
     assert result.metrics["test/acc"] > 0.5
     restored, _, _ = restore(result.best_checkpoint)
     assert type(restored.net).__name__ == "TinyNet"
-    with pytest.raises(ConfigError, match="does not exist or does not define a net named Missing"):
-        build_net({"_target_": "dltemplate.nets.experiments.tiny.Missing", "in_features": 2, "out_features": 1})
+    missing = {"_target_": "dltemplate.nets.custom.deeper.tiny.Missing", "in_features": 2, "out_features": 1}
+    with pytest.raises(
+        ConfigError, match=r"net\._target_=.*: dltemplate/nets/custom/deeper/tiny\.py does not define Missing"
+    ):
+        build_net(missing)
+    with pytest.raises(ConfigError, match=r"net\._target_=.*: dltemplate/nets/custom/nowhere.py does not exist"):
+        build_net({**missing, "_target_": "dltemplate.nets.custom.nowhere.TinyNet"})
+
+
+def test_a_library_net_trains_by_config_without_a_wrapper_but_its_checkpoint_is_refused(make_cfg):
+    """The run's own config may name any class whose arguments fit (Hydra's instantiate); a checkpoint is
+    checked against the allowlist, which holds the project's nets and torch.nn, not every installed library."""
+    pytest.importorskip("torchvision")
+    from dltemplate.checkpoint import restore
+    from dltemplate.errors import CheckpointError
+    from dltemplate.train import train
+
+    net = ["~net", "~net.hidden", "+net._target_=torchvision.ops.MLP", "+net.in_channels=${dims.in_features}"]
+    result = train(make_cfg("task=rings", *net, "+net.hidden_channels=[16,1]", "trainer.max_epochs=1"))
+    assert type(result.module.net).__module__.startswith("torchvision.ops")
+    with pytest.raises(CheckpointError, match=r"torchvision\.ops\.MLP', which is not an allowed net"):
+        restore(result.best_checkpoint)
+    with pytest.raises(ConfigError, match=r"net\._target_='torchvision\.ops\.Nope': module torchvision\.ops does not"):
+        build_net({"_target_": "torchvision.ops.Nope"})
 
 
 @needs("tabular")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -22,13 +21,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
-from dltemplate import registry
 from dltemplate.callbacks.config import ConfigInCheckpoint
 from dltemplate.callbacks.summary import RunSummary
 from dltemplate.checkpoint import AtomicCheckpointIO, checkpoint_run_config, find_checkpoint, load_checkpoint
 from dltemplate.data.inferred import InfersSettings, format_table, save_table
 from dltemplate.data.tensors import TensorDataModule
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError
+from dltemplate.instantiate import instantiate, locate
 from dltemplate.modules.factories import complete_net_config, net_data_settings
 from dltemplate.modules.step import StepModule
 from dltemplate.rundir import claim, hold_for_resume
@@ -48,7 +47,7 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     apply_net_data_settings(cfg)
     split = run_split(cfg)
     # plain containers (weights_only-loadable); nested _target_s (derived columns) are the module's to build
-    datamodule = registry.instantiate(cfg.data, "datamodule", where="data", recursive=False)
+    datamodule = instantiate(cfg.data, "data", expect=LightningDataModule, _recursive_=False)
     if split is not None:
         give_split(datamodule, split)
     if isinstance(datamodule, TensorDataModule):  # settings that depend on the hardware (an image size)
@@ -122,7 +121,7 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
             cfg.net.update(extra)
     _resolve_sized(cfg, "module")
     check_target_kind(cfg, datamodule)
-    module = registry.instantiate(cfg.module, "module", where="module", recursive=False, net=net)
+    module = instantiate(cfg.module, "module", expect=LightningModule, _recursive_=False, net=net)
     if cfg.get("compile", False):
         module.net.compile()  # in place: state_dict keys stay those of the plain net
     example = datamodule.example_input_array if isinstance(datamodule, TensorDataModule) else None
@@ -136,9 +135,10 @@ def check_target_kind(cfg: DictConfig, datamodule: LightningDataModule | None) -
     module=classification would otherwise train on class codes, or fail deep inside the loss)."""
     if not isinstance(datamodule, TensorDataModule) or datamodule.target_kind is None:
         return
-    module_cls = registry.resolve(cfg.module.get("_target_"), "module", where="module")
+    module_cls = locate(cfg.module.get("_target_"), "module")
     wanted = datamodule.target_kind
-    offered = module_cls.target_kind if issubclass(module_cls, StepModule) else None  # a module of one's own: unchecked
+    own = not (isinstance(module_cls, type) and issubclass(module_cls, StepModule))  # a module of one's own: unchecked
+    offered = None if own else module_cls.target_kind
     if offered is not None and offered != wanted:
         task = f"data.task={wanted}" if "task" in cfg.data else f"data={type(datamodule).__name__}"
         raise ConfigError(
@@ -200,25 +200,26 @@ def build_trainer(cfg: DictConfig, resume_step: int | None = None, extra_callbac
     `resume_step`: the global step of the checkpoint a fit resumes from. TensorBoard then hides
     what the interrupted run logged after it (`purge_step`), so replayed steps are not shown twice.
     """
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    listed = (cfg.get("callbacks") or {}).items()
+    callbacks = [instantiate(config, f"callbacks.{name}") for name, config in listed if config is not None]
     if not cfg.trainer.get("enable_checkpointing", True):  # Lightning refuses checkpoint callbacks then
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     callbacks += [*extra_callbacks, ConfigInCheckpoint(checkpoint_config(cfg))]
     callbacks.append(RunSummary(cfg))  # settings at the start, summary at the end, for every logger
     loggers = []
-    for config in (cfg.get("logger") or {}).values():
+    for name, config in (cfg.get("logger") or {}).items():
         if config is None:
             continue
         is_tensorboard = config.get("_target_", "").endswith("TensorBoardLogger")
         extra = {"purge_step": resume_step} if is_tensorboard and resume_step is not None else {}
         if is_tensorboard and cfg.get("compile", False):
             extra["log_graph"] = False  # TorchScript cannot trace a compiled net
-        loggers.append(instantiate(config, **extra))
+        loggers.append(instantiate(config, f"logger.{name}", **extra))
     check_trainer_types(cfg.trainer)
     # Step values are read from the device every log_every_n_steps global steps, across epochs: an
     # epoch shorter than that loses nothing, so Lightning's warning about it is noise here
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval")
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default: write checkpoints safely
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer

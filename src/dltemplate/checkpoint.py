@@ -4,10 +4,11 @@ What is guaranteed for any file given as a checkpoint:
 
 - it is read with `torch.load(weights_only=True)`: tensors and plain containers only, no pickled code;
   a damaged or foreign file is one `CheckpointError` naming it;
-- every `_target_` it names, at any depth, is resolved through `dltemplate.registry` before anything
-  is imported or called, so it can only build the project's own nets, modules, data modules,
-  feature functions, losses and initialisation schemes, `torch.nn` layers and losses, and
-  `torch.optim` optimizers and schedulers (a loss or scheme named by a short name goes the same way);
+- every `_target_` it names, at any depth, is checked against the allowlist (`dltemplate.registry`)
+  before anything is imported or called (`check_names`), so it can only build the project's own nets,
+  modules, data modules, feature functions, losses and initialisation schemes, `torch.nn` layers and
+  losses, and `torch.optim` optimizers and schedulers; only then is it built with Hydra's `instantiate`,
+  as the run's own config is (a loss or scheme named by a short name goes the same way);
 - its stored config is data, taken as written: no interpolation in it is resolved (`${oc.env:...}`
   stays those characters), except a leading `${paths.<name>}` in a data setting, which is this
   run's path; any other interpolation in its data settings is refused;
@@ -17,8 +18,7 @@ What is guaranteed for any file given as a checkpoint:
   `paths.cache_dir` (else it is withheld: evaluating needs it passed as `+data.<key>=`, forecasting
   the trained series needs `input=`), and the data module's download sources are switched off, so
   restoring never downloads anything;
-- every `_target_` in it is checked by name before anything is imported (`check_names`), its net is
-  built on the meta device and compared with its weights before any memory is taken, and its
+- its net is built on the meta device and compared with its weights before any memory is taken, and its
   `num_classes` must be its data module's count of classes: a crafted size is one message;
 - its net is built without pretrained weights or weight files (`pretrained`, `weights`), whatever
   its config says (`dltemplate.modules.factories.no_downloads`): the trained weights are in its
@@ -44,6 +44,7 @@ from dltemplate import registry
 from dltemplate.data.protocols import HasClasses
 from dltemplate.errors import CheckpointError, ConfigError, MissingFileError, UserError
 from dltemplate.files import write_atomically
+from dltemplate.instantiate import instantiate
 from dltemplate.modules.factories import no_downloads
 from dltemplate.rundir import read_result
 from dltemplate.selection import drop_old_data_keys
@@ -290,7 +291,7 @@ def restore(
     data_cls = _built(lambda: registry.resolve(data_config.get("_target_"), "datamodule", where), path)
     name = data_cls.__qualname__
     datamodule = _built(
-        lambda: registry.instantiate(data_config, "datamodule", where, recursive=False),
+        lambda: instantiate(data_config, where, _recursive_=False),
         f"{path}: its data settings (config.data) cannot build {name}",
     )
     datamodule.fetches_data = False
@@ -319,8 +320,8 @@ def restore(
     return module, datamodule, cfg
 
 
-# what the module's saved hyperparameters may build, by key (the net is checked with its layers)
-HYPERPARAMETER_KINDS = {"optimizer": "optimizer", "scheduler": "scheduler", "loss": "loss"}
+# where Lightning reads a module's saved arguments from (the first two: older versions' keys)
+HYPERPARAMETER_KEYS = ("hparams", "module_arguments", "hyper_parameters")
 
 
 def net_input(datamodule: LightningDataModule, raw: torch.Tensor) -> torch.Tensor:
@@ -330,27 +331,24 @@ def net_input(datamodule: LightningDataModule, raw: torch.Tensor) -> torch.Tenso
 
 
 def check_names(checkpoint: Mapping[str, Any], data_config: Mapping[str, Any], path: Path) -> None:
-    """Refuse the checkpoint if any `_target_` it holds is not of an allowed form for its place, before
-    anything is imported: the data module and its derived columns, the module, and the net (with its
-    layers and init scheme), optimizer, scheduler and loss of the module's saved hyperparameters.
+    """Refuse the checkpoint unless every `_target_` it holds, at every depth, is allowed for its place
+    (`dltemplate.registry`), before anything it names is imported: the data settings (with their derived
+    columns), the stored module and net configs, and the module's saved hyperparameters (the net with its
+    layers and init scheme, optimizer, scheduler, loss; see `registry.NESTED`).
 
-    The errors are those each part raises when it is built (a derived column's is a `ConfigError`).
+    Every name is checked by its form first, then each is imported and checked. What is built from the
+    checkpoint holds no interpolation (`${...}`): Hydra's `instantiate` would resolve it. A refused derived
+    column is a `ConfigError` (as building it says), anything else a `CheckpointError`.
     """
-    registry.check_names(data_config, "datamodule", f"{path}: config.data", recursive=False)
-    derived = data_config.get("derived")
-    for column, spec in (derived or {}).items() if isinstance(derived, Mapping) else ():
-        registry.check_names(spec, "feature", f"data.derived.{column}")
+    found = registry.check_names(data_config, "datamodule", f"{path}: config.data")
     try:
-        registry.check_names(checkpoint["config"]["module"], "module", f"{path}: config.module", recursive=False)
-        hparams = checkpoint.get("hyper_parameters") or {}
-        net = hparams.get("net")
-        if isinstance(net, Mapping):
-            registry.check_names({k: v for k, v in net.items() if k != "init"}, "net", "net")
-            if isinstance(net.get("init"), Mapping):
-                registry.check_names(net["init"], "init", "net.init")
-        for key, kind in HYPERPARAMETER_KINDS.items():
-            if isinstance(hparams.get(key), Mapping) and "_target_" in hparams[key]:
-                registry.check_names(hparams[key], kind, key, recursive=False)
+        config = checkpoint["config"]
+        found += registry.check_names(config["module"], "module", f"{path}: config.module", interpolations=True)
+        found += registry.check_names(config["net"], "net", f"{path}: config.net", interpolations=True)
+        for key in HYPERPARAMETER_KEYS:
+            if checkpoint.get(key) is not None:
+                found += registry.check_names(checkpoint[key], "hyperparameters", f"{path}: {key}")
+        registry.resolve_names(found)
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}" if not str(error).startswith(str(path)) else str(error)) from None
 

@@ -1,8 +1,9 @@
 """Losses chosen by configuration: a short name, any fitting `torch.nn` loss by `_target_`, or a focal loss.
 
 `module.loss` is plain data, a short name or a `_target_` config, kept as it is in the module's
-hyperparameters and so in every checkpoint; it is resolved through the registry's `loss` kind
-(`torch.nn` losses and `@register("loss")`), so a checkpoint can name no other class or function.
+hyperparameters and so in every checkpoint. It is built with Hydra's `instantiate`; a checkpoint's is
+first checked against the allowlist's `loss` kind (`torch.nn` losses and `@register("loss")`,
+`dltemplate.registry`), so a checkpoint can name no other class or function.
 
     name        builds                                         fits
     ce          torch.nn.CrossEntropyLoss                      classification (binary: the same as bce)
@@ -25,8 +26,8 @@ What a loss is given depends on what it takes, which fixes the tasks it fits:
   module owns the meaning of the net's output; forecasting nets predict the scaled series itself.
 
 Other `torch.nn` losses take what no module produces (probabilities, log-probabilities, variances,
-pairs, sequences) and are refused. A loss of your own registered with `@register("loss")` says what
-it takes in a `takes` class attribute.
+pairs, sequences) and are refused. A loss of your own says what it takes in a `takes` class
+attribute; registered with `@register("loss")`, its checkpoints restore too.
 """
 
 import inspect
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from dltemplate import registry
 from dltemplate.errors import ConfigError
+from dltemplate.instantiate import instantiate, locate
 
 LossSpec = str | Mapping[str, Any]
 
@@ -157,7 +159,7 @@ def build_loss(
     if name == "ce" and task == "binary":
         name = "bce"
     config = dict(SHORT_NAMES[name] if name is not None else _plain(spec))
-    cls = registry.resolve(config.get("_target_"), "loss", where="module.loss")
+    cls = locate(config.get("_target_"), "module.loss")
     takes = getattr(cls, "takes", None) or TAKES.get(cls)
     label = repr(spec) if name is not None else config["_target_"]
     if takes is None:
@@ -173,7 +175,7 @@ def build_loss(
     for key in ("weight", "pos_weight"):  # tensors in torch's losses; lists in a config
         if isinstance(config.get(key), (list, tuple)):
             config[key] = torch.tensor(config[key], dtype=torch.float32)
-    loss = registry.instantiate(config, "loss", where="module.loss", **extra)
+    loss = instantiate(config, "module.loss", **extra)
     return TaskLoss(loss, takes, label_smoothing if takes == "logit" else 0.0)
 
 
@@ -220,7 +222,7 @@ def target_name(cls: type) -> str:
 
 
 def _takes(target: str) -> str:
-    return TAKES[registry.resolve(target, "loss")]
+    return TAKES[locate(target, "module.loss")]
 
 
 def _plain(spec: Any) -> dict[str, Any]:

@@ -6,4 +6,46 @@ allowlist (`registry`) reads such a name as the new one, so they keep loading. O
 paths are mapped, and the class found at the new path is checked exactly as any other.
 """
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 MOVED: dict[str, str] = {}
+
+
+def moved(target: str) -> str:
+    """`target` (`package.module.Name`) at its module's current path."""
+    module_name, _, attr = target.rpartition(".")
+    return f"{MOVED[module_name]}.{attr}" if module_name in MOVED else target
+
+
+def upgrade_targets(config: Any) -> Any:
+    """`config` with every `_target_` at its module's current path (plain containers where one changed),
+    so that Hydra's `instantiate` finds what an old config or checkpoint names; `config` itself when none
+    did. Interpolations are resolved in a copy only when it must change (an old target in the run's config).
+    """
+    if not MOVED or not _names_moved(config):
+        return config
+    if isinstance(config, (DictConfig, ListConfig)):  # to plain containers, resolved as instantiate would
+        config = OmegaConf.to_container(config, resolve=True)
+    return _upgraded(config)
+
+
+def _names_moved(config: Any) -> bool:
+    if isinstance(config, Mapping):
+        target = config.get("_target_")
+        if isinstance(target, str) and moved(target) != target:
+            return True
+        return any(_names_moved(value) for value in config.values())
+    if isinstance(config, Sequence) and not isinstance(config, str):
+        return any(_names_moved(item) for item in config)
+    return False
+
+
+def _upgraded(config: Any) -> Any:
+    if isinstance(config, Mapping):
+        return {k: moved(v) if k == "_target_" and isinstance(v, str) else _upgraded(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_upgraded(item) for item in config]
+    return config

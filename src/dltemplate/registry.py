@@ -1,36 +1,33 @@
-"""The one allowlist of what a config or a checkpoint may name, checked before anything is imported.
+"""The allowlist a checkpoint is checked against: what a config read from a file may name, by place.
 
-A run config, and so every checkpoint (which stores it), names classes and functions by
-`_target_`. A checkpoint is data from disk: building from it must neither import nor call anything
-the project did not choose. Every `_target_`, at every depth, is therefore resolved here by name,
-against the *kind* of thing expected at that place:
+The run's own config (conf/ and the command line) is built with Hydra's `instantiate`
+(`dltemplate.instantiate`) and may name any class or function. A checkpoint is data from disk, and so
+are the config and the module's saved arguments in it: before anything is built from one
+(`dltemplate.checkpoint.restore`, `StepModule.load_from_checkpoint`), `check` walks it whole and
+refuses it unless every `_target_` in it, at every depth (`_args_` too), is allowed for its place:
 
     kind        may name
-    net         nn.Module classes defined in the project's `nets` packages (any folder depth), or any `torch.nn` layer
+    net         nn.Module classes defined in the project's `nets` package (any folder depth), or any `torch.nn` layer
     layer       the same: what a net's config may hold inside it (an activation, a block)
-    module      LightningModule classes defined in the project's `modules` packages
-    datamodule  LightningDataModule classes defined in the project's `data` packages
+    module      LightningModule classes defined in the project's `modules` package
+    datamodule  LightningDataModule classes defined in the project's `data` package
     optimizer   `torch.optim` optimizers
     scheduler   `torch.optim.lr_scheduler` schedulers
     loss        `torch.nn` losses, and losses registered with `@register("loss")` (`dltemplate.losses`)
     init        weight-initialisation schemes registered with `@register("init")` (`dltemplate.nets.init`)
     feature     functions registered with `@register("feature")` (derived table columns)
 
-Every `_target_` of a config is first checked by its form alone (`check_names`), so a config with
-one refused name imports nothing it names. A name is accepted only in one of these forms:
-`<package>.<submodule>.<Name>` where the submodule lies inside the project package of that kind and
-defines `Name` itself (re-exports such as `dltemplate.data.tabular.pd` are refused),
-`torch.nn.<Name>`-style members of the exact torch namespace of the kind, or an object registered
-for the kind. Only then is the submodule imported, and the object must still be of the kind's base
-class. A kind's package is the package's own (`dltemplate.nets`) or one inside a folder of the
-package (`dltemplate.image.nets`, a family's). A module path that has moved is read as its new
-path (`dltemplate.moved`), so old checkpoints keep loading. Extend the allowlist with
-`register(kind)` (a class or function of yours) or `add_source(kind, ...)` (a new namespace or a
-new kind).
-
-`instantiate` builds a checked config. It is deliberately not Hydra's `instantiate`: Hydra imports
-whatever a name says before anyone can look at it, and resolves interpolations (`${oc.create:...}`)
-again while building, which could produce a `_target_` no check has seen.
+`NESTED` says which kind each key inside a config may hold (a net's `init` an init scheme, anything
+else in a net a layer, a data module's `derived` columns features); a `_target_` anywhere else is
+refused, and so is an interpolation (`${...}`) where Hydra would resolve it. `check_names` first looks
+at every name's form alone, importing nothing it names (`<package>.<subpackage>.<file>.<Name>` with the
+kind's subpackage, a member of the kind's exact torch namespace, a registered name); `resolve_names`
+then imports each and requires it to be defined in that very module (a re-export such as
+`dltemplate.data.tabular.pd` is refused), of the kind's base class, and what Hydra finds under that
+name. Only then is the checkpoint built, with the same `instantiate`. A kind's subpackage may sit in a
+folder of the package (`dltemplate.image.nets`, a family's), and a module path that has moved is read
+as its new path (`dltemplate.moved`), so old checkpoints keep loading. Extend the allowlist with
+`register(kind)`, or `add_source(kind, ...)` for a new namespace or kind.
 """
 
 import functools
@@ -38,10 +35,12 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+from hydra._internal.utils import _locate  # how Hydra's `instantiate` finds a `_target_` (get_object logs failures)
 
 from dltemplate.errors import ConfigError
-from dltemplate.moved import MOVED
+from dltemplate.moved import MOVED, moved
 
 PACKAGE = __name__.split(".")[0]
 SPECIAL_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
@@ -116,25 +115,57 @@ class Registered:
 
 _REGISTERED: dict[str, dict[str, Any]] = {}
 
+# `Registered` sources import the project's modules that register (a library's net: in nets/__init__.py)
 _SOURCES: dict[str, list[Any]] = {
-    "net": [Namespace("nets", "torch.nn:Module"), Members("torch.nn", "torch.nn:Module"), Registered("net")],
-    "layer": [Namespace("nets", "torch.nn:Module"), Members("torch.nn", "torch.nn:Module"), Registered("net")],
-    "module": [Namespace("modules", "lightning.pytorch:LightningModule"), Registered("module")],
-    "datamodule": [Namespace("data", "lightning.pytorch:LightningDataModule"), Registered("datamodule")],
+    "net": [
+        Namespace("nets", "torch.nn:Module"),
+        Members("torch.nn", "torch.nn:Module"),
+        Registered("net", (f"{PACKAGE}.nets",)),
+    ],
+    "layer": [
+        Namespace("nets", "torch.nn:Module"),
+        Members("torch.nn", "torch.nn:Module"),
+        Registered("net", (f"{PACKAGE}.nets",)),
+    ],
+    "module": [
+        Namespace("modules", "lightning.pytorch:LightningModule"),
+        Registered("module", (f"{PACKAGE}.modules",)),
+    ],
+    "datamodule": [
+        Namespace("data", "lightning.pytorch:LightningDataModule"),
+        Registered("datamodule", (f"{PACKAGE}.data",)),
+    ],
     "optimizer": [Members("torch.optim", "torch.optim:Optimizer"), Registered("optimizer")],
     "scheduler": [Members("torch.optim.lr_scheduler", "torch.optim.lr_scheduler:LRScheduler"), Registered("scheduler")],
     "loss": [Members("torch.nn", "torch.nn.modules.loss:_Loss"), Registered("loss", (f"{PACKAGE}.losses",))],
     "init": [Registered("init", (f"{PACKAGE}.nets.init",))],
     "feature": [Registered("feature", (f"{PACKAGE}.data.features",))],
 }
-# what may appear nested inside a config of each kind, when it is built recursively
-_NESTED: dict[str, tuple[str, ...]] = {"net": ("layer",), "layer": ("layer",)}
+# the kind a config may name at each key inside a config of a kind ("*": any other key; a key left out, or
+# a kind not listed: nothing may be built there); "hyperparameters" is a module's saved arguments
+NESTED: dict[str, dict[str, str]] = {
+    "net": {"init": "init", "*": "layer"},
+    "layer": {"*": "layer"},
+    "module": {"net": "net", "optimizer": "optimizer", "scheduler": "scheduler", "loss": "loss"},
+    "datamodule": {"derived": "feature"},
+    "hyperparameters": {"net": "net", "optimizer": "optimizer", "scheduler": "scheduler", "loss": "loss"},
+}
+
+
+class Named(NamedTuple):
+    """A `_target_` found by `check_names`: the name, the kind its place allows, and where it is."""
+
+    target: str
+    kind: str
+    where: str
 
 
 def register(kind: str, name: str | None = None) -> Callable[[Any], Any]:
     """Decorator: allow the decorated class or function wherever `kind` is expected.
 
-    Its `_target_` is its full name (`module.qualname`), or `name` if given.
+    Its `_target_` is its full name (`module.qualname`), or `name`: the name a config gives it, which
+    must find the same object (`register("net", "torchvision.ops.MLP")(torchvision.ops.MLP)`, in the
+    package file of the kind: `nets/__init__.py`).
     """
     if kind not in _SOURCES:
         raise ConfigError(f"unknown kind {kind!r}; kinds are {sorted(_SOURCES)}")
@@ -146,30 +177,55 @@ def register(kind: str, name: str | None = None) -> Callable[[Any], Any]:
     return add
 
 
-def add_source(kind: str, source: Any, nested: tuple[str, ...] | None = None) -> None:
+def add_source(kind: str, source: Any, nested: Mapping[str, str] | None = None) -> None:
     """Allow a new source (`Namespace`, `Members`, `Registered`) for `kind`, creating the kind if new."""
     _SOURCES.setdefault(kind, [Registered(kind)]).append(source)
     if nested is not None:
-        _NESTED[kind] = nested
+        NESTED[kind] = dict(nested)
 
 
-def registered(kind: str) -> dict[str, Any]:
-    """Name → object of everything registered for `kind` (after importing the modules that register)."""
-    for source in _SOURCES.get(kind, []):
-        if isinstance(source, Registered):
-            source.find("", "")
-    return dict(_REGISTERED.get(kind, {}))
+def check(config: Any, kind: str, where: str = "config", interpolations: bool = False) -> None:
+    """Refuse `config` (a `kind`, or the place `kind` names in `NESTED`) unless every `_target_` in it is
+    allowed for its place: `check_names` for all of them first, then `resolve_names`. A `ConfigError` otherwise."""
+    resolve_names(check_names(config, kind, where, interpolations))
+
+
+def check_names(config: Any, kind: str, where: str = "config", interpolations: bool = False) -> list[Named]:
+    """Every `_target_` in `config`, at every depth, checked by its form alone: nothing it names is imported.
+
+    `config` is a config of `kind` (with a `_target_`), or a place of `NESTED` without one
+    ("hyperparameters"). Also refused: a `_target_` where nothing may be built, a malformed `_args_`
+    or `_partial_`, an unknown `_special_` key, and, unless `interpolations`, any `${` in a string
+    (Hydra would resolve it while building).
+    """
+    found: list[Named] = []
+    if kind in _SOURCES:
+        if not isinstance(config, Mapping) or "_target_" not in config:
+            raise ConfigError(f"{where}: expected a config with a _target_, got {config!r}")
+        _walk(config, kind, where, found, interpolations)
+    else:
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{where}: expected settings (a mapping), got {type(config).__name__}")
+        _walk_inside(config, NESTED.get(kind, {}), where, found, interpolations)
+    return found
+
+
+def resolve_names(found: list[Named]) -> None:
+    """Import and check what each name `check_names` found refers to (see `resolve`)."""
+    for named in found:
+        resolve(named.target, named.kind, named.where)
 
 
 def resolve(target: Any, kind: str, where: str = "config") -> Any:
     """The class or function `target` names, if it is allowed as a `kind`; a `ConfigError` otherwise.
 
-    Nothing outside the allowed namespaces is imported, whatever `target` says.
+    Nothing outside the allowed namespaces is imported, whatever `target` says; the object found must
+    be the one Hydra's `instantiate` finds under the same name.
     """
     module_name, attr = _split(target, kind, where)
     for source in _SOURCES[kind]:
         obj = source.find(module_name, attr)
-        if obj is not None:
+        if obj is not None and _located(moved(target)) is obj:
             return obj
     if any(isinstance(source, Namespace) and source.allows(module_name, attr) for source in _SOURCES[kind]):
         # the right place, but nothing of that name: say so rather than "put it in the package"
@@ -179,41 +235,6 @@ def resolve(target: Any, kind: str, where: str = "config") -> Any:
             f"does not define a {kind} named {attr} itself; check the file and the class name"
         )
     raise _refused(target, kind, where)
-
-
-def _split(target: Any, kind: str, where: str) -> tuple[str, str]:
-    if not isinstance(target, str) or "." not in target:
-        raise ConfigError(f"{where}: _target_ must be a dotted name of an allowed {kind}, got {target!r}")
-    module_name, attr = target.rsplit(".", 1)
-    return MOVED.get(module_name, module_name), attr
-
-
-def _refused(target: Any, kind: str, where: str) -> ConfigError:
-    return ConfigError(
-        f"{where} names _target_={target!r}, which is not an allowed {kind}: {describe(kind)}. "
-        f"A project {kind} of your own goes in the project's package or is registered with "
-        f"{PACKAGE}.registry.register({kind!r})"
-    )
-
-
-def check_names(config: Any, kind: str, where: str = "config", recursive: bool = True) -> None:
-    """Refuse `config` if any `_target_` in it (every depth when `recursive`) is not of an allowed form
-    for its place, before anything it names is imported; `check` does this first.
-
-    Only the names' form is looked at (`<package>.<subpackage>.<file>.<Name>`, a member of the kind's
-    torch namespace, a registered name); the objects are found and checked by `resolve` afterwards.
-    """
-    if not isinstance(config, Mapping) or "_target_" not in config:
-        raise ConfigError(f"{where}: expected a config with a _target_, got {config!r}")
-    target = config["_target_"]
-    module_name, attr = _split(target, kind, where)
-    if not any(source.allows(module_name, attr) for source in _SOURCES[kind]):
-        raise _refused(target, kind, where)
-    if recursive:
-        inner = _NESTED.get(kind, ())
-        for key, value in config.items():
-            if key != "_target_":
-                _check_nested(value, inner, f"{where}.{key}", check_names)
 
 
 def describe(kind: str) -> str:
@@ -230,13 +251,12 @@ def describe(kind: str) -> str:
     return "; ".join(words) or "nothing is registered"
 
 
-def check(config: Any, kind: str, where: str = "config", recursive: bool = True) -> Any:
-    """A copy of `config` (plain data) with its `_target_` resolved, and every nested one when `recursive`.
-
-    Nested `_target_`s must be of the kinds allowed inside `kind` (a net may hold layers); with
-    `recursive=False` they stay data for the object itself to build (and check) later.
-    """
-    check_names(config, kind, where, recursive)  # every name first: nothing is imported for a refused config
+def _walk(config: Mapping, kind: str, where: str, found: list[Named], interpolations: bool) -> None:
+    """Check the config of `kind` at `where` by form, and everything inside it."""
+    target = config["_target_"]
+    module_name, attr = _split(target, kind, where)
+    if not any(source.allows(module_name, attr) for source in _SOURCES[kind]):
+        raise _refused(target, kind, where)
     unknown = sorted(k for k in config if str(k).startswith("_") and str(k).endswith("_") and k not in SPECIAL_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown special key(s) {unknown}; allowed: {sorted(SPECIAL_KEYS)}")
@@ -244,73 +264,60 @@ def check(config: Any, kind: str, where: str = "config", recursive: bool = True)
         raise ConfigError(f"{where}._args_ must be a list of positional arguments, got {config['_args_']!r}")
     if not isinstance(config.get("_partial_", False), bool):
         raise ConfigError(f"{where}._partial_ must be true or false, got {config['_partial_']!r}")
-    checked = {k: v for k, v in config.items() if k not in ("_target_", "_recursive_", "_convert_")}
-    checked["_target_"] = resolve(config["_target_"], kind, where)
-    if recursive:
-        inner = _NESTED.get(kind, ())
-        for key, value in checked.items():
-            if key != "_target_":
-                checked[key] = _check_nested(value, inner, f"{where}.{key}")
-    return checked
+    found.append(Named(target, kind, where))
+    inside = {k: v for k, v in config.items() if k != "_target_"}
+    _walk_inside(inside, NESTED.get(kind, {}), where, found, interpolations)
 
 
-def _check_nested(value: Any, kinds: tuple[str, ...], where: str, check_one: Callable[..., Any] | None = None) -> Any:
-    """`value` with every nested config checked by `check_one` (`check`; `check_names` for the names alone)."""
-    check_one = check_one or check
+def _walk_inside(
+    config: Mapping, kinds: Mapping[str, str], where: str, found: list[Named], interpolations: bool
+) -> None:
+    for key, value in config.items():
+        _walk_value(value, kinds.get(key, kinds.get("*")), f"{where}.{key}", found, interpolations)
+
+
+def _walk_value(value: Any, kind: str | None, where: str, found: list[Named], interpolations: bool) -> None:
+    """Every config in `value` (plain settings around them are looked through) must be a `kind`."""
     if isinstance(value, Mapping):
         if "_target_" in value:
-            if not kinds:
+            if kind is None:
                 raise ConfigError(f"{where}: nothing may be built here, but it names _target_={value['_target_']!r}")
-            errors = []
-            for kind in kinds:
-                try:
-                    return check_one(value, kind, where)
-                except ConfigError as error:
-                    errors.append(str(error))
-            raise ConfigError(errors[0])
-        return {k: _check_nested(v, kinds, f"{where}.{k}", check_one) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_check_nested(v, kinds, f"{where}[{i}]", check_one) for i, v in enumerate(value)]
-    return value
+            _walk(value, kind, where, found, interpolations)
+            return
+        for key, item in value.items():
+            _walk_value(item, kind, f"{where}.{key}", found, interpolations)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _walk_value(item, kind, f"{where}[{i}]", found, interpolations)
+    elif isinstance(value, str) and not interpolations and "${" in value:
+        raise ConfigError(
+            f"{where}={value!r} is an interpolation; a checkpoint's settings are taken as written, and none is "
+            "resolved where it is built. Use a checkpoint written by this template's train.py"
+        )
 
 
-def instantiate(config: Any, kind: str, where: str = "config", recursive: bool = True, **kwargs: Any) -> Any:
-    """Build what `config` describes (a `kind`), after `check`; `kwargs` are passed to it as well.
-
-    Supports `_args_` (positional arguments) and `_partial_` (return a `functools.partial`). With
-    `recursive=False`, nested configs reach the object as plain dicts.
-    """
-    config = _plain(config)
-    return _build(check(config, kind, where, recursive), kwargs)
+def _split(target: Any, kind: str, where: str) -> tuple[str, str]:
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(f"{where}: _target_ must be a dotted name of an allowed {kind}, got {target!r}")
+    module_name, attr = target.rsplit(".", 1)
+    return MOVED.get(module_name, module_name), attr
 
 
-def _build(checked: dict[str, Any], kwargs: dict[str, Any]) -> Any:
-    target = checked["_target_"]
-    args = [_build_value(v) for v in checked.get("_args_", [])]
-    params = {k: _build_value(v) for k, v in checked.items() if k not in SPECIAL_KEYS}
-    params.update(kwargs)
-    if checked.get("_partial_", False):
-        return functools.partial(target, *args, **params)
-    return target(*args, **params)
+def _refused(target: Any, kind: str, where: str) -> ConfigError:
+    packages = [f"{PACKAGE}/{s.subpackage}/" for s in _SOURCES[kind] if isinstance(s, Namespace)]
+    place = f"goes in {' or '.join(packages)} or " if packages else ""
+    return ConfigError(
+        f"{where} names _target_={target!r}, which is not an allowed {kind}: {describe(kind)}. "
+        f"A {kind} of your own {place}is registered with {PACKAGE}.registry.register({kind!r})"
+    )
 
 
-def _build_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        if not isinstance(value.get("_target_", ""), str):  # resolved by `check`
-            return _build(value, {})
-        return {k: _build_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_build_value(v) for v in value]
-    return value
-
-
-def _plain(config: Any) -> Any:
-    """Plain containers: resolve a (trusted, live) OmegaConf config; copy a plain one as it is."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(config):
-        return OmegaConf.to_container(config, resolve=True, throw_on_missing=True)  # `???` left: one clear error
-    return config
+def _located(target: str) -> Any:
+    """What Hydra's `instantiate` builds for `target` (only called once the name's module is imported)."""
+    try:
+        return _locate(target)
+    except (ImportError, ValueError):
+        return None
 
 
 @functools.cache

@@ -7,8 +7,9 @@ Each function takes the DataFrame first and returns one new column. A data confi
       Title: {_target_: dltemplate.data.features.regex_extract, _partial_: true, column: Name,
               pattern: ',\\s*([^.,\\s][^.,]*)\\.'}
 
-Only functions registered here with `@register("feature")` may be named (a checkpoint's config is
-data, see `dltemplate.registry`); add yours the same way.
+The run's own config may name any such function (it is built with Hydra's `instantiate`); a
+checkpoint's config is data, and names only functions registered with `@register("feature")`, as
+these are (see `dltemplate.registry`): register yours the same way for its checkpoints to restore.
 """
 
 from collections.abc import Sequence

@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from dltemplate import registry
 from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.inferred import Inferred
@@ -26,6 +25,7 @@ from dltemplate.data.targets import (
 )
 from dltemplate.data.tensors import HeldOutRows, TensorDataModule, require_split, stratified_holdout
 from dltemplate.errors import ConfigError, DataError, MissingColumnError
+from dltemplate.instantiate import instantiate
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,9 @@ class TabularDataModule(HeldOutRows, TensorDataModule, PredictsRows):
                     raise ConfigError(f"column(s) {both} are listed under both data.{role} and data.{other}: keep one")
 
     def _derived_functions(self) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
-        # checkpoints store this config: only registered feature functions may be named (registry.py)
+        # checkpoints store this config: restoring one checks its features against the allowlist (registry.py)
         return {
-            column: registry.instantiate({**spec, "_partial_": True}, "feature", where=f"data.derived.{column}")
+            column: instantiate({**spec, "_partial_": True}, f"data.derived.{column}")
             for column, spec in (self.hparams.derived or {}).items()
         }
 

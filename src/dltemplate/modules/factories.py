@@ -1,10 +1,11 @@
-"""Turn a net's config into the net, refusing anything else a config could name; no downloads when restoring.
+"""Turn a net's config into the net (Hydra's `instantiate`); no downloads when restoring.
 
 A module takes its net (and optimizer and scheduler: `dltemplate.modules.optimizers`, `.schedulers`)
 either as a ready object or as a Hydra config (a plain dict with `_target_`). Configs are what gets
 saved in the checkpoint, so `load_from_checkpoint` can rebuild the net without being handed it
-again. Because a checkpoint is data from disk, every `_target_`, at every depth, goes through the
-project's allowlist (`dltemplate.registry`) before anything is imported or called.
+again. The run's own config may name any net class or function (`torchvision.models.resnet18`);
+a checkpoint's is checked against the project's allowlist (`dltemplate.registry`) before anything
+in it is imported (`StepModule.load_from_checkpoint`, `dltemplate.checkpoint.restore`).
 """
 
 import contextlib
@@ -16,8 +17,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from dltemplate import registry
 from dltemplate.errors import ConfigError
+from dltemplate.instantiate import instantiate, locate
 from dltemplate.modules.optimizers import parameters_of
 from dltemplate.nets.init import init_scheme
 
@@ -56,7 +57,7 @@ def without_downloads(net: Any) -> Any:
     """
     if not isinstance(net, Mapping):
         return net
-    accepted = parameters_of(registry.resolve(net.get("_target_"), "net", where="net"))
+    accepted = parameters_of(locate(net.get("_target_"), "net"))
     return {**net, **{k: v for k, v in DOWNLOADED.items() if k in net or k in accepted}}
 
 
@@ -79,7 +80,7 @@ def build_net(net: NetSpec) -> nn.Module:
             "set net.init=null, or net.pretrained=false and net.weights=null to train from scratch"
         )
     scheme = None if init is None else init_scheme(init)
-    built = registry.instantiate(config, "net", where="net")
+    built = instantiate(config, "net", expect=nn.Module)
     if scheme is not None:
         scheme(built)
     return built
@@ -91,14 +92,14 @@ def net_data_settings(net: Mapping[str, Any]) -> dict[str, Any]:
     A net class declares them in a static `data_settings(config)`; `net` may hold unresolved sizes
     (`${dims...}`): only the keys the net class reads are resolved.
     """
-    cls = registry.resolve(net.get("_target_"), "net", where="net")
+    cls = locate(net.get("_target_"), "net")
     settings = getattr(cls, "data_settings", None)
     return dict(settings(net)) if callable(settings) else {}
 
 
 def complete_net_config(net: Mapping[str, Any]) -> dict[str, Any]:
     """`net` with what rebuilding it from a checkpoint needs (a transformer's architecture), when its class says."""
-    cls = registry.resolve(net.get("_target_"), "net", where="net")
+    cls = locate(net.get("_target_"), "net")
     complete = getattr(cls, "complete_config", None)
     return complete(net) if callable(complete) else dict(net)
 

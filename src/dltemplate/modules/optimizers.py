@@ -13,8 +13,8 @@ from lightning.pytorch.strategies import ParallelStrategy
 from torch import nn
 from torch.optim import SGD, Adagrad, Optimizer, SparseAdam
 
-from dltemplate import registry
 from dltemplate.errors import ConfigError
+from dltemplate.instantiate import instantiate
 from dltemplate.nets.init import LINEAR
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def build_optimizer(
     """
     optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
     if isinstance(optimizer, Mapping):
-        optimizer = registry.instantiate({**optimizer, "_partial_": True}, "optimizer", where="optimizer")
+        optimizer = instantiate({**optimizer, "_partial_": True}, "optimizer", expect=Optimizer)
     if isinstance(params, nn.Module):
         accepted = parameters_of(getattr(optimizer, "func", optimizer))
         if "weight_decay" in accepted or backbone_lr_scale is not None or sparse_parameters(params):

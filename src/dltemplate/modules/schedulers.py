@@ -7,8 +7,8 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR, PolynomialLR
 
-from dltemplate import registry
 from dltemplate.errors import ConfigError
+from dltemplate.instantiate import instantiate, locate
 from dltemplate.modules.optimizers import build_optimizer
 
 SchedulerSpec = Callable[[Optimizer], LRScheduler] | Mapping[str, Any]
@@ -30,7 +30,7 @@ def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer, run_length: 
     """
     if isinstance(scheduler, Mapping):
         scheduler = dict(scheduler)
-        cls = registry.resolve(scheduler.get("_target_"), "scheduler", where="scheduler")
+        cls = locate(scheduler.get("_target_"), "scheduler")
         key = RUN_LENGTH.get(cls)
         if key is not None and scheduler.get(key) is None and not (cls is OneCycleLR and scheduler.get("epochs")):
             if run_length is None:
@@ -42,7 +42,7 @@ def build_scheduler(scheduler: SchedulerSpec, optimizer: Optimizer, run_length: 
         if cls is OneCycleLR and "cycle_momentum" not in scheduler:  # cycle a momentum only where there is one
             defaults = optimizer.defaults
             scheduler["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
-        scheduler = registry.instantiate({**scheduler, "_partial_": True}, "scheduler", where="scheduler")
+        scheduler = instantiate({**scheduler, "_partial_": True}, "scheduler", expect=LRScheduler)
     return scheduler(optimizer)
 
 

@@ -1,14 +1,19 @@
 """The step every module shares, in named parts that a variant overrides one at a time."""
 
+from contextvars import ContextVar
 from typing import Any
 
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from torch import Tensor
 from torchmetrics import MetricCollection
 
+from dltemplate import registry
 from dltemplate.modules.finite import check_finite
 from dltemplate.modules.metrics import log_epoch_metrics
 from dltemplate.modules.schedulers import configure_optimizers
+
+_LOADING = ContextVar("loading_from_checkpoint", default=False)
 
 
 class StepModule(LightningModule):
@@ -39,6 +44,29 @@ class StepModule(LightningModule):
     compares_to_naive: bool = False
     # the first non-finite training loss as (step, value) tensors on the device, kept by `check_finite`
     _first_nonfinite: tuple[Tensor, Tensor] | None = None
+
+    # ---- from a checkpoint ---------------------------------------------------------------------
+
+    @_restricted_classmethod  # Lightning's classmethod that refuses to be called on an instance
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's `load_from_checkpoint`, with the module's saved arguments checked before they are built.
+
+        They are data from a file: every `_target_` in them (the net and its layers, the optimizer,
+        scheduler and loss) must be allowed for its place by the allowlist (`dltemplate.registry`),
+        before anything it names is imported; a `ConfigError` otherwise. The module then builds them
+        with Hydra's `instantiate`, as it does from the run's own config.
+        """
+        token = _LOADING.set(True)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        finally:
+            _LOADING.reset(token)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "StepModule":
+        if _LOADING.get():  # Lightning creates the module with the checkpoint's hyperparameters (and the caller's)
+            _LOADING.set(False)  # once: a module this one creates itself is not the checkpoint's
+            registry.check(kwargs, "hyperparameters", f"{cls.__name__}.load_from_checkpoint: hyper_parameters")
+        return super().__new__(cls)
 
     # ---- the parts -------------------------------------------------------------------------------
 

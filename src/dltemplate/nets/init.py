@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from dltemplate import registry
 from dltemplate.errors import ConfigError
+from dltemplate.instantiate import instantiate
 
 InitSpec = str | Mapping[str, Any]
 
@@ -66,7 +67,7 @@ GATES = {"LSTM": 4, "GRU": 3}  # weight blocks stacked in a recurrent layer's ma
 
 
 def init_scheme(spec: InitSpec) -> Callable[[nn.Module], None]:
-    """The scheme `spec` names (a short name or a `_target_` config), checked by the registry; call it on a net."""
+    """The scheme `spec` names (a short name or a `_target_` config); call it on a net."""
     if isinstance(spec, str):
         if spec not in SCHEMES:
             raise ConfigError(
@@ -75,7 +76,7 @@ def init_scheme(spec: InitSpec) -> Callable[[nn.Module], None]:
         spec = {"_target_": SCHEMES[spec]}
     if not isinstance(spec, Mapping):
         raise ConfigError(f"net.init must be a scheme name, a config with a _target_ or null, got {spec!r}")
-    scheme = registry.instantiate({**spec, "_partial_": True}, "init", where="net.init")
+    scheme = instantiate({**spec, "_partial_": True}, "net.init")
 
     def apply(net: nn.Module) -> None:
         scheme(net)
