@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dltemplate.cli import check_command_line, run_entry_point
-from dltemplate.serve import main as serve_main
+from dltemplate.extras.serve import main as serve_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="serve")

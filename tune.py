@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dltemplate.cli import check_command_line, run_entry_point
-from dltemplate.tune import main as tune_main
+from dltemplate.extras.tune import main as tune_main
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

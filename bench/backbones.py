@@ -16,8 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dltemplate.nets.timm import TimmNet
-from dltemplate.nets.transformer import TransformerNet
+from dltemplate.image.nets.timm import TimmNet
+from dltemplate.text.nets.transformer import TransformerNet
 
 DISTILBERT = {
     "model_type": "distilbert",

@@ -35,7 +35,7 @@ from dltemplate.build import build_datamodule, build_module
 from dltemplate.callbacks.timing import EpochTimer
 from dltemplate.config import compose_config
 from dltemplate.data.batches import DeviceBatches, rows_of
-from dltemplate.data.images import ImageDataModule
+from dltemplate.image.data.images import ImageDataModule
 from dltemplate.train import train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -30,8 +30,8 @@ from torchvision import datasets, transforms
 
 from dltemplate.callbacks.timing import EpochTimer
 from dltemplate.config import compose_config
-from dltemplate.data.images import ImageDataModule
-from dltemplate.nets.simple_cnn import SimpleCNN
+from dltemplate.image.data.images import ImageDataModule
+from dltemplate.image.nets.simple_cnn import SimpleCNN
 from dltemplate.train import train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"

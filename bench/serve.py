@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from dltemplate.config import compose_config
-from dltemplate.data.text_files import read_aclimdb
-from dltemplate.serve import free_port, local_server
+from dltemplate.extras.serve import free_port, local_server
+from dltemplate.text.data.text_files import read_aclimdb
 from dltemplate.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

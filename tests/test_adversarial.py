@@ -25,7 +25,7 @@ from dltemplate.config import compose_config
 from dltemplate.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from dltemplate.evaluate import evaluate
 from dltemplate.evaluate import main as evaluate_main
-from dltemplate.export import export_checkpoint
+from dltemplate.extras.export import export_checkpoint
 from dltemplate.instantiate import instantiate
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.predict import main as predict_main
@@ -139,7 +139,7 @@ def test_a_feature_name_that_only_starts_like_the_project_is_refused(titanic_run
 
     def edit(checkpoint):
         checkpoint["config"]["data"]["derived"]["Title"] = {
-            "_target_": "dltemplate.data.tabular.pd.DataFrame.to_csv",
+            "_target_": "dltemplate.tabular.data.tabular.pd.DataFrame.to_csv",
             "path_or_buf": str(written),
         }
 
@@ -189,7 +189,7 @@ print("imported:", sorted(m for m in sys.modules if m in ("dltemplate.nets.mlp",
         ("torch.load", "layer"),
         ("torch.nn.functional.relu", "net"),  # a function, not a layer class
         ("dltemplate.nets.mlp.nn.Module", "net"),  # a re-export, not defined there
-        ("dltemplate.data.tabular.pd.read_csv", "feature"),
+        ("dltemplate.tabular.data.tabular.pd.read_csv", "feature"),
         ("torch.optim.Optimizer.zero_grad", "optimizer"),
         ("dltemplate.modules.classification.ClassificationModule", "net"),  # the wrong kind
     ],
@@ -322,9 +322,9 @@ try:
 except CheckpointError as error:
     print("refused:", error)
 names = (
-    "dltemplate.data.tabular",
+    "dltemplate.tabular.data.tabular",
     "dltemplate.modules.classification",
-    "dltemplate.nets.tabular",
+    "dltemplate.tabular.nets.tabular",
     "evil_module",
 )
 print("imported:", sorted(m for m in sys.modules if m in names))
@@ -673,7 +673,7 @@ def test_a_copied_run_directory_predicts_with_its_own_checkpoint(finished_run, t
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_for_prediction_and_export(finished_run, tmp_path, capsys):
-    from dltemplate.export import main as export_main
+    from dltemplate.extras.export import main as export_main
 
     best = Path(json.loads((finished_run / RESULT_FILE).read_text())["best_checkpoint"])
     checkpoint = torch.load(best, weights_only=True)

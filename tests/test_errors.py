@@ -151,8 +151,8 @@ def test_an_unset_environment_variable_in_a_command_line_value_is_one_line(capsy
 @pytest.mark.parametrize(
     ("setting", "module", "path"),
     [
-        ("cv.folds=2", "dltemplate.cv", "src/dltemplate/cv.py"),
-        ("backtest.origins=2", "dltemplate.backtest", "src/dltemplate/backtest.py"),
+        ("cv.folds=2", "dltemplate.extras.cv", "src/dltemplate/extras/cv.py"),
+        ("backtest.origins=2", "dltemplate.extras.backtest", "src/dltemplate/extras/backtest.py"),
     ],
 )
 def test_a_selection_in_a_project_without_that_extra_is_one_line(make_cfg, capsys, monkeypatch, setting, module, path):
@@ -195,7 +195,7 @@ def search(tmp_path):
     """Compose a search config (rings, titanic's search) and run `tune` on it, as tune.py would."""
     from hydra import compose, initialize_config_dir
 
-    tune = pytest.importorskip("dltemplate.tune", reason="the search is an extra, not in this project").tune
+    tune = pytest.importorskip("dltemplate.extras.tune", reason="the search is an extra, not in this project").tune
 
     if not (CONFIG_DIR / "hparams_search" / "titanic_optuna.yaml").is_file():
         pytest.skip("the search config of the tabular family is not in this project")
@@ -248,10 +248,10 @@ def test_a_search_whose_every_trial_fails_is_an_error_naming_the_first_cause(sea
 
 
 def test_a_search_whose_every_trial_returns_nan_is_one_line_saying_so(search, monkeypatch, capsys):
-    import dltemplate.tune
+    import dltemplate.extras.tune
 
     # Optuna records a NaN objective as a failed trial without raising: the search must still fail
-    monkeypatch.setattr(dltemplate.tune, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float("nan")})
+    monkeypatch.setattr(dltemplate.extras.tune, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float("nan")})
     line = one_error_line(capsys, lambda: search("optuna.n_trials=2"))
     assert "every trial of study rings_search failed (2 in this search)" in line
     assert "trial 0: val/loss_best is NaN" in line
@@ -300,7 +300,8 @@ def _entry_point(name: str):
     """The function an entry point's Hydra task runs first (serve: the server it builds, not the serving)."""
     import importlib
 
-    module = importlib.import_module(f"dltemplate.{name}")
+    extras = {"serve", "export", "tune"}  # src/dltemplate/extras/
+    module = importlib.import_module(f"dltemplate.extras.{name}" if name in extras else f"dltemplate.{name}")
     return module.build_server if name == "serve" else module.main
 
 
@@ -394,7 +395,7 @@ def _export_config(ckpt: Path, tmp_path: Path, *overrides: str):
 def test_an_export_beyond_the_tolerance_is_one_line_and_leaves_no_file(
     rings_checkpoint, tmp_path, capsys, monkeypatch, difference, message
 ):
-    exporting = pytest.importorskip("dltemplate.export", reason="export is an extra, not in this project")
+    exporting = pytest.importorskip("dltemplate.extras.export", reason="export is an extra, not in this project")
 
     real = exporting.export
 
@@ -411,7 +412,7 @@ def test_an_export_beyond_the_tolerance_is_one_line_and_leaves_no_file(
 
 
 def test_an_export_within_the_tolerance_is_written(rings_checkpoint, tmp_path):
-    export_checkpoint = pytest.importorskip("dltemplate.export", reason="export is an extra").export_checkpoint
+    export_checkpoint = pytest.importorskip("dltemplate.extras.export", reason="export is an extra").export_checkpoint
 
     path, difference = export_checkpoint(_export_config(rings_checkpoint, tmp_path))
     assert path == tmp_path / "export" / "model.torchscript" and path.is_file() and difference <= 1e-4
@@ -420,7 +421,7 @@ def test_an_export_within_the_tolerance_is_written(rings_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("tolerance", ["-1", "abc", "nan"])
 def test_a_tolerance_that_is_not_a_number_of_at_least_0_is_refused(rings_checkpoint, tmp_path, tolerance):
-    export_checkpoint = pytest.importorskip("dltemplate.export", reason="export is an extra").export_checkpoint
+    export_checkpoint = pytest.importorskip("dltemplate.extras.export", reason="export is an extra").export_checkpoint
 
     with pytest.raises(ConfigError, match="must be a number of at least 0"):
         export_checkpoint(_export_config(rings_checkpoint, tmp_path, f"tolerance={tolerance}"))
@@ -436,7 +437,7 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
 
     import psutil
 
-    serving = pytest.importorskip("dltemplate.serve", reason="serving is an extra, not in this project")
+    serving = pytest.importorskip("dltemplate.extras.serve", reason="serving is an extra, not in this project")
     _healthy, free_port = serving._healthy, serving.free_port
 
     port = free_port()

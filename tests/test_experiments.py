@@ -79,7 +79,7 @@ def test_a_multirun_into_another_sweeps_directory_is_refused_before_a_job_writes
 @pytest.mark.slow  # several seconds: CI runs it, `pytest` alone skips it
 @pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
 def test_optuna_search_records_failed_trials_and_continues_from_its_storage(tmp_path):
-    tune = pytest.importorskip("dltemplate.tune", reason="the search is an extra, not in this project").tune
+    tune = pytest.importorskip("dltemplate.extras.tune", reason="the search is an extra, not in this project").tune
     provide_task_data("titanic", tmp_path / "data")
     base = [
         f"paths.data_dir={tmp_path / 'data'}",
@@ -249,7 +249,7 @@ def test_a_signal_during_an_epoch_stops_the_run_with_a_checkpoint_to_resume(tmp_
 
 @pytest.mark.skipif("titanic" not in TASKS, reason="the tabular family is not in this project")
 def test_a_continued_search_draws_new_parameters_not_trial_0s_again(tmp_path, monkeypatch):
-    tune_module = pytest.importorskip("dltemplate.tune", reason="the search is an extra, not in this project")
+    tune_module = pytest.importorskip("dltemplate.extras.tune", reason="the search is an extra, not in this project")
     tune = tune_module.tune
 
     monkeypatch.setattr(tune_module, "_trial_metrics", lambda trial, cfg: {"val/loss_best": float(trial.number)})

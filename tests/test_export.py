@@ -6,7 +6,7 @@ import torch
 from dltemplate.checkpoint import default_paths, load_checkpoint, restore
 from dltemplate.config import compose_config
 from dltemplate.errors import ConfigError
-from dltemplate.export import FORMATS, export, export_checkpoint, net_input
+from dltemplate.extras.export import FORMATS, export, export_checkpoint, net_input
 from dltemplate.train import train
 from tests.datasets import provide_task_data
 from tests.helpers import CONFIG_DIR, TASKS
@@ -53,7 +53,7 @@ def test_exported_models_match_the_checkpoint(make_cfg, tmp_path, task):
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
 def test_an_exported_text_model_takes_a_batch_of_one_and_texts_of_any_length(tmp_path, fmt):
-    from dltemplate.nets.ngram_bag import NGramBag
+    from dltemplate.text.nets.ngram_bag import NGramBag
 
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")

@@ -13,10 +13,10 @@ from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_image
 
 from dltemplate.config import compose_config
-from dltemplate.data import image_files
-from dltemplate.data.image_chunks import ChunkedImages
-from dltemplate.data.images import ImageDataModule, ImageTensors
 from dltemplate.errors import ConfigError, DataError
+from dltemplate.image.data import image_files
+from dltemplate.image.data.image_chunks import ChunkedImages
+from dltemplate.image.data.images import ImageDataModule, ImageTensors
 from dltemplate.predict import predict
 from dltemplate.selection import Split
 from dltemplate.train import train
@@ -77,7 +77,7 @@ def test_augmentation_draws_per_image(tmp_path):
 def test_batched_augmentation_matches_torchvision_crop_and_flip():
     from torchvision.transforms.v2 import functional as TF
 
-    from dltemplate.data.augment import random_crop_and_flip
+    from dltemplate.image.data.augment import random_crop_and_flip
 
     images = torch.randint(0, 256, (64, 3, 6, 5), dtype=torch.uint8)
     torch.manual_seed(0)
@@ -566,7 +566,7 @@ def test_two_streamed_folds_each_fit_statistics_on_their_own_training_images(tmp
 
 
 def test_mistakes_keep_each_class_most_confident_errors_across_batches():
-    from dltemplate.callbacks.images import Mistakes
+    from dltemplate.image.callbacks.images import Mistakes
 
     torch.manual_seed(0)
     mistakes = Mistakes(max_images=4, to_view=lambda images: images.cpu())
@@ -625,7 +625,7 @@ def test_the_test_folder_can_be_named_and_a_root_without_one_says_how(tmp_path):
 
 
 def test_training_inputs_are_a_class_balanced_sample_titled_with_their_classes():
-    from dltemplate.callbacks.images import balanced_indices, labelled_grid
+    from dltemplate.image.callbacks.images import balanced_indices, labelled_grid
 
     targets = torch.tensor([0, 0, 0, 0, 0, 0, 1, 0, 1, 0])  # a batch mostly of class 0
     chosen = balanced_indices(targets, 4)

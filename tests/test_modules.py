@@ -139,7 +139,7 @@ def test_bad_class_weights_are_refused():
 
 
 def test_weight_decay_applies_to_linear_conv_and_recurrent_weights_only():
-    TabularNet = pytest.importorskip("dltemplate.nets.tabular").TabularNet
+    TabularNet = pytest.importorskip("dltemplate.tabular.nets.tabular").TabularNet
 
     net = nn.ModuleDict(
         {

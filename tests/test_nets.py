@@ -90,7 +90,7 @@ def test_mlp_options_build_the_layers_they_name():
 
 @needs("tabular")
 def test_tabular_net_embeds_or_one_hot_encodes_categories():
-    from dltemplate.nets.tabular import TabularNet
+    from dltemplate.tabular.nets.tabular import TabularNet
 
     one_hot = TabularNet(4, [3, 5], 1, hidden=[20, 15])
     assert one_hot.mlp.layers[0].in_features == 4 + 3 + 5  # the book's shape: inputs → 20 → 15 → 1
@@ -101,8 +101,8 @@ def test_tabular_net_embeds_or_one_hot_encodes_categories():
 
 @needs("growth_lstm", "rnn_forecaster")
 def test_forecasters_start_from_the_last_observed_value():
-    from dltemplate.nets.growth_lstm import GrowthRateLSTM
-    from dltemplate.nets.rnn_forecaster import RNNForecaster
+    from dltemplate.series.nets.growth_lstm import GrowthRateLSTM
+    from dltemplate.series.nets.rnn_forecaster import RNNForecaster
 
     x = torch.rand(4, WINDOW, 3) + 0.5
     assert torch.equal(RNNForecaster(3, horizon=2)(x), x[:, -1:].expand(4, 2, 3))  # untrained = naive
@@ -111,14 +111,14 @@ def test_forecasters_start_from_the_last_observed_value():
 
 @needs("simple_cnn")
 def test_simple_cnn_has_the_books_54k_parameters():
-    from dltemplate.nets.simple_cnn import SimpleCNN
+    from dltemplate.image.nets.simple_cnn import SimpleCNN
 
     assert sum(p.numel() for p in SimpleCNN().parameters()) == 54_273
 
 
 @needs("ngram_bag")
 def test_ngram_bag_leaves_padding_out_and_empty_texts_get_a_prediction():
-    from dltemplate.nets.ngram_bag import NGramBag
+    from dltemplate.text.nets.ngram_bag import NGramBag
 
     net = NGramBag(vocab_size=20, embedding_dim=4, ngrams=2, buckets=64)
     ids = torch.tensor([[5, 6, 7, 0, 0], [0, 0, 0, 0, 0]])
@@ -130,7 +130,7 @@ def test_ngram_bag_leaves_padding_out_and_empty_texts_get_a_prediction():
 
 @needs("text_cnn")
 def test_book_text_cnn_pads_or_cuts_to_its_length():
-    from dltemplate.nets.text_cnn import BookTextCNN
+    from dltemplate.text.nets.text_cnn import BookTextCNN
 
     net = BookTextCNN(vocab_size=10_000)
     assert net.head.in_features == 6144  # the book's 200 tokens → 6144 features
@@ -157,7 +157,7 @@ def test_every_init_scheme_fits_every_net(name):
 
 
 def test_schemes_go_by_layer_type():
-    TabularNet = pytest.importorskip("dltemplate.nets.tabular").TabularNet
+    TabularNet = pytest.importorskip("dltemplate.tabular.nets.tabular").TabularNet
 
     torch.manual_seed(0)
     net = nn.ModuleDict(
@@ -182,9 +182,11 @@ def test_schemes_go_by_layer_type():
 
 @needs("rnn_forecaster")
 def test_a_net_that_needs_its_own_start_keeps_it():
-    from dltemplate.nets.rnn_forecaster import RNNForecaster
+    from dltemplate.series.nets.rnn_forecaster import RNNForecaster
 
-    net = build_net({"_target_": "dltemplate.nets.rnn_forecaster.RNNForecaster", "num_series": 3, "init": "xavier"})
+    net = build_net(
+        {"_target_": "dltemplate.series.nets.rnn_forecaster.RNNForecaster", "num_series": 3, "init": "xavier"}
+    )
     x = torch.rand(4, WINDOW, 3)
     assert isinstance(net, RNNForecaster) and torch.equal(net(x), x[:, -1:])  # still the naive forecast
 
@@ -288,7 +290,7 @@ def test_a_library_net_trains_by_config_without_a_wrapper_but_its_checkpoint_is_
 @needs("tabular")
 def test_category_codes_out_of_range_are_read_as_unknown_in_every_runtime():
     """Code 0 is "unknown": a negative or too large code gives its answer, not an error or a wrapped index."""
-    TabularNet = pytest.importorskip("dltemplate.nets.tabular").TabularNet
+    TabularNet = pytest.importorskip("dltemplate.tabular.nets.tabular").TabularNet
     net = TabularNet(num_numeric=1, cardinalities=[3, 4], out_features=1, embedding_dim=2).eval()
     unknown = net(torch.tensor([[0.5, 0.0, 0.0]]))
     for codes in ([-1.0, 0.0], [3.0, -2.0], [0.0, 99.0], [-3.0, 4.0]):

@@ -29,10 +29,11 @@ from tests.helpers import CONFIG_DIR
 
 
 def classes_in(package, base: type) -> list[type]:
-    """The subclasses of `base` defined in the modules of `package` (those this project has)."""
+    """The subclasses of `base` defined anywhere in `package` (the core and every family folder this
+    project has), found by walking it."""
     found = []
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+        module = importlib.import_module(info.name)
         found += [
             value
             for value in vars(module).values()
@@ -41,8 +42,8 @@ def classes_in(package, base: type) -> list[type]:
     return sorted(found, key=lambda cls: cls.__qualname__)
 
 
-DATA_MODULES = classes_in(dltemplate.data, LightningDataModule)
-MODULES = classes_in(dltemplate.modules, StepModule)
+DATA_MODULES = classes_in(dltemplate, LightningDataModule)
+MODULES = classes_in(dltemplate, StepModule)
 PROTOCOLS = [
     value
     for value in vars(protocols).values()
@@ -91,7 +92,7 @@ def test_a_data_module_defines_every_member_of_the_protocols_it_names(cls, proto
 
 @pytest.mark.parametrize("cls", DATA_MODULES, ids=lambda cls: cls.__name__)
 def test_each_data_module_offers_what_its_family_needs(cls):
-    from dltemplate.serve import INPUT_KEYS
+    from dltemplate.extras.serve import INPUT_KEYS
 
     if issubclass(cls, TensorDataModule):  # read directly by the callbacks, serve.py, cv.py and build.py
         assert HasClasses in cls.__mro__ and issubclass(cls, InfersSettings)
@@ -218,7 +219,7 @@ def test_forecasting_with_a_data_module_that_continues_no_series_is_one_line(mon
 
 
 def test_serving_inputs_of_a_kind_serve_has_no_request_for_is_one_line_before_the_server(monkeypatch, tmp_path, capsys):
-    import dltemplate.serve as serving
+    import dltemplate.extras.serve as serving
 
     monkeypatch.setattr(serving, "find_checkpoint", Path)
     monkeypatch.setattr(serving, "restore", _restored(_Audio()))

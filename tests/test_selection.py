@@ -10,17 +10,17 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from dltemplate.backtest import origin_config
 from dltemplate.build import build_datamodule
 from dltemplate.checkpoint import restore
-from dltemplate.cv import fold_config
-from dltemplate.data.series import SeriesDataModule
-from dltemplate.data.tabular import TabularDataModule
 from dltemplate.errors import ConfigError, DataError
+from dltemplate.extras.backtest import origin_config
+from dltemplate.extras.cv import fold_config
+from dltemplate.extras.tune import tune
 from dltemplate.rundir import read_result
 from dltemplate.selection import Split, run_split, stratified_folds
+from dltemplate.series.data.series import SeriesDataModule
+from dltemplate.tabular.data.tabular import TabularDataModule
 from dltemplate.train import main, run_metrics, train
-from dltemplate.tune import tune
 from tests.datasets import mixed_frame, provide_task_data
 from tests.helpers import CONFIG_DIR
 

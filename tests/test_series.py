@@ -10,10 +10,10 @@ import torch
 
 from dltemplate.config import compose_config
 from dltemplate.data.dates import find_date_column, format_dates, parse_dates
-from dltemplate.data.series import SeriesDataModule
 from dltemplate.errors import ConfigError, DataError, MissingColumnError, UserError
 from dltemplate.forecast import forecast, forecast_table
 from dltemplate.modules.forecasting import ForecastingModule
+from dltemplate.series.data.series import SeriesDataModule
 from dltemplate.train import train
 from tests.datasets import covid_like_frame, provide_task_data, seasonal_frame
 from tests.helpers import CONFIG_DIR, tensorboard_tags

@@ -17,8 +17,8 @@ import torch
 from dltemplate import api
 from dltemplate.config import compose_config
 from dltemplate.errors import CheckpointError
+from dltemplate.extras.serve import CheckpointAPI, free_port, local_server
 from dltemplate.forecast import with_written_dates
-from dltemplate.serve import CheckpointAPI, free_port, local_server
 from dltemplate.train import train
 from tests.datasets import covid_like_frame, provide_task_data, titanic_frame
 from tests.helpers import CONFIG_DIR, ROOT, TASKS, run_script

@@ -21,10 +21,10 @@ from dltemplate.data.csv_files import read_csv
 from dltemplate.data.download import ensure_file
 from dltemplate.data.table_columns import date_format
 from dltemplate.data.table_encoder import MISSING, UNKNOWN
-from dltemplate.data.tabular import TabularDataModule
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.evaluate import evaluate
 from dltemplate.predict import predict
+from dltemplate.tabular.data.tabular import TabularDataModule
 from dltemplate.train import train
 from tests.datasets import mixed_frame, provide_task_data, write_titanic
 from tests.helpers import CONFIG_DIR, tensorboard_tags

@@ -54,7 +54,9 @@ def test_every_file_belongs_to_a_part():
 
 def test_every_part_is_a_choice():
     families = set(COPIER["families"]["choices"].values())
-    options = {"notebooks", "bench", "shared", "template"} | {f"logger_{n}" for n in COPIER["loggers"]["choices"]}
+    options = {"notebooks", "bench", "extras", "shared", "template"} | {
+        f"logger_{n}" for n in COPIER["loggers"]["choices"]
+    }
     assert set(COPIER["parts"]["default"]) == families | options
     finish = load_finish()
     assert set(finish.DEFAULT_TASKS) == families
@@ -79,7 +81,7 @@ def test_readme_sections_of_parts_not_kept_are_dropped():
     assert trimmed == "# t\n| b | <!-- family:text -->\n<!-- family:text -->\ntexts\n<!-- /family:text -->\nend\n"
     assert finish.trim_markdown(trimmed, {"text", "bench"}) == trimmed
     readme = (ROOT / "README.md").read_text()
-    kept = set(COPIER["families"]["choices"].values()) | {"notebooks", "bench", "csv", "template"}
+    kept = set(COPIER["families"]["choices"].values()) | {"notebooks", "bench", "extras", "csv", "template"}
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = page.read_text()
         assert finish.trim_markdown(text, kept) == text, page  # every section closes; all kept: nothing dropped
@@ -129,7 +131,7 @@ def run(project: Path, *args: str, timeout: float = 1200, **env: str) -> subproc
 
 
 PROJECTS = {
-    "regression": {"families": ["regression"], "notebooks": True, "bench": False, "loggers": []},
+    "regression": {"families": ["regression"], "notebooks": True, "bench": False, "loggers": [], "extras": False},
     "all": {"families": ["regression", "tabular", "image", "text", "series"], "notebooks": True, "bench": True},
     "text_only": {"families": ["text"], "notebooks": False, "bench": True, "loggers": ["csv"]},
 }
@@ -155,7 +157,8 @@ def test_a_generated_project_passes_its_own_tests_and_trains(template_repo, tmp_
     assert (project / "docs" / "texts.md").exists() == ("text" in families)
     assert (project / "docs" / "images.md").exists() == ("image" in families)
     assert ("docs/texts.md" in readme) == ("text" in families)  # the README links only pages it has
-    assert (package / "nets" / "resnet.py").exists() == ("image" in families)
+    assert (package / "image" / "nets" / "resnet.py").exists() == ("image" in families)
+    assert (package / "extras").is_dir() == answers.get("extras", True)
     assert (project / "notebooks").exists() == answers["notebooks"]
     assert (project / "bench").exists() == answers["bench"]
     assert (project / "conf" / "logger" / "csv.yaml").exists() == ("csv" in answers.get("loggers", ["csv"]))

@@ -14,10 +14,10 @@ import yaml
 
 from dltemplate.config import compose_config
 from dltemplate.data import download
-from dltemplate.data import text as text_module
-from dltemplate.data.text import TextDataModule
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.predict import predict
+from dltemplate.text.data import text as text_module
+from dltemplate.text.data.text import TextDataModule
 from dltemplate.train import train
 from tests.datasets import provide_task_data, review, write_aclimdb
 from tests.helpers import CONFIG_DIR, assert_balanced_class_weights, tensorboard_tags
@@ -305,7 +305,7 @@ def test_classes_null_reads_every_class_folder_of_both_splits(tmp_path, caplog):
 
 
 def bag_net() -> torch.nn.Module:
-    from dltemplate.nets.ngram_bag import NGramBag
+    from dltemplate.text.nets.ngram_bag import NGramBag
 
     torch.manual_seed(0)
     return NGramBag(20, 1, embedding_dim=4, ngrams=2, buckets=16)

@@ -152,7 +152,7 @@ def test_a_run_without_checkpoints(make_cfg):
 
 @pytest.mark.slow  # compiling with inductor takes tens of seconds on a CPU
 def test_a_compiled_run_leaves_plain_checkpoints_that_load_and_export(make_cfg, tmp_path):
-    export = pytest.importorskip("dltemplate.export", reason="export is an extra, not in this project").export
+    export = pytest.importorskip("dltemplate.extras.export", reason="export is an extra, not in this project").export
 
     result = train(make_cfg("task=rings", "compile=true", "debug=limit_batches"))
     checkpoint = load_checkpoint(result.best_checkpoint)

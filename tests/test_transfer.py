@@ -18,14 +18,14 @@ from dltemplate.build import build_datamodule
 from dltemplate.checkpoint import load_checkpoint, restore
 from dltemplate.config import compose_config
 from dltemplate.errors import ConfigError
-from dltemplate.export import export_checkpoint
+from dltemplate.extras.export import export_checkpoint
+from dltemplate.image.nets.timm import TimmNet
 from dltemplate.modules.classification import ClassificationModule
 from dltemplate.modules.factories import build_net, no_downloads, without_downloads
 from dltemplate.modules.optimizers import build_optimizer, parameter_groups
 from dltemplate.modules.schedulers import build_scheduler
-from dltemplate.nets.timm import TimmNet
-from dltemplate.nets.transformer import TransformerNet
 from dltemplate.predict import predict
+from dltemplate.text.nets.transformer import TransformerNet
 from dltemplate.train import train
 from tests.datasets import class_images, provide_task_data, write_timm_weights, write_tiny_bert
 from tests.helpers import CONFIG_DIR
@@ -75,7 +75,7 @@ def test_timm_weights_from_a_file_or_a_url_fill_the_backbone(tmp_path, monkeypat
 def test_torchvision_weights_come_from_a_filled_torch_hub_cache(tmp_path, monkeypatch):
     import torchvision
 
-    from dltemplate.nets.torchvision import TorchvisionNet
+    from dltemplate.image.nets.torchvision import TorchvisionNet
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
@@ -100,9 +100,12 @@ def test_a_name_timm_does_not_know_is_refused():
 def test_nets_rebuilt_from_a_checkpoint_load_no_weights_and_read_no_architecture(tmp_path):
     with pytest.raises(ConfigError, match="may not set"):  # weights only through pretrained / weights
         TimmNet("test_resnet", model_kwargs={"checkpoint_path": str(tmp_path / "w.pth")})
-    timm_net = {"_target_": "dltemplate.nets.timm.TimmNet", "model_name": "test_resnet", "weights": "http://x/w"}
+    timm_net = {"_target_": "dltemplate.image.nets.timm.TimmNet", "model_name": "test_resnet", "weights": "http://x/w"}
     assert without_downloads(timm_net) == {**timm_net, "pretrained": False, "weights": None}
-    transformer = {"_target_": "dltemplate.nets.transformer.TransformerNet", "model_name": "distilbert-base-uncased"}
+    transformer = {
+        "_target_": "dltemplate.text.nets.transformer.TransformerNet",
+        "model_name": "distilbert-base-uncased",
+    }
     assert without_downloads(transformer) == {**transformer, "pretrained": False, "offline": True}
     with no_downloads(), pytest.raises(ValueError, match="holds no architecture"):
         build_net(transformer)  # a checkpoint without the architecture: refused, not looked up on the hub

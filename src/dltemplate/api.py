@@ -255,7 +255,7 @@ class Model:
         Returns the file and its largest difference from the checkpoint's outputs.
         """
         # imported here: export is one of the extras, which a project may delete
-        from dltemplate.export import export
+        from dltemplate.extras.export import export
 
         if self.module.example_input_array is None:
             raise ValueError(f"{self.ckpt_path} stores no example input to trace the net with")

@@ -11,7 +11,35 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    "dltemplate.backtest": "dltemplate.extras.backtest",
+    "dltemplate.callbacks.images": "dltemplate.image.callbacks.images",
+    "dltemplate.callbacks.text": "dltemplate.text.callbacks.text",
+    "dltemplate.cv": "dltemplate.extras.cv",
+    "dltemplate.data.augment": "dltemplate.image.data.augment",
+    "dltemplate.data.image_chunks": "dltemplate.image.data.image_chunks",
+    "dltemplate.data.image_files": "dltemplate.image.data.image_files",
+    "dltemplate.data.images": "dltemplate.image.data.images",
+    "dltemplate.data.linear": "dltemplate.regression.data.linear",
+    "dltemplate.data.rings": "dltemplate.regression.data.rings",
+    "dltemplate.data.series": "dltemplate.series.data.series",
+    "dltemplate.data.tabular": "dltemplate.tabular.data.tabular",
+    "dltemplate.data.text": "dltemplate.text.data.text",
+    "dltemplate.data.text_files": "dltemplate.text.data.text_files",
+    "dltemplate.export": "dltemplate.extras.export",
+    "dltemplate.nets.growth_lstm": "dltemplate.series.nets.growth_lstm",
+    "dltemplate.nets.ngram_bag": "dltemplate.text.nets.ngram_bag",
+    "dltemplate.nets.resnet": "dltemplate.image.nets.resnet",
+    "dltemplate.nets.rnn_forecaster": "dltemplate.series.nets.rnn_forecaster",
+    "dltemplate.nets.simple_cnn": "dltemplate.image.nets.simple_cnn",
+    "dltemplate.nets.tabular": "dltemplate.tabular.nets.tabular",
+    "dltemplate.nets.text_cnn": "dltemplate.text.nets.text_cnn",
+    "dltemplate.nets.timm": "dltemplate.image.nets.timm",
+    "dltemplate.nets.torchvision": "dltemplate.image.nets.torchvision",
+    "dltemplate.nets.transformer": "dltemplate.text.nets.transformer",
+    "dltemplate.serve": "dltemplate.extras.serve",
+    "dltemplate.tune": "dltemplate.extras.tune",
+}
 
 
 def moved(target: str) -> str:

@@ -23,7 +23,7 @@ refused, and so is an interpolation (`${...}`) where Hydra would resolve it. `ch
 at every name's form alone, importing nothing it names (`<package>.<subpackage>.<file>.<Name>` with the
 kind's subpackage, a member of the kind's exact torch namespace, a registered name); `resolve_names`
 then imports each and requires it to be defined in that very module (a re-export such as
-`dltemplate.data.tabular.pd` is refused), of the kind's base class, and what Hydra finds under that
+`dltemplate.tabular.data.tabular.pd` is refused), of the kind's base class, and what Hydra finds under that
 name. Only then is the checkpoint built, with the same `instantiate`. A kind's subpackage may sit in a
 folder of the package (`dltemplate.image.nets`, a family's), and a module path that has moved is read
 as its new path (`dltemplate.moved`), so old checkpoints keep loading. Extend the allowlist with

@@ -50,9 +50,9 @@ def run_metrics(cfg: DictConfig) -> dict[str, float]:
     move_old_data_keys(cfg)  # data.folds=5 (an earlier version's) is one fold's run: cv.folds=5 cv.fold=0
     kind = selection_of(cfg)
     if kind == "cv":  # imported when used: a plain run needs neither, and a project may delete them
-        return _extra("dltemplate.cv", "cross_validate", "cv.folds")(cfg)
+        return _extra("dltemplate.extras.cv", "cross_validate", "cv.folds")(cfg)
     if kind == "backtest":
-        return _extra("dltemplate.backtest", "backtest", "backtest.origins")(cfg)
+        return _extra("dltemplate.extras.backtest", "backtest", "backtest.origins")(cfg)
     result = train(cfg)
     log.info("results in %s (best checkpoint: %s)", result.output_dir, result.best_checkpoint)
     return result.metrics

@@ -177,7 +177,7 @@ class CheckpointAPI(litserve.LitAPI):
 
     def _decode_images(self, value: list, expected: str) -> Decoded | Rejected:
         """Each image decoded from base64 and its size read from its header, before any pixel is decoded."""
-        from dltemplate.data.image_files import image_pixels  # the image family's: only image models get here
+        from dltemplate.image.data.image_files import image_pixels  # the image family's: only image models get here
 
         images = []
         for i, image in enumerate(value):

@@ -27,9 +27,9 @@ from dltemplate.data.tensors import (
     stratified_holdout,
     whole_batch,
 )
-from dltemplate.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 from dltemplate.errors import ConfigError, DataError, MissingFileError
 from dltemplate.files import cached_folder, files_key
+from dltemplate.text.data.text_files import ACLIMDB_LAYOUT, aclimdb_files, read_aclimdb, read_text_table
 
 log = logging.getLogger(__name__)
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
@@ -617,7 +617,7 @@ def pretrained_tokenizer(name: str, max_length: int | None) -> tuple[Tokenizer, 
         from transformers import AutoTokenizer
     except ImportError:
         raise ImportError("data.tokenizer needs transformers: pip install -e '.[hf]'") from None
-    from dltemplate.nets.transformer import from_hub_or_folder
+    from dltemplate.text.nets.transformer import from_hub_or_folder
 
     loaded = from_hub_or_folder(
         lambda: AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=False),

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dltemplate.data.image_files import channel_statistics, decode_one
 from dltemplate.errors import DataError
 from dltemplate.files import cached_folder
+from dltemplate.image.data.image_files import channel_statistics, decode_one
 
 log = logging.getLogger(__name__)
 

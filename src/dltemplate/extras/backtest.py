@@ -17,8 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from dltemplate.build import build_datamodule
-from dltemplate.cv import fold_metrics, require_setting, summarise
 from dltemplate.errors import ConfigError, DataError
+from dltemplate.extras.cv import fold_metrics, require_setting, summarise
 from dltemplate.files import write_text_atomically
 from dltemplate.run import train
 from dltemplate.rundir import claim, write_result

@@ -12,9 +12,15 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms.v2 import functional as TF
 
-from dltemplate.data.augment import random_crop_and_flip
-from dltemplate.data.image_chunks import ChunkedImages, streaming_loader, write_chunks
-from dltemplate.data.image_files import (
+from dltemplate.data.predictions import class_table
+from dltemplate.data.protocols import PredictsInputs
+from dltemplate.data.targets import balanced_class_weights
+from dltemplate.data.tensors import HeldOutRows, TensorDataModule, memory_fits, require_split, whole_batch
+from dltemplate.errors import ConfigError, DataError, MissingFileError
+from dltemplate.files import files_key
+from dltemplate.image.data.augment import random_crop_and_flip
+from dltemplate.image.data.image_chunks import ChunkedImages, streaming_loader, write_chunks
+from dltemplate.image.data.image_files import (
     CACHE_FORMAT,
     IMAGE_EXTENSIONS,
     cached_decode,
@@ -23,12 +29,6 @@ from dltemplate.data.image_files import (
     decode_files,
     list_image_folder,
 )
-from dltemplate.data.predictions import class_table
-from dltemplate.data.protocols import PredictsInputs
-from dltemplate.data.targets import balanced_class_weights
-from dltemplate.data.tensors import HeldOutRows, TensorDataModule, memory_fits, require_split, whole_batch
-from dltemplate.errors import ConfigError, DataError, MissingFileError
-from dltemplate.files import files_key
 
 TORCHVISION_SOURCES = {"cifar10": datasets.CIFAR10, "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
 MAX_INFERRED_SIZE = 224  # an inferred image size is capped here (ImageNet nets' input): data.image_size overrides

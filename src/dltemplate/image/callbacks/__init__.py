@@ -1,0 +1,1 @@
+"""The image family's own callbacks."""

@@ -1,0 +1,1 @@
+"""The image family's LightningDataModules and readers (see the core `data` package)."""

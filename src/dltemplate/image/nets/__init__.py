@@ -1,0 +1,1 @@
+"""The image family's networks: plain `nn.Module`s, no Lightning import."""

@@ -1,0 +1,1 @@
+"""The series family's networks: plain `nn.Module`s, no Lightning import."""

@@ -1,0 +1,1 @@
+"""The tabular family's LightningDataModules and readers (see the core `data` package)."""

@@ -1,0 +1,1 @@
+"""The text family's own callbacks."""

@@ -1,0 +1,1 @@
+"""The text family's networks: plain `nn.Module`s, no Lightning import."""
