@@ -31,6 +31,7 @@ def one_error_line(capsys, call, cfg=None) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

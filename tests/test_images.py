@@ -105,6 +105,7 @@ def test_grayscale_and_resize(tmp_path):
     }
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
     write_image_folder(tmp_path / "data" / "cifar2")
     result = train(make_cfg("task=cifar2", "trainer.max_epochs=2", "net=simple_cnn", "data.batch_size=8"))
@@ -128,6 +129,7 @@ def test_cifar2_trains_logs_its_images_and_predicts_files(make_cfg, tmp_path):
     assert accuracy == pytest.approx(result.metrics["test/acc"], abs=1e-6)  # same preprocessing as in training
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_balanced_class_weights_reach_the_image_loss(make_cfg, tmp_path):
     root = write_image_folder(tmp_path / "data" / "pets", per_class=8)
     for file in sorted((root / "train" / "automobile").iterdir())[4:]:  # 8 airplanes, 4 automobiles
@@ -139,6 +141,7 @@ def test_balanced_class_weights_reach_the_image_loss(make_cfg, tmp_path):
     assert_balanced_class_weights(result)
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_misclassified_images_are_drawn_when_there_are_some(make_cfg, tmp_path):
     write_image_folder(tmp_path / "data" / "cifar2")
     result = train(make_cfg("task=cifar2", "trainer.max_epochs=1", "net=simple_cnn", "module.optimizer.lr=1e-9"))
@@ -637,6 +640,7 @@ def test_training_inputs_are_a_class_balanced_sample_titled_with_their_classes()
     assert titles == ["cat", "dog", "cat", "dog"]
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 @pytest.mark.parametrize("layout", ["classes", "test"])
 def test_evaluating_on_another_labelled_folder_needs_no_train_split(make_cfg, tmp_path, layout):
     import shutil

@@ -20,6 +20,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 @pytest.mark.parametrize(("name", "family"), CASES)
 def test_every_loss_trains_a_step_on_each_family_it_fits(make_cfg, name, family):
     torch.manual_seed(0)

@@ -137,6 +137,7 @@ def test_book_text_cnn_pads_or_cuts_to_its_length():
     assert net(torch.randint(0, 10_000, (2, 31))).shape == net(torch.randint(0, 10_000, (2, 500))).shape == (2, 1)
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 @pytest.mark.parametrize("family", ["binary", "regression", "forecasting"])
 def test_every_init_scheme_trains_a_step_on_each_family(make_cfg, scheme, family):
@@ -146,6 +147,7 @@ def test_every_init_scheme_trains_a_step_on_each_family(make_cfg, scheme, family
     assert module.hparams.net["init"] == scheme  # recorded with the net's config
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 @pytest.mark.parametrize("name", NETS)
 def test_every_init_scheme_fits_every_net(name):
     spec = net_spec(name)

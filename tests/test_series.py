@@ -100,6 +100,7 @@ def test_model_beats_both_naive_baselines_on_trend_plus_season(make_cfg, tmp_pat
     assert "val/forecast" in tensorboard_tags(Path(result.output_dir))["images"]
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_covid_task_trains_and_forecasts_until_zero(make_cfg, tmp_path):
     provide_task_data("covid", tmp_path / "data")
     result = train(make_cfg("task=covid", "trainer.max_epochs=5"))

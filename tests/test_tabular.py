@@ -41,6 +41,7 @@ def titanic_run(tmp_path_factory):
     return train(cfg), tmp
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_titanic_learns_and_draws_its_figures(titanic_run):
     result, _ = titanic_run
     assert result.metrics["test/acc"] > 0.8  # the generated survival rule is learnable; chance is ≈0.6
@@ -48,6 +49,7 @@ def test_titanic_learns_and_draws_its_figures(titanic_run):
     assert {"val/confusion_matrix", "val/roc"} <= tags["images"]
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_predict_from_checkpoint_and_raw_csv_reproduces_the_test_accuracy(titanic_run, tmp_path):
     result, tmp = titanic_run
     test = pd.read_csv(tmp / "data" / "titanic" / "test.csv")
@@ -70,6 +72,7 @@ def test_predict_from_checkpoint_and_raw_csv_reproduces_the_test_accuracy(titani
         predict(cfg)  # never overwrites an earlier prediction file
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_predicting_rows_that_have_the_target_keeps_every_column_on_request_and_logs_the_score(
     titanic_run, tmp_path, caplog
 ):
@@ -90,6 +93,7 @@ def test_predicting_rows_that_have_the_target_keeps_every_column_on_request_and_
     assert "the input has the target column 'Survived': acc " in caplog.text
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_predictions_keep_the_columns_that_identify_rows_or_their_position(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="dltemplate.predict")
     frame = mixed_frame(200)  # `id` (row0, row1, ...): left out as free text or an id, and a key
@@ -413,6 +417,7 @@ def test_a_split_left_empty_by_tiny_data_is_named_with_its_fraction(tmp_path):
         dm.setup("fit")
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_evaluate_scores_a_checkpoint_on_another_labelled_file(make_cfg, tmp_path):
     from tests.datasets import titanic_frame
 

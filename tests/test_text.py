@@ -78,6 +78,7 @@ def test_batches_are_trimmed_to_their_longest_text(tmp_path):
     assert ids.dtype == torch.long and ids.shape[1] < 500 and (ids[:, -1] != 0).any()
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_imdb_trains_writes_text_summaries_and_predicts_raw_strings(make_cfg, tmp_path):
     provide_task_data("imdb", tmp_path / "data")
     overrides = ["trainer.max_epochs=6", "data.batch_size=8", "net.buckets=4096", "net.ngrams=2"]

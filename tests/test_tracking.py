@@ -69,6 +69,7 @@ def test_figures_are_drawn_at_the_best_and_last_epochs_and_on_the_test_set(track
         assert images[f"test/{figure}"] == {15}
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_hparams_columns_are_the_same_for_runs_of_different_tasks(make_cfg):
     runs = [
         train(make_cfg("task=rings", "debug=limit_batches", run="rings")),

@@ -53,6 +53,7 @@ def test_rings_defaults_approach_the_bayes_accuracy(tmp_path):
     assert result.metrics["test/auroc"] >= 0.97
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_tensorboard_shows_every_kind_of_record(rings_run):
     tags = tensorboard_tags(Path(rings_run.output_dir))  # events straight in the run directory
     assert {"train/loss", "train/loss_step", "train/lr", "train/epoch_s", "val/loss", "val/acc", "test/acc"} <= tags[
@@ -69,6 +70,7 @@ def test_tensorboard_shows_every_kind_of_record(rings_run):
     assert "custom_scalars__config__" in tags["custom_scalars"]
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_epochs_count_from_0_in_checkpoint_names_figure_titles_and_curves(rings_run):
     import re
 
@@ -86,6 +88,7 @@ def test_epochs_count_from_0_in_checkpoint_names_figure_titles_and_curves(rings_
     assert "from 0" in figure.axes[0].get_xlabel()
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_best_and_last_checkpoints_load_as_plain_data(rings_run):
     checkpoints = Path(rings_run.output_dir) / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file()
@@ -94,6 +97,7 @@ def test_best_and_last_checkpoints_load_as_plain_data(rings_run):
     assert best["config"]["dims"] == {"in_features": 2, "num_classes": 2, "out_features": 1}
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_evaluate_scores_a_checkpoint_like_the_training_run_did(rings_run, tmp_path):
     cfg = compose_config(
         CONFIG_DIR, [f"ckpt_path={rings_run.best_checkpoint}"], output_dir=tmp_path, config_name="evaluate"
@@ -118,6 +122,7 @@ def test_a_finished_run_directory_is_never_overwritten(make_cfg):
         train(make_cfg("debug=limit_batches", run="same"))
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_same_seed_gives_the_same_metrics(make_cfg):
     a = train(make_cfg("debug=limit_batches", "trainer.deterministic=true", run="a"))
     b = train(make_cfg("debug=limit_batches", "trainer.deterministic=true", run="b"))

@@ -175,6 +175,7 @@ class Snapshots(Callback):
         self.states.append(self.take(pl_module))
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_the_backbone_stays_frozen_for_its_epochs_then_trains(tmp_path):
     torch.manual_seed(0)
     module = finetune_module(freeze_epochs=1, backbone_lr_scale=0.5)
@@ -242,6 +243,7 @@ def test_cifar2_finetune_trains_predicts_exports_and_restores_offline(make_cfg, 
     assert path.is_file() and difference < 1e-4
 
 
+@pytest.mark.slow  # seconds each (whole runs, or every net or family): CI runs the slow tests too
 def test_a_restored_checkpoint_never_fetches_the_weights_its_config_names(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
