@@ -632,6 +632,12 @@ def test_the_title_pattern_takes_linear_time_and_any_pattern_is_bounded():
         start = time.perf_counter()
         regex_extract(hostile, "Name", used)
         assert time.perf_counter() - start < 5, used  # unbounded, the old pattern took minutes
+    start = time.perf_counter()  # exponential: bounded by time, one line naming the pattern
+    with pytest.raises(DataError, match=r"took over 1 s on one value of column 'Name': it backtracks"):
+        regex_extract(pd.DataFrame({"Name": ["Smith", "a" * 60 + "!"]}), "Name", r"((a|aa)+)$")
+    assert time.perf_counter() - start < 15  # the timeout is checked now and then, not to the millisecond
+    with pytest.raises(ConfigError, match="no capture group"):
+        regex_extract(names, "Name", r"Mr\.")
 
 
 def test_integer_classes_with_empty_target_cells_stay_integers(tmp_path):

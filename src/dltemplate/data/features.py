@@ -16,22 +16,45 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import regex  # `re`'s syntax with a time limit per match, which the standard library's `re` lacks
 
+from dltemplate.errors import ConfigError, DataError
 from dltemplate.registry import register
+
+MATCH_SECONDS = 1.0  # per value: far above any sane pattern's time on max_chars characters
 
 
 @register("feature")
 def regex_extract(frame: pd.DataFrame, column: str, pattern: str, max_chars: int = 1000) -> pd.Series:
     """The first capture group of `pattern` in `column` (missing where it does not match).
 
-    The pattern is applied to the first `max_chars` characters of each value: Python's regular
-    expressions backtrack, and a pattern whose work grows as a power of its input's length must not let
-    one long value (a request's `"Name": ",,,,..."`) keep the process busy for minutes. (A pattern
-    with nested repeats, `(a+)+b`, is exponential: no length limit helps it; write patterns that
-    cannot backtrack much, as the Titanic title's does.)
+    Regular expressions backtrack, and a pattern is data when it comes from a checkpoint, so its work
+    is bounded twice: it reads only the first `max_chars` characters of each value (a pattern whose
+    work grows as a power of its input's length cannot be kept busy for minutes by one long value,
+    a request's `"Name": ",,,,..."`), and one value may take at most `MATCH_SECONDS` (a pattern with
+    overlapping alternatives, `(a|aa)+$`, is exponential even on short values): past that, a `DataError` names
+    the pattern instead of a process busy for hours.
     """
-    text = frame[column].astype("string")
-    return text.str.slice(0, max_chars).str.extract(pattern, expand=False).str.strip()
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, TypeError) as error:
+        raise ConfigError(f"the derived column's pattern {pattern!r} is not a regular expression: {error}") from None
+    if compiled.groups < 1:
+        raise ConfigError(f"the derived column's pattern {pattern!r} has no capture group (...) to extract")
+    values = []
+    for value in frame[column].astype("string").str.slice(0, max_chars):
+        if value is pd.NA:
+            values.append(pd.NA)
+            continue
+        try:
+            found = compiled.search(value, timeout=MATCH_SECONDS)
+        except TimeoutError:
+            raise DataError(
+                f"the derived column's pattern {pattern!r} took over {MATCH_SECONDS:g} s on one value of "
+                f"column {column!r}: it backtracks without bound (as (a|aa)+$ does); write one that cannot"
+            ) from None
+        values.append(pd.NA if found is None or found.group(1) is None else found.group(1))
+    return pd.Series(values, index=frame.index, dtype="string").str.strip()
 
 
 @register("feature")
