@@ -6,6 +6,7 @@ A data module without a capability that a run needs is one line when the run is 
 """
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import typing
@@ -92,8 +93,6 @@ def test_a_data_module_defines_every_member_of_the_protocols_it_names(cls, proto
 
 @pytest.mark.parametrize("cls", DATA_MODULES, ids=lambda cls: cls.__name__)
 def test_each_data_module_offers_what_its_family_needs(cls):
-    from dltemplate.extras.serve import INPUT_KEYS
-
     if issubclass(cls, TensorDataModule):  # read directly by the callbacks, serve.py, cv.py and build.py
         assert HasClasses in cls.__mro__ and issubclass(cls, InfersSettings)
         assert declares(cls, "training_device") and declares(cls, "example_input_array")
@@ -104,8 +103,10 @@ def test_each_data_module_offers_what_its_family_needs(cls):
         # a data module that reads files predicts from them: a table, texts or images (the synthetic ones do not)
         reads_files = "fetch_data" in vars(cls)
         assert (PredictsInputs in cls.__mro__) == reads_files, f"{cls.__name__} reads files: it predicts from them"
-    if PredictsInputs in cls.__mro__:  # serve.py knows what its requests hold
-        assert cls.input_kind in INPUT_KEYS and cls.input_kind not in ("series", "features")
+    if PredictsInputs in cls.__mro__ and importlib.util.find_spec("dltemplate.extras.serve"):  # serve is an extra
+        from dltemplate.extras.serve import INPUT_KEYS
+
+        assert cls.input_kind in INPUT_KEYS and cls.input_kind not in ("series", "features")  # serve knows them
 
 
 @pytest.mark.parametrize("cls", DATA_MODULES, ids=lambda cls: cls.__name__)
@@ -219,7 +220,7 @@ def test_forecasting_with_a_data_module_that_continues_no_series_is_one_line(mon
 
 
 def test_serving_inputs_of_a_kind_serve_has_no_request_for_is_one_line_before_the_server(monkeypatch, tmp_path, capsys):
-    import dltemplate.extras.serve as serving
+    serving = pytest.importorskip("dltemplate.extras.serve", reason="serving is an extra, not in this project")
 
     monkeypatch.setattr(serving, "find_checkpoint", Path)
     monkeypatch.setattr(serving, "restore", _restored(_Audio()))
