@@ -481,7 +481,9 @@ def test_a_serve_whose_process_died_exits_non_zero_with_one_line(rings_checkpoin
     # without its manager the main process may only learn that a connection closed, not which process died
     expected = "so the server stopped" if "manager" in victim else "was killed by signal 9, so the server stopped"
     assert len(errors) == 1 and expected in errors[0], stderr[-2000:]
-    if "manager" not in victim:  # without its manager, LitServe's model worker prints its own traceback
+    # without its manager, LitServe's model worker prints its own traceback; killed as it starts, the
+    # stop may interrupt LitServe's own start-up code, whose output is LitServe's
+    if "manager" not in victim and "as it starts" not in victim:
         assert "Traceback" not in stderr
 
 
