@@ -41,7 +41,6 @@ from typing import Any
 
 import litserve
 import pandas as pd
-import psutil
 import torch
 from fastapi.responses import JSONResponse
 from omegaconf import DictConfig, OmegaConf
@@ -355,7 +354,6 @@ class ProcessWatch:
         self.reported = False  # `main` printed the error line itself
         self.pid = os.getpid()  # the serving process; its forked children inherit the SIGTERM handler
         self._seen: dict[int, Any] = {}
-        self._sightings: dict[int, int] = {}  # LitServe's processes as the OS lists them: pid → times seen alive
         self._thread = threading.Thread(target=self._watch, daemon=True, name="dltemplate-process-watch")
 
     def start(self) -> "ProcessWatch":
@@ -374,36 +372,7 @@ class ProcessWatch:
                 code = child.exitcode
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
                 self.died = f"the server's process {child.name} (pid {pid}) {how}"
-        if self.died is None and not self.stopping:  # a requested stop ends them all: no death to report
-            self._check_listed()
         return self.died
-
-    def _check_listed(self) -> None:
-        """The same check on the OS's list of this process's children, for a child `multiprocessing` no
-        longer lists: one that died, and was reaped, between two looks before it was first seen.
-
-        Only LitServe's long-lived processes count (forks of this command, spawned workers), each once it
-        was seen alive twice, so that a short-lived helper process is never taken for a death.
-        """
-        try:
-            listed = psutil.Process(self.pid).children()
-            command = psutil.Process(self.pid).cmdline()
-        except psutil.Error:
-            return
-        alive = set()
-        for child in listed:
-            try:
-                if child.status() == psutil.STATUS_ZOMBIE:
-                    continue  # killed, not reaped yet: as gone
-                line = child.cmdline()
-            except psutil.Error:
-                continue
-            if line == command or "spawn_main" in " ".join(line):
-                alive.add(child.pid)
-        for pid in list(self._sightings):
-            if pid not in alive and self._sightings[pid] >= 2 and self.died is None:
-                self.died = f"the server's process with pid {pid} ended"
-        self._sightings = {pid: self._sightings.get(pid, 0) + 1 for pid in alive}
 
     def _watch(self) -> None:
         while not self.stopping:
